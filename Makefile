@@ -16,9 +16,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS)
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,report]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,report,browser]"
 	touch $(STAMP)
 
 setup: $(STAMP)
