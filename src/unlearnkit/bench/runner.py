@@ -1,0 +1,285 @@
+"""The bench runner: runs a spec's grid, one record line per finished run, resumable after any crash.
+
+Folder layout (``--out DIR``):
+
+* ``records.jsonl``: one §8.2 record per finished run, plus ``record["bench"]`` (run key, grid cell, wall
+  time). Appended atomically (see `unlearnkit.bench.records`).
+* ``spec.toml``: a copy of the spec, written at the start.
+* ``bench.json``: written at the end (also after Ctrl-C or a failed run): total wall time, every run's status
+  (done, done earlier, skipped, failed) and wall time.
+* ``.bench.lock``: an advisory lock; a second bench on the same folder is refused instead of duplicating runs.
+
+Each run is identified by its run key (`unlearnkit.bench.spec.run_key`); a key already in ``records.jsonl``
+is not run again. A run is recorded only after it finished, so a bench killed at any moment (even
+``kill -9``) loses at most the run in flight, which the next invocation redoes: no record lost, none
+duplicated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from .._io import sha256_bytes, write_json_atomic, write_text_atomic
+from ..errors import ConfigError, DataNotFoundError, MissingDependencyError
+from ..progress import progress_enabled
+from .records import RECORDS_FILE, append_record, make_readable, read_records, record_key, repair_tail
+from .spec import BenchSpec, Run, RunnerFn, load_spec, plan_runs, resolve_runner
+
+RUNNER_ENV = "UNLEARNKIT_BENCH_RUNNER"  # "module:function" replacing run_experiment (tests, dry runs)
+_FATAL = (DataNotFoundError, MissingDependencyError, MemoryError)  # no point trying the next run
+
+
+@dataclass
+class RunStatus:
+    run: Run
+    status: str  # "done" | "done_earlier" | "skipped" | "failed" | "pending"
+    wall_seconds: float | None = None
+    message: str | None = None
+    record: dict[str, Any] | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {**self.run.describe(), "status": self.status, "wall_seconds": self.wall_seconds}
+        if self.message:
+            d["message"] = self.message
+        return d
+
+
+@dataclass
+class BenchResult:
+    """What `run_bench` did, also written to ``bench.json``."""
+
+    out_dir: Path
+    statuses: list[RunStatus] = field(default_factory=list)
+    total_wall_seconds: float = 0.0
+    interrupted: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(s.status == status for s in self.statuses)
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and self.count("failed") == 0 and self.count("pending") == 0
+
+
+@contextlib.contextmanager
+def _locked(out_dir: Path) -> Iterator[None]:
+    fd = os.open(out_dir / ".bench.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another bench is running on {out_dir} (it holds {out_dir / '.bench.lock'}); "
+                              "wait for it or use another --out folder") from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock; the kernel also releases it if we are killed
+
+
+def _utc() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_bench(spec: BenchSpec | str | os.PathLike, out_dir: str | os.PathLike, *, device: str = "auto",
+              data_dir: str | None = None, progress: bool | None = None, runner: RunnerFn | None = None,
+              console: Any = None) -> BenchResult:
+    """Run every pending cell of a bench grid, appending one record per finished run to ``out_dir``.
+
+    Args:
+        spec: a `BenchSpec` or the path of a TOML spec.
+        out_dir: the bench folder (created); holds ``records.jsonl``, ``spec.toml``, ``bench.json``.
+        device: passed to every run ("auto", "cpu", "cuda", "cuda:N").
+        data_dir: dataset folder passed to every run.
+        progress: show a progress bar over runs (default: on unless UNLEARNKIT_PROGRESS=0).
+        runner: the function doing one run (default: the spec's hidden ``runner``, then
+            ``$UNLEARNKIT_BENCH_RUNNER``, then `unlearnkit.pipeline.run_experiment`).
+        console: a rich Console for the per-run lines (default: stderr).
+
+    Returns:
+        A `BenchResult` with the status of every run. Failed runs are not recorded, so rerunning the same
+        command retries them.
+    """
+    from rich.console import Console
+    from rich.markup import escape
+
+    if not isinstance(spec, BenchSpec):
+        spec = load_spec(spec)
+    if runner is None:
+        runner = resolve_runner(spec.runner or os.environ.get(RUNNER_ENV) or None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    console = console or Console(stderr=True, highlight=False, soft_wrap=True)
+    show_bar = progress_enabled(progress)
+    result = BenchResult(out)
+    records_path = out / RECORDS_FILE
+    started, t0 = _utc(), time.perf_counter()
+
+    with _locked(out):
+        cut = repair_tail(records_path)
+        if cut:
+            console.print(f"[yellow]records.jsonl ended in a torn line ({cut} bytes, an interrupted append); "
+                          "removed it, that run will be redone[/]")
+        earlier = {record_key(r): r for r in read_records(records_path)}
+        make_readable([write_text_atomic(out / "spec.toml", spec.source_text)])
+
+        runs = plan_runs(spec)
+        for run in runs:
+            if run.skip_reason:
+                result.statuses.append(RunStatus(run, "skipped", message=run.skip_reason))
+            elif run.key in earlier:
+                wall = (earlier[run.key].get("bench") or {}).get("wall_seconds")
+                result.statuses.append(RunStatus(run, "done_earlier", wall))
+            else:
+                result.statuses.append(RunStatus(run, "pending"))
+        pending = [s for s in result.statuses if s.status == "pending"]
+        head = f"bench {escape(spec.name)}: " if spec.name else "bench: "
+        console.print(f"{head}{len(runs)} runs: {result.count('done_earlier')} done earlier, "
+                      f"{result.count('skipped')} skipped, {len(pending)} to run -> {escape(str(out))}")
+        for s in result.statuses:
+            if s.status == "skipped":
+                console.print(f"  [dim]skipped[/] {escape(s.run.title)}: {escape(s.message or '')}")
+
+        try:
+            with _progress(show_bar, len(pending), console) as bar:
+                for i, status in enumerate(pending, 1):
+                    run = status.run
+                    bar.describe(escape(f"{run.method.label} {run.forget.spec} s{run.seed}"))
+                    _do_run(run, runner, status, spec, device, data_dir, records_path)
+                    tag = "[green]done[/]" if status.status == "done" else "[red]FAILED[/]"
+                    extra = status.message if status.status == "failed" else _summary(status)
+                    line = f"{escape(run.title)} ({status.wall_seconds:.1f} s){escape(extra or '')}"
+                    console.print(f"  {i}/{len(pending)} {tag} {line}")
+                    bar.advance()
+                    if status.status == "failed" and status.message and status.message.startswith("fatal:"):
+                        break
+        except KeyboardInterrupt:
+            result.interrupted = True
+            console.print("[yellow]interrupted; finished runs are recorded, rerun the same command to resume[/]")
+        finally:
+            result.total_wall_seconds = time.perf_counter() - t0
+            _write_bench_json(out, spec, result, started)
+    if result.interrupted:
+        raise KeyboardInterrupt
+    console.print(f"bench finished in {result.total_wall_seconds:.1f} s: {result.count('done')} done, "
+                  f"{result.count('done_earlier')} done earlier, {result.count('skipped')} skipped, "
+                  f"{result.count('failed')} failed")
+    return result
+
+
+def _do_run(run: Run, runner: RunnerFn, status: RunStatus, spec: BenchSpec, device: str, data_dir: str | None,
+            records_path: Path) -> None:
+    t = time.perf_counter()
+    try:
+        result = runner(run.dataset, run.model, run.forget.arg, run.method.name, overrides=dict(run.method.overrides),
+                        seed=run.seed, model_kwargs=dict(run.model_args) or None,
+                        metrics=list(spec.metrics) if spec.metrics else None, device=device, data_dir=data_dir,
+                        progress=False)
+        record = getattr(result, "record", result)  # run_experiment returns an Experiment(record, unlearned, split)
+        if not isinstance(record, dict):
+            raise TypeError(f"the runner returned {type(record).__name__}, expected a record dict")
+    except KeyboardInterrupt:
+        raise
+    except _FATAL as exc:
+        status.status, status.wall_seconds = "failed", time.perf_counter() - t
+        status.message = f"fatal: {type(exc).__name__}: {exc}"
+        return
+    except Exception as exc:  # one failed cell must not lose the rest of a long bench
+        status.status, status.wall_seconds = "failed", time.perf_counter() - t
+        status.message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        return
+    wall = time.perf_counter() - t
+    record = dict(record)
+    record["bench"] = {**run.describe(), "wall_seconds": wall, "finished_utc": _utc()}
+    append_record(records_path, record)
+    status.status, status.wall_seconds = "done", wall
+    status.message, status.record = None, record
+
+
+def _summary(status: RunStatus) -> str:
+    rec = status.record or {}
+    gap = (rec.get("gaps_to_retrained") or {}).get("avg_gap_to_retrained")
+    return f" avg gap {gap:.2f}" if isinstance(gap, (int, float)) else ""
+
+
+class _NoBar:
+    def describe(self, text: str) -> None:
+        pass
+
+    def advance(self) -> None:
+        pass
+
+
+class _RichBar:
+    def __init__(self, progress: Any, task: Any) -> None:
+        self._p, self._t = progress, task
+
+    def describe(self, text: str) -> None:
+        self._p.update(self._t, description=text)
+
+    def advance(self) -> None:
+        self._p.update(self._t, advance=1)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int, console: Any) -> Iterator[Any]:
+    """A rich bar over runs with elapsed time and ETA; per-run lines print above it."""
+    if not enabled or total == 0:
+        yield _NoBar()
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(TextColumn("runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
+                  TimeRemainingColumn(), TextColumn("{task.description}"), console=console) as p:
+        yield _RichBar(p, p.add_task("", total=total))
+
+
+def _write_bench_json(out: Path, spec: BenchSpec, result: BenchResult, started: str) -> None:
+    walls = [s.wall_seconds for s in result.statuses if s.status in ("done", "done_earlier") and s.wall_seconds]
+    path = write_json_atomic(out / "bench.json", {
+        "spec": "spec.toml", "spec_sha256": sha256_bytes(spec.source_text.encode()), "name": spec.name,
+        "started_utc": started, "finished_utc": _utc(), "interrupted": result.interrupted,
+        "total_wall_seconds": result.total_wall_seconds,
+        "sum_run_wall_seconds": sum(walls),  # over every recorded run, earlier invocations included
+        "counts": {k: result.count(k) for k in ("done", "done_earlier", "skipped", "failed", "pending")},
+        "runs": [s.to_dict() for s in result.statuses],
+    })
+    make_readable([path])
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    """`unlearnkit bench SPEC --out DIR`: 0 when every run is recorded or skipped, 1 when some failed."""
+    spec = load_spec(args.spec)
+    progress = False if getattr(args, "no_progress", False) else None
+    try:
+        result = run_bench(spec, args.out, device=getattr(args, "device", "auto"),
+                           data_dir=getattr(args, "data_dir", None), progress=progress)
+    except KeyboardInterrupt:
+        return 130
+    n_records = len(read_records(Path(args.out) / RECORDS_FILE, warn=False))
+    print(json.dumps({"out": str(args.out), "records": n_records, "done": result.count("done"),
+                      "done_earlier": result.count("done_earlier"), "skipped": result.count("skipped"),
+                      "failed": result.count("failed"), "wall_seconds": round(result.total_wall_seconds, 2)}))
+    if result.count("failed"):
+        print(f"unlearnkit bench: {result.count('failed')} run(s) failed (see bench.json); rerun the same command "
+              "to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+__all__ = ["RUNNER_ENV", "BenchResult", "RunStatus", "bench_command", "run_bench"]

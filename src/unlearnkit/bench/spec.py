@@ -1,0 +1,449 @@
+"""Bench specs: a TOML grid of datasets × models × forget specs × methods × seeds, validated up front.
+
+A spec looks like this::
+
+    name = "fashion_mnist"              # optional, shown in the report
+    description = "…"                   # optional
+    metrics = ["mia_efficacy_forget"]   # optional: extra metrics/audits for every run
+
+    [grid]
+    datasets = ["fashion_mnist"]
+    models = ["small_cnn"]
+    forget = ["class:0", "random:0.1"]
+    seeds = [0, 1, 2]
+
+    [model_args.resnet18]               # optional keyword arguments of one model
+    width = 16
+
+    [[methods]]
+    name = "salun"
+    set = { lr = 0.01 }                 # optional config overrides (on top of the method's presets)
+    label = "salun-lr0.01"              # optional; default: the name, plus the overrides when there are some
+
+`load_spec` collects every problem (unknown keys, unknown names, wrong types, malformed forget specs, empty
+grid, bad method options) and raises one `ConfigError` listing them, one per line, before any compute.
+`plan_runs` expands the grid; each run carries a run key, the SHA-256 of (dataset, model, model_args, forget
+spec, method name, resolved overrides, seed), which is what makes a bench resumable.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .._io import sha256_json
+from ..errors import ConfigError
+
+TOP_KEYS = ("name", "description", "metrics", "runner", "grid", "model_args", "methods")
+GRID_KEYS = ("datasets", "models", "forget", "seeds")
+METHOD_KEYS = ("name", "set", "label")
+_SCALARS = (str, int, float, bool)
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """One ``[[methods]]`` table: a registered method, its config overrides and its label in reports."""
+
+    name: str  # canonical registry name
+    overrides: dict[str, Any]  # resolved (type-coerced) overrides, sorted by key
+    label: str
+
+
+@dataclass(frozen=True)
+class ForgetEntry:
+    """One forget spec of the grid: the canonical text (for keys and reports) and what the runner receives."""
+
+    spec: str  # canonical, e.g. "class:0", "random:0.1", "indices:500@1a2b…" (no paths)
+    arg: str  # passed to run_experiment (indices files as absolute paths)
+    kind: str  # "class" or "random" (index files count as random forgetting)
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """A validated bench spec (see the module docstring for the TOML form)."""
+
+    datasets: tuple[str, ...]
+    models: tuple[str, ...]
+    forget: tuple[ForgetEntry, ...]
+    seeds: tuple[int, ...]
+    methods: tuple[MethodEntry, ...]
+    model_args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics: tuple[str, ...] | None = None
+    name: str = ""
+    description: str = ""
+    runner: str | None = None  # hidden: "module:function" replacing unlearnkit.pipeline.run_experiment
+    source_text: str = ""  # the TOML as given (copied into the bench folder)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One cell of the grid."""
+
+    dataset: str
+    model: str
+    model_args: dict[str, Any]
+    forget: ForgetEntry
+    method: MethodEntry
+    seed: int
+    key: str
+    skip_reason: str | None = None
+
+    @property
+    def title(self) -> str:
+        return f"{self.dataset}/{self.model} {self.forget.spec} {self.method.label} seed {self.seed}"
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON block stored with the record (``record["bench"]``) and in ``bench.json``."""
+        return {"run_key": self.key, "dataset": self.dataset, "model": self.model, "model_args": self.model_args,
+                "forget": self.forget.spec, "method": self.method.name, "label": self.method.label,
+                "overrides": self.method.overrides, "seed": self.seed}
+
+
+def run_key(dataset: str, model: str, model_args: Mapping[str, Any], forget: str, method: str,
+            overrides: Mapping[str, Any], seed: int) -> str:
+    """SHA-256 identifying one run; labels and spec order do not enter it."""
+    return sha256_json({"dataset": dataset, "model": model, "model_args": dict(sorted(model_args.items())),
+                        "forget": forget, "method": method, "overrides": dict(sorted(overrides.items())),
+                        "seed": int(seed)})
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def load_spec(path: str | os.PathLike) -> BenchSpec:
+    """Read and validate a bench spec file; raise one `ConfigError` listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"bench spec {str(path)!r} not found") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read bench spec {str(path)!r}: {exc}") from None
+    return parse_spec(text, base_dir=path.parent, origin=str(path))
+
+
+def parse_spec(text: str, *, base_dir: str | os.PathLike = ".", origin: str = "<spec>") -> BenchSpec:
+    """Validate TOML text as a bench spec (relative ``indices:`` files are read from ``base_dir``)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"bench spec {origin} is not valid TOML: {exc}") from None
+    problems: list[str] = []
+    spec = _validate(raw, Path(base_dir), problems, text)
+    if problems or spec is None:
+        err = ConfigError(f"bench spec {origin} has {len(problems)} problem{'s' if len(problems) != 1 else ''}:\n"
+                          + "\n".join(f"  - {p}" for p in problems))
+        err.problems = problems  # type: ignore[attr-defined]
+        raise err
+    return spec
+
+
+def _unknown(keys: Any, allowed: tuple[str, ...], where: str, problems: list[str]) -> None:
+    for k in keys:
+        if k not in allowed:
+            close = difflib.get_close_matches(str(k), allowed, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
+            problems.append(f"{where}: unknown key {k!r}{hint}")
+
+
+def _str_list(value: Any, where: str, problems: list[str]) -> list[str] | None:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        problems.append(f"{where}: expected a list of strings, e.g. [\"a\", \"b\"], got {_show(value)}")
+        return None
+    if not value:
+        problems.append(f"{where}: is empty; the grid needs at least one entry")
+        return None
+    dup = sorted({v for v in value if value.count(v) > 1})
+    if dup:
+        problems.append(f"{where}: repeated {', '.join(map(repr, dup))}")
+    return list(dict.fromkeys(value))
+
+
+def _show(value: Any) -> str:
+    kind = {dict: "a table", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number"}.get(type(value), type(value).__name__)
+    text = repr(value)
+    return f"{kind} ({text if len(text) < 40 else text[:37] + '...'})"
+
+
+def _canonical(registry: Any, name: str, where: str, problems: list[str]) -> str | None:
+    from ..errors import UnknownNameError
+
+    try:
+        return registry.canonical(name)
+    except UnknownNameError as exc:
+        problems.append(f"{where}: {exc}")
+        return None
+
+
+def _validate(raw: dict[str, Any], base_dir: Path, problems: list[str], text: str) -> BenchSpec | None:
+    from ..data import DATASETS
+    from ..models import MODELS
+
+    _unknown(raw, TOP_KEYS, "spec", problems)
+    name = raw.get("name", "")
+    description = raw.get("description", "")
+    for key, value in (("name", name), ("description", description)):
+        if not isinstance(value, str):
+            problems.append(f"{key}: expected a string, got {_show(value)}")
+
+    runner = raw.get("runner")
+    if runner is not None:
+        if not isinstance(runner, str):
+            problems.append(f"runner: expected a string 'module:function', got {_show(runner)}")
+            runner = None
+        else:
+            try:
+                resolve_runner(runner)
+            except ConfigError as exc:
+                problems.append(f"runner: {exc}")
+
+    metrics = None
+    if "metrics" in raw:
+        metrics = _str_list(raw["metrics"], "metrics", problems)
+        if metrics:
+            _check_metrics(metrics, problems)
+
+    # --- grid -----------------------------------------------------------------------------------------
+    grid = raw.get("grid")
+    datasets: list[str] = []
+    models: list[str] = []
+    forget: list[ForgetEntry] = []
+    seeds: list[int] = []
+    if grid is None:
+        problems.append("grid: missing; add a [grid] table with datasets, models, forget and seeds")
+    elif not isinstance(grid, dict):
+        problems.append(f"grid: expected a table, got {_show(grid)}")
+    else:
+        _unknown(grid, GRID_KEYS, "grid", problems)
+        for key in GRID_KEYS:
+            if key not in grid:
+                problems.append(f"grid.{key}: missing")
+        lists = {k: _str_list(grid[k], f"grid.{k}", problems) or [] if k in grid else []
+                 for k in ("datasets", "models", "forget")}
+        for i, d in enumerate(lists["datasets"]):
+            c = _canonical(DATASETS, d, f"grid.datasets[{i}]", problems)
+            if c is not None:
+                datasets.append(c)
+        for i, m in enumerate(lists["models"]):
+            c = _canonical(MODELS, m, f"grid.models[{i}]", problems)
+            if c is not None:
+                models.append(c)
+        for i, f in enumerate(lists["forget"]):
+            entry = _forget_entry(f, base_dir, f"grid.forget[{i}]", problems)
+            if entry is not None:
+                forget.append(entry)
+        if "seeds" in grid:
+            s = grid["seeds"]
+            if not isinstance(s, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                  for v in s):
+                problems.append(f"grid.seeds: expected a list of non-negative integers, e.g. [0, 1, 2], got {_show(s)}")
+            elif not s:
+                problems.append("grid.seeds: is empty; the grid needs at least one seed")
+            else:
+                if len(set(s)) != len(s):
+                    problems.append(f"grid.seeds: repeated seeds in {s}")
+                seeds = list(dict.fromkeys(s))
+        datasets, models = list(dict.fromkeys(datasets)), list(dict.fromkeys(models))
+        if len({f.spec for f in forget}) != len(forget):
+            problems.append("grid.forget: two entries name the same forget set")
+
+    # --- model_args -----------------------------------------------------------------------------------
+    model_args: dict[str, dict[str, Any]] = {}
+    margs = raw.get("model_args", {})
+    if not isinstance(margs, dict):
+        problems.append(f"model_args: expected tables like [model_args.resnet18], got {_show(margs)}")
+    else:
+        for mname, table in margs.items():
+            where = f"model_args.{mname}"
+            c = _canonical(MODELS, mname, where, problems)
+            if not isinstance(table, dict):
+                problems.append(f"{where}: expected a table of keyword arguments, got {_show(table)}")
+                continue
+            bad = [k for k, v in table.items() if not isinstance(v, _SCALARS)]
+            for k in bad:
+                problems.append(f"{where}.{k}: expected a string, number or boolean, got {_show(table[k])}")
+            if c is not None:
+                if models and c not in models:
+                    problems.append(f"{where}: model {c!r} is not in grid.models ({', '.join(models)})")
+                model_args[c] = dict(sorted(table.items()))
+
+    # --- methods --------------------------------------------------------------------------------------
+    kinds = sorted({f.kind for f in forget})
+    methods = _methods(raw.get("methods"), datasets, models, kinds, problems)
+
+    if problems:
+        return None
+    return BenchSpec(datasets=tuple(datasets), models=tuple(models), forget=tuple(forget), seeds=tuple(seeds),
+                     methods=tuple(methods), model_args=model_args, metrics=tuple(metrics) if metrics else None,
+                     name=name, description=description, runner=runner, source_text=text)
+
+
+def _forget_entry(text: str, base_dir: Path, where: str, problems: list[str]) -> ForgetEntry | None:
+    from ..data import parse_forget_spec
+
+    arg = text.strip()
+    kind_part, _, rest = arg.partition(":")
+    if kind_part.strip().lower() == "indices" and rest.strip():
+        p = Path(rest.strip()).expanduser()
+        if not p.is_absolute():
+            p = (base_dir / p).resolve()
+        arg = f"indices:{p}"
+    try:
+        parsed = parse_forget_spec(arg)
+    except ConfigError as exc:
+        problems.append(f"{where}: {exc}")
+        return None
+    except OSError as exc:
+        problems.append(f"{where}: cannot read the indices file: {exc}")
+        return None
+    if parsed.kind == "none":
+        problems.append(f"{where}: 'none' forgets nothing; use class:K, random:F or indices:FILE")
+        return None
+    return ForgetEntry(spec=str(parsed), arg=arg, kind="class" if parsed.kind == "class" else "random")
+
+
+def _check_metrics(metrics: list[str], problems: list[str]) -> None:
+    """Check a metric selection with the evaluation package (metrics, audits, ``default``), when importable."""
+    from ..errors import UnlearnkitError
+
+    try:
+        from ..evaluation import resolve_selection
+    except ImportError:  # evaluation not importable: run_experiment checks the names itself
+        return
+    for i, m in enumerate(metrics):
+        try:
+            resolve_selection([m])
+        except UnlearnkitError as exc:
+            problems.append(f"metrics[{i}]: {exc}")
+
+
+def _methods(entries: Any, datasets: list[str], models: list[str], kinds: list[str],
+             problems: list[str]) -> list[MethodEntry]:
+    from ..errors import UnlearnkitError
+    from ..methods import METHODS, create_method
+
+    if entries is None:
+        problems.append('methods: missing; add at least one [[methods]] table with name = "…"')
+        return []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        problems.append(f"methods: expected [[methods]] tables, got {_show(entries)}")
+        return []
+    if not entries:
+        problems.append("methods: is empty; add at least one [[methods]] table")
+        return []
+    out: list[MethodEntry] = []
+    for i, entry in enumerate(entries):
+        where = f"methods[{i}]"
+        _unknown(entry, METHOD_KEYS, where, problems)
+        name = entry.get("name")
+        if not isinstance(name, str):
+            problems.append(f"{where}.name: {'missing' if name is None else 'expected a string, got ' + _show(name)}")
+            continue
+        where = f"methods[{i}] ({name})"
+        overrides = entry.get("set", {})
+        if not isinstance(overrides, dict):
+            problems.append(f"{where}.set: expected a table like {{ lr = 0.01 }}, got {_show(overrides)}")
+            overrides = None
+        label = entry.get("label")
+        if label is not None and (not isinstance(label, str) or not label.strip()):
+            problems.append(f"{where}.label: expected a non-empty string, got {_show(label)}")
+            label = None
+        canonical = _canonical(METHODS, name, f"{where}.name", problems)
+        if canonical is None or overrides is None:
+            continue
+        cls = METHODS.get(canonical)
+        resolved: dict[str, Any] | None = None
+        errors: list[str] = []
+        for dataset in datasets or [None]:
+            for model in models or [None]:
+                for kind in kinds:
+                    if kind not in cls.requires.split_kinds:
+                        continue
+                    try:
+                        method = create_method(canonical, dataset=dataset, model=model, kind=kind, **overrides)
+                    except (UnlearnkitError, TypeError, ValueError) as exc:
+                        msg = str(exc)
+                        if msg not in errors:
+                            errors.append(msg)
+                        continue
+                    if resolved is None:
+                        cfg = method.config.to_dict()
+                        resolved = {k: cfg.get(k, overrides[k]) for k in sorted(overrides)}
+        problems.extend(f"{where}.set: {e}" for e in errors)
+        if errors:
+            continue
+        if resolved is None:  # no compatible forget kind: every run of it is skipped; still key on what was given
+            resolved = dict(sorted(overrides.items()))
+        out.append(MethodEntry(name=canonical, overrides=resolved, label=label or default_label(canonical, resolved)))
+    seen: dict[str, int] = {}
+    for e in out:
+        seen[e.label] = seen.get(e.label, 0) + 1
+    for lbl, n in seen.items():
+        if n > 1:
+            problems.append(f"methods: label {lbl!r} is used by {n} entries; give each a distinct label = \"…\"")
+    pairs = [(e.name, sha256_json(e.overrides)) for e in out]
+    for (mname, _), n in {p: pairs.count(p) for p in pairs}.items():
+        if n > 1:
+            problems.append(f"methods: {mname!r} appears {n} times with the same options; remove the duplicate")
+    return out
+
+
+def default_label(name: str, overrides: Mapping[str, Any]) -> str:
+    """``name`` or ``name[k=v,…]`` for an entry without an explicit label."""
+    if not overrides:
+        return name
+    return f"{name}[{','.join(f'{k}={v}' for k, v in sorted(overrides.items()))}]"
+
+
+# ------------------------------------------------------------------------------------------------ planning
+def plan_runs(spec: BenchSpec) -> list[Run]:
+    """Expand the grid in the order dataset > model > forget > seed > method.
+
+    Seeds before methods: one seed's retrained oracle serves every method before the next seed starts, and an
+    interrupted bench holds complete seeds. Runs a method cannot do (``requires.split_kinds``) carry a
+    ``skip_reason`` instead of being dropped, so they show in the console and in ``bench.json``.
+    """
+    from ..methods import METHODS
+
+    runs: list[Run] = []
+    for dataset in spec.datasets:
+        for model in spec.models:
+            margs = spec.model_args.get(model, {})
+            for forget in spec.forget:
+                for seed in spec.seeds:
+                    for m in spec.methods:
+                        kinds = METHODS.get(m.name).requires.split_kinds
+                        reason = None
+                        if forget.kind not in kinds:
+                            reason = (f"{m.name} supports only {'/'.join(sorted(kinds))} forgetting, "
+                                      f"not {forget.kind} ({forget.spec})")
+                        key = run_key(dataset, model, margs, forget.spec, m.name, m.overrides, seed)
+                        runs.append(Run(dataset, model, margs, forget, m, seed, key, reason))
+    return runs
+
+
+RunnerFn = Callable[..., dict]
+
+
+def resolve_runner(ref: str | None) -> RunnerFn:
+    """The function that performs one run: ``"module:function"``, or `unlearnkit.pipeline.run_experiment`."""
+    if ref is None:
+        try:
+            from ..pipeline import run_experiment  # type: ignore[import-not-found]
+        except ImportError as exc:
+            raise ConfigError(f"unlearnkit.pipeline.run_experiment is not available: {exc}") from None
+        return run_experiment
+    mod_name, sep, fn_name = ref.partition(":")
+    if not sep or not mod_name or not fn_name:
+        raise ConfigError(f"expected 'module:function', got {ref!r}")
+    try:
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import {ref!r}: {exc}") from None
+    if not callable(fn):
+        raise ConfigError(f"{ref!r} is not callable")
+    return fn
