@@ -1,0 +1,46 @@
+"""Evaluation: metrics against the retrained model, audits, records.
+
+* `evaluate` runs the default suite (accuracies, MIA-Efficacy, SFR-on's MIA, KL/JS to retrained, gaps,
+  runtime) with one forward pass per (model, split) and returns a JSON-ready record (evaluation.md §8.2).
+* Audits (population MIAs, relearn time, linear probe, CKA, competition score, U-LiRA-lite) are off by
+  default and selected by name in ``metrics=``.
+* `write_record` / `read_record` / `aggregate` / `records_to_frame` handle records; `noise_floor` gives
+  the Avg. Gap between two retrained models.
+* `functional` and `mia` hold the pure functional cores.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import functional, mia
+from .audits import AUDITS
+from .metrics import KEY_META, METRICS, Metric, MetricInfo, Outputs, metric_infos
+from .records import aggregate, read_record, records_to_frame, run_id, t_interval, write_record
+from .cli_support import print_table
+from .suite import DEFAULT_METRICS, EvaluationSuite, evaluate, format_table, noise_floor, resolve_selection
+
+__all__ = ["AUDITS", "DEFAULT_METRICS", "KEY_META", "METRICS", "EvaluationSuite", "Metric", "MetricInfo", "Outputs",
+           "aggregate", "evaluate", "format_table", "functional", "metric_table", "mia", "noise_floor",
+           "print_record_table", "read_record", "records_to_frame", "resolve_selection", "run_id", "t_interval", "write_record"]
+
+
+def metric_table() -> list[dict[str, Any]]:
+    """Rows ``{name, unit, direction, default, section}`` of every metric, derived key and audit output
+    (for ``unlearnkit list metrics``); audits are listed by their selectable name with their outputs."""
+    rows = []
+    for name, info in metric_infos().items():
+        if info.kind == "audit":
+            continue
+        rows.append({"name": name, "unit": info.unit, "direction": info.direction,
+                     "default": "on" if info.default else "off", "section": info.section})
+    for name in AUDITS.names():
+        a = AUDITS.get(name)
+        rows.append({"name": f"{name} (audit)", "unit": "-", "direction": "see outputs", "default": "off",
+                     "section": a.section})
+    return rows
+
+
+def print_record_table(record: dict[str, Any], title: str | None = None) -> None:
+    """Print `format_table(record)` with rich (metric | original | retrained | unlearned | gap)."""
+    print_table(format_table(record), title=title)
