@@ -182,7 +182,7 @@ def _do_run(run: Run, runner: RunnerFn, status: RunStatus, spec: BenchSpec, devi
         result = runner(run.dataset, run.model, run.forget.arg, run.method.name, overrides=dict(run.method.overrides),
                         seed=run.seed, model_kwargs=dict(run.model_args) or None,
                         metrics=list(spec.metrics) if spec.metrics else None, device=device, data_dir=data_dir,
-                        progress=False)
+                        progress=False, noise_floor=run.seed == spec.seeds[0])
         record = getattr(result, "record", result)  # run_experiment returns an Experiment(record, unlearned, split)
         if not isinstance(record, dict):
             raise TypeError(f"the runner returned {type(record).__name__}, expected a record dict")

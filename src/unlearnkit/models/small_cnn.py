@@ -19,7 +19,7 @@ def _block(cin: int, cout: int, pool: bool) -> list[nn.Module]:
 
 class SmallCNN(Classifier):
     def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, width: int = 16,
-                 hidden: int = 128, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+                 hidden: int = 256, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         super().__init__(in_channels, mean, std)
         w = width
         self.body = nn.Sequential(
