@@ -219,15 +219,69 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .pipeline import run_command  # type: ignore[import-not-found]
+    from rich.console import Console
 
-    return run_command(args)
+    from .evaluation import print_record_table
+    from .pipeline import run_experiment, save_experiment
+
+    overrides = _kv(args.set)
+    model_kwargs = {k: _num(v) for k, v in _kv(args.model_arg, "--model-arg").items()}
+    spec_tag = args.forget.replace(":", "").replace(",", "_").replace("/", "_")
+    out = Path(args.out) if args.out else Path("runs") / f"{args.dataset}-{args.model}-{args.method}-{spec_tag}-s{args.seed}"
+    exp = run_experiment(args.dataset, args.model, args.forget, args.method, overrides=overrides, seed=args.seed,
+                         model_kwargs=model_kwargs, metrics=args.metrics.split(",") if args.metrics else None,
+                         device=args.device, data_dir=args.data_dir, original_path=args.original, preset=args.preset)
+    print_record_table(exp.record)
+    save_experiment(exp, out)
+    Console(stderr=True).print(f"wrote {out}/record.json, unlearned.safetensors, split.json")
+    return 0
+
+
+DEMO_METHODS = ("ft", "neggrad_plus", "salun", "sfr_on")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .pipeline import demo_command  # type: ignore[import-not-found]
+    """Fashion-MNIST small_cnn: original vs retrained vs a few methods, one table."""
+    from rich.console import Console
+    from rich.table import Table
 
-    return demo_command(args)
+    from .methods import METHODS
+    from .pipeline import run_experiment, save_experiment
+
+    methods = args.methods.split(",") if args.methods else [m for m in DEMO_METHODS if m in METHODS]
+    for name in methods:
+        METHODS.get(name)
+    rows: list[list[str]] = []
+    noise = None
+    for name in methods:
+        exp = run_experiment("fashion_mnist", "small_cnn", args.forget, name, seed=args.seed, device=args.device,
+                             data_dir=args.data_dir)
+        save_experiment(exp, Path(args.out) / name)
+        rec = exp.record
+        if not rows:
+            for role in ("original", "retrained"):
+                rows.append(_demo_row(role, rec["models"][role]["metrics"], rec["models"][role].get("runtime_seconds")))
+            noise = rec.get("noise_floor_avg_gap")
+        mu = rec["models"]["unlearned"]
+        rows.append(_demo_row(name, mu["metrics"], mu.get("runtime_seconds"),
+                              rec["gaps_to_retrained"].get("avg_gap_to_retrained")))
+    floor = "" if noise is None else f" — noise floor (two retrained seeds): {noise:.2f} pp"
+    table = Table(title=f"Fashion-MNIST, small_cnn, forget {args.forget}, seed {args.seed}{floor}")
+    for col in ("model", "FA", "RA", "TA", "MIA-eff.", "avg gap", "seconds"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        table.add_row(*r)
+    Console().print(table)
+    Console(stderr=True).print(f"records and weights in {args.out}/<method>/")
+    return 0
+
+
+def _demo_row(name: str, m: dict[str, Any], seconds: float | None, gap: float | None = None) -> list[str]:
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    return [name, f(m.get("accuracy_forget")), f(m.get("accuracy_retain")), f(m.get("accuracy_test")),
+            f(m.get("mia_efficacy_forget")), f(gap), f(seconds)]
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from torch import nn
 from .data import load_dataset, parse_forget_spec, split_for
 from .data.splits import Split
 from .device import resolve_device
-from .errors import ConfigError, IncompatibleError
+from .errors import IncompatibleError
 from .methods import METHODS, RunContext, UnlearnData, create_method, frozen_copy, preset_config
 from .models import MODELS, load_model, save_model
 from .oracle import train_or_load
@@ -111,80 +111,3 @@ def save_experiment(exp: Experiment, out: str | Path) -> Path:
     exp.record.setdefault("files", {}).update({"unlearned": "unlearned.safetensors", "split": "split.json"})
     write_record(exp.record, out / "record.json")
     return out
-
-
-def _parse_set(items: list[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
-def _num(v: str) -> Any:
-    for t in (int, float):
-        try:
-            return t(v)
-        except ValueError:
-            pass
-    return v
-
-
-def run_command(args: Any) -> int:
-    """`unlearnkit run`."""
-    from rich.console import Console
-
-    from .evaluation import print_record_table
-
-    overrides = _parse_set(args.set)
-    model_kwargs = {k: _num(v) for k, v in _parse_set(args.model_arg).items()}
-    spec_tag = args.forget.replace(":", "").replace(",", "_").replace("/", "_")
-    out = Path(args.out) if args.out else Path("runs") / f"{args.dataset}-{args.model}-{args.method}-{spec_tag}-s{args.seed}"
-    exp = run_experiment(args.dataset, args.model, args.forget, args.method, overrides=overrides, seed=args.seed,
-                         model_kwargs=model_kwargs, metrics=args.metrics.split(",") if args.metrics else None,
-                         device=args.device, data_dir=args.data_dir, original_path=args.original, preset=args.preset)
-    print_record_table(exp.record)
-    save_experiment(exp, out)
-    Console(stderr=True).print(f"wrote {out}/record.json, unlearned.safetensors, split.json")
-    return 0
-
-
-DEMO_METHODS = ("ft", "neggrad_plus", "salun", "sfr_on")
-
-
-def demo_command(args: Any) -> int:
-    """`unlearnkit demo`: Fashion-MNIST small_cnn, original vs retrained vs a few methods."""
-    from rich.console import Console
-    from rich.table import Table
-
-    methods = args.methods.split(",") if args.methods else [m for m in DEMO_METHODS if m in METHODS]
-    for name in methods:
-        METHODS.get(name)
-    rows = []
-    for name in methods:
-        exp = run_experiment("fashion_mnist", "small_cnn", args.forget, name, seed=args.seed, device=args.device,
-                             data_dir=args.data_dir)
-        save_experiment(exp, Path(args.out) / name)
-        rec = exp.record
-        if not rows:
-            for role in ("original", "retrained"):
-                rows.append(_demo_row(role, rec["models"][role]["metrics"], rec["models"][role].get("runtime_seconds")))
-        mu = rec["models"]["unlearned"]
-        rows.append(_demo_row(name, mu["metrics"], mu.get("runtime_seconds"), rec["gaps_to_retrained"].get("avg_gap_to_retrained")))
-    noise = rec["noise_floor_avg_gap"] if rows else None
-    table = Table(title=f"Fashion-MNIST, small_cnn, forget {args.forget}, seed {args.seed} "
-                        f"(noise floor between two retrained models: {noise:.2f} pp)")
-    for col in ("model", "FA", "RA", "TA", "MIA", "avg gap", "seconds"):
-        table.add_column(col, justify="right" if col != "model" else "left")
-    for r in rows:
-        table.add_row(*r)
-    Console().print(table)
-    return 0
-
-
-def _demo_row(name: str, m: dict[str, Any], seconds: float | None, gap: float | None = None) -> list[str]:
-    f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    return [name, f(m.get("accuracy_forget")), f(m.get("accuracy_retain")), f(m.get("accuracy_test")),
-            f(m.get("mia_efficacy_forget")), f(gap), f(seconds)]

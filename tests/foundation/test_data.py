@@ -1,5 +1,4 @@
 import gzip
-import json
 import pickle
 import struct
 
@@ -7,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnkit.data import load_dataset, split_for
+from unlearnkit.data import load_dataset
 from unlearnkit.data.datasets import find_fashion_mnist
 from unlearnkit.data.loading import augment_batch, iter_batches
 from unlearnkit.data.datasets import Augment
