@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from .data.datasets import Augment
 from .data.loading import iter_batches, num_batches
 from .errors import ConfigError
+from .models import memory_format
 from .progress import progress_bar
 
 
@@ -102,7 +103,8 @@ class TrainStats:
 def train(model: nn.Module, dataset: Dataset, recipe: Recipe, *, seed: int = 0, augment: Augment | None = None,
           device: str | torch.device = "cpu", progress: bool | None = None, desc: str = "train") -> TrainStats:
     """Train ``model`` in place on ``dataset`` with ``recipe``; deterministic for a seed on CPU."""
-    model.to(device).train()
+    fmt = memory_format(model)
+    model.to(device, memory_format=fmt).train()
     gen = torch.Generator().manual_seed(seed)
     opt = make_optimizer(model.parameters(), recipe.optimizer, recipe.lr, recipe.momentum, recipe.weight_decay)
     steps_per_epoch = num_batches(dataset, recipe.batch_size, drop_last=len(dataset) > recipe.batch_size)  # type: ignore[arg-type]
@@ -116,6 +118,7 @@ def train(model: nn.Module, dataset: Dataset, recipe: Recipe, *, seed: int = 0, 
                                      device=device, drop_last=len(dataset) > recipe.batch_size):  # type: ignore[arg-type]
                 for g in opt.param_groups:
                     g["lr"] = recipe.lr * lr_factor(recipe.schedule, step, total)
+                x = x.contiguous(memory_format=fmt)
                 loss = nn.functional.cross_entropy(model(x), y, label_smoothing=recipe.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -138,8 +141,9 @@ def predict_logits(model: nn.Module, dataset: Dataset, *, batch_size: int = 1024
     was_training = model.training
     model.eval()
     outs, ys = [], []
+    fmt = memory_format(model)
     for x, y in iter_batches(dataset, batch_size, device=device):
-        outs.append(model(x).float().cpu())
+        outs.append(model(x.contiguous(memory_format=fmt)).float().cpu())
         ys.append(y.cpu())
     model.train(was_training)
     if not outs:

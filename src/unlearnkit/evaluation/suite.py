@@ -289,10 +289,14 @@ class EvaluationSuite:
 def _forward(model: nn.Module, ds: Any, device: torch.device, batch_size: int, want_features: bool):
     from ..data.loading import iter_batches
 
+    from ..models import memory_format
+
     was = model.training
     model.eval()
+    fmt = memory_format(model)
     try:
         for x, y in iter_batches(ds, batch_size, device=device):
+            x = x.contiguous(memory_format=fmt)
             if want_features:
                 f = model.forward_features(x)  # type: ignore[operator]
                 z = model.head(f)  # type: ignore[operator]

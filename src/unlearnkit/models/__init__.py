@@ -66,6 +66,16 @@ def model_for_dataset(name: str, info: Any, **kwargs: Any) -> nn.Module:
     return create_model(name, info.num_classes, info.channels, info.image_size, info.mean, info.std, **kwargs)
 
 
+def memory_format(model: nn.Module) -> torch.memory_format:
+    """channels_last for our convolutional models (1.4–3× faster on CPU), else the default layout.
+
+    Only our own `Classifier`s opt in: a user's model may ``view`` its input, which needs the default layout.
+    """
+    if isinstance(model, Classifier) and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def model_config(model: nn.Module) -> dict[str, Any] | None:
     return getattr(model, "unlearnkit_config", None)
 
@@ -163,5 +173,5 @@ def load_model(path: str | os.PathLike, *, model: nn.Module | None = None, expec
 
 
 __all__ = ["MODELS", "MODEL_SUMMARIES", "Classifier", "Normalize", "ResNet18", "SmallCNN", "TinyViT",
-           "create_model", "load_into", "load_model", "model_config", "model_for_dataset", "num_outputs",
+           "create_model", "load_into", "load_model", "memory_format", "model_config", "model_for_dataset", "num_outputs",
            "read_checkpoint", "save_model"]
