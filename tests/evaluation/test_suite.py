@@ -225,3 +225,31 @@ def test_competition_audit_with_tiny_runs(bundle, class_split, original, retrain
     assert a["competition_forget_quality"] > b["competition_forget_quality"]
     assert b["competition_forget_quality"] == 0.0  # the original is perfectly separable on the forget class
     assert "competition_ceiling_forget_quality" in a and len(a["eps_per_example"]) == len(class_split.forget)
+
+
+def test_forward_outputs_are_remembered_per_model_and_split(monkeypatch):
+    """A bench evaluates the same original/retrained models once per method: their forward pass runs once."""
+    import torch
+
+    from unlearnkit.evaluation import evaluate, suite
+    from unlearnkit.testing import tiny_bundle, tiny_model, tiny_split
+
+    suite._FORWARD_MEMO.clear()
+    calls = []
+    real = suite._forward
+
+    def counting(model, ds, *a, **k):
+        calls.append(id(model))
+        yield from real(model, ds, *a, **k)
+
+    monkeypatch.setattr(suite, "_forward", counting)
+    b, s = tiny_bundle(), tiny_split("class:1")
+    orig, ret = tiny_model(seed=0), tiny_model(seed=1)
+    first = evaluate(tiny_model(seed=2), b, s, original=orig, retrained=ret, device="cpu")
+    n_first = len(calls)
+    unl = tiny_model(seed=3)
+    with torch.no_grad():
+        unl.head.weight.add_(1.0)
+    second = evaluate(unl, b, s, original=orig, retrained=ret, device="cpu")
+    assert len(calls) - n_first == n_first // 3  # only the new unlearned model is run again
+    assert first["models"]["original"]["metrics"] == second["models"]["original"]["metrics"]
