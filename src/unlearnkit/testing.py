@@ -194,7 +194,7 @@ def check_method(cls_or_name: Any) -> None:
     for check in CHECKS:
         try:
             check(cls_or_name)
-        except Exception as exc:  # collect every failure, then report them together
+        except Exception as exc:  # noqa: BLE001 - collect every failure, then report them together
             problems.append(f"{check.__name__}: {type(exc).__name__}: {exc}")
     if problems:
         raise AssertionError("method contract failed:\n  - " + "\n  - ".join(problems))

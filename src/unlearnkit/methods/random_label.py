@@ -1,0 +1,114 @@
+"""Random Label (RL): train on the forget set with random labels, anchored by the retain set."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..data.datasets import ImageDataset
+from ..data.loading import as_image_dataset, iter_batches
+from . import register
+from .base import Batch, GradientConfig, GradientMethod, Phase, RunContext, UnlearnData, infer_num_classes
+
+
+@dataclass(frozen=True, kw_only=True)
+class RandomLabelConfig(GradientConfig):
+    """RL settings; defaults follow RL as a SalUn baseline (10 epochs, SGD 0.9 / 5e-4, batch 256, lr 0.01).
+
+    Args:
+        variant: ``sequential`` (OPTML/SalUn, methods.md §3 (a)): each epoch one pass over the forget set with
+            fresh uniform labels in {0..K−1} (may equal the true label), then one pass over the retain set.
+            ``fixed_wrong`` (SFR-on, §3 (b)): every forget sample gets one fixed label drawn uniformly from its
+            K−1 wrong classes, and training runs on one shuffled loader over forget ∪ retain.
+    """
+
+    epochs: int = 10
+    lr: float = 0.01
+    batch_size: int = 256
+    variant: Literal["sequential", "fixed_wrong"] = "sequential"
+
+    def validate(self) -> None:
+        super().validate()
+        self.check(self.variant in ("sequential", "fixed_wrong"),
+                   f"variant must be 'sequential' or 'fixed_wrong', got {self.variant!r}")
+
+
+def wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A label drawn uniformly from the ``num_classes − 1`` classes other than ``y``, per sample."""
+    if num_classes < 2:
+        raise ValueError("random wrong labels need at least 2 classes")
+    shift = torch.randint(1, num_classes, y.shape, generator=generator)
+    return (y.cpu() + shift) % num_classes
+
+
+@register("rl", aliases=("random_label", "random_labels"))
+class RandomLabel(GradientMethod):
+    """Random-label unlearning: tell the model that what it memorised about the forget set is noise.
+
+    Paper: Golatkar et al., "Eternal Sunshine of the Spotless Net", CVPR 2020 (as a baseline); RL of Fan et
+    al., "SalUn", ICLR 2024 (methods.md §3).
+
+    Minimises the cross-entropy on ``{(x, ỹ) : (x, y) ∈ D_f} ∪ D_r`` with ``ỹ`` a random label, network in
+    ``train()`` mode. The two reference variants differ in how labels are drawn and how the data is ordered
+    (see ``variant``).
+
+    Args:
+        variant: ``sequential`` (default; forget pass with fresh labels, then retain pass, per epoch) or
+            ``fixed_wrong`` (one fixed wrong label per forget sample, one shuffled loader over both sets).
+        epochs, lr, batch_size: 10, 0.01 (tuned in [0.01, 0.1]), 256.
+
+    Requires: the retain and forget sets with labels.
+    """
+
+    Config = RandomLabelConfig
+    summary = "train on the forget set with random labels plus the retain set"
+    paper = "Fan et al., SalUn, ICLR 2024 (RL baseline); Golatkar et al., CVPR 2020"
+    train_mode = True
+    smoke_config: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 32}
+
+    def setup(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> None:
+        self.num_classes_ = infer_num_classes(model, data)
+        if self.config.variant == "fixed_wrong":
+            forget = as_image_dataset(data.forget)
+            retain = as_image_dataset(data.retain)  # type: ignore[arg-type]
+            relabelled = wrong_labels(forget.targets, self.num_classes_, ctx.rng)
+            images = torch.cat([forget.images, retain.images.to(forget.images.dtype)])
+            self.union_ = ImageDataset(images, torch.cat([relabelled, retain.targets]))
+
+    def schedule(self) -> Iterable[Phase]:
+        if self.config.variant == "fixed_wrong":
+            yield Phase("relabelled_union", "retain", self.config.epochs)
+            return
+        for _ in range(self.config.epochs):
+            yield Phase("forget_random_labels", "forget", 1)
+            yield Phase("retain", "retain", 1)
+
+    def batches(self, phase: Phase, data: UnlearnData, ctx: RunContext) -> Iterator[Batch]:
+        if phase.name != "relabelled_union":
+            yield from super().batches(phase, data, ctx)
+            return
+        aug = data.augment if self.config.augment else None
+        for b in iter_batches(self.union_, self.config.batch_size, shuffle=True, generator=ctx.rng, augment=aug,
+                              device=ctx.device):
+            yield Batch(retain=b)
+
+    def total_steps(self, data: UnlearnData) -> int:
+        c = self.config
+        if c.variant != "fixed_wrong":
+            return super().total_steps(data)
+        n = len(data.forget) + len(data.retain)  # type: ignore[arg-type]
+        total = c.epochs * -(-n // c.batch_size)
+        return min(total, c.max_steps) if c.max_steps is not None else total
+
+    def loss(self, model: nn.Module, batch: Batch, phase: Phase, ctx: RunContext) -> torch.Tensor:
+        if phase.name == "forget_random_labels":
+            x, _ = batch.forget  # type: ignore[misc]
+            y = torch.randint(0, self.num_classes_, (len(x),), generator=ctx.rng).to(x.device)
+            return F.cross_entropy(model(x), y)
+        x, y = batch.retain  # type: ignore[misc]
+        return F.cross_entropy(model(x), y)

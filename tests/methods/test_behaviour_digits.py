@@ -1,0 +1,116 @@
+"""Class-wise forgetting on real data (scikit-learn digits, class 3) with the `[digits.small_cnn.class]` presets.
+
+Each method meant to forget a class must reach accuracy_forget ≤ 5 % and keep accuracy_retain within 5 points of
+the original. Three batch-A methods are excluded from that bar, with the reason and a weaker, honest check:
+
+* ``ga``: its objective is unbounded; on digits the lr range between "nothing forgotten" and "test accuracy at
+  chance" is under a factor of 2 and moves with the seed (lr 5e-3 ×3 epochs: forgets at one seed, collapses at
+  two others; 4e-3: forget accuracy 81 %). We check methods.md §2.1's sanity check instead.
+* ``neggrad_plus``: forgetting is a runaway of the forget ascent; every setting we measured either leaves the
+  class (β 0.95, 6–8 epochs: forget accuracy 35–93 %, moving with tiny numerical changes of the original) or
+  forgets it at a cost of 7–25 retain points (β 0.93, 10 epochs cosine: forget 0 %, retain 92–93 % on 3 seeds;
+  β 0.9: retain 76 %). We check "forgets, retain within 15 points" with the preset.
+* ``iu``: one Newton step; α = 0.15 leaves 6.6 % forget accuracy, α = 0.3 drops retain accuracy to 34–74 %
+  depending on the seed (augmented gradient statistics). We check the soft §5 check instead.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from unlearnkit.data import load_dataset, split_for
+from unlearnkit.errors import DivergenceError
+from unlearnkit.methods import RunContext, UnlearnData, create_method, frozen_copy
+from unlearnkit.models import model_for_dataset
+from unlearnkit.training import accuracy, default_recipe, train
+
+CLASS_FORGETTERS = ["retrain", "ft", "rl", "ff", "l1_sparse"]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    bundle = load_dataset("digits")
+    split = split_for(bundle, "class:3", 0)
+    torch.manual_seed(0)
+    original = model_for_dataset("small_cnn", bundle.info)
+    train(original, bundle.train, default_recipe("digits", "small_cnn"), seed=0, progress=False)
+    data = UnlearnData(forget=bundle.train.subset(split.forget), retain=bundle.train.subset(split.retain),
+                       test=bundle.test, split=split, augment=bundle.info.augment, num_classes=10)
+    return original, data
+
+
+def _unlearn(name: str, original, data, **overrides):
+    method = create_method(name, dataset="digits", model="small_cnn", kind="class", **overrides)
+    return method.unlearn(copy.deepcopy(original), data, RunContext("cpu", 0, original=frozen_copy(original)))
+
+
+def test_original_knows_the_class(setup) -> None:
+    original, data = setup
+    assert accuracy(original, data.forget) >= 95 and accuracy(original, data.retain) >= 95
+
+
+@pytest.mark.parametrize("name", CLASS_FORGETTERS)
+def test_forgets_class_3(name: str, setup) -> None:
+    original, data = setup
+    out = _unlearn(name, original, data)
+    forget, retain = accuracy(out, data.forget), accuracy(out, data.retain)
+    assert forget <= 5, f"{name}: accuracy_forget {forget:.1f}%"
+    assert abs(retain - accuracy(original, data.retain)) <= 5, f"{name}: accuracy_retain {retain:.1f}%"
+
+
+def test_neggrad_plus_forgets_at_a_retain_cost(setup) -> None:
+    original, data = setup
+    out = _unlearn("neggrad_plus", original, data)
+    assert accuracy(out, data.forget) <= 5
+    assert accuracy(out, data.retain) >= accuracy(original, data.retain) - 15
+
+
+def test_ga_aggressive_setting_forgets_and_hurts_retain(setup) -> None:
+    """methods.md §2.1: with enough steps forget accuracy → ≈ 0 and RA drops clearly (here: to chance)."""
+    original, data = setup
+    out = _unlearn("ga", original, data, lr=1e-2, batch_size=32, epochs=3, collapse_floor=0.0)
+    assert accuracy(out, data.forget) <= 5
+    assert accuracy(out, data.retain) < accuracy(original, data.retain) - 30
+    with pytest.raises(DivergenceError):  # the default guard refuses to return that model
+        _unlearn("ga", original, data, lr=1e-2, batch_size=32, epochs=3)
+
+
+def test_iu_small_step_raises_forget_loss_and_keeps_retain(setup) -> None:
+    """methods.md §5 soft check: a small α increases the forget loss while RA barely changes."""
+    original, data = setup
+    out = _unlearn("iu", original, data, alpha=0.05)
+
+    def loss(model, ds) -> float:
+        with torch.no_grad():
+            return float(F.cross_entropy(model(ds.images.float() / 255), ds.targets))
+
+    assert loss(out, data.forget) > 2 * loss(original, data.forget)
+    assert accuracy(out, data.retain) >= accuracy(original, data.retain) - 2
+
+
+@pytest.mark.slow
+def test_tune_ranks_a_two_point_grid_on_digits() -> None:
+    """tune() trains (or loads) original + oracle on a validation split and ranks configs by Avg. Gap."""
+    from unlearnkit.tune import tune
+
+    ranked = tune("ft", "digits", "small_cnn", "class:3", {"lr": [0.0, 0.1]},
+                  base={"epochs": 10, "batch_size": 64, "weight_decay": 5e-3}, device="cpu")
+    assert [c["lr"] for c, _ in ranked] == [0.1, 0.0]  # lr 0 keeps the class, far from the oracle
+    assert ranked[0][1] < ranked[1][1]
+
+
+def test_grid_configs_and_bad_grid() -> None:
+    from unlearnkit.errors import ConfigError
+    from unlearnkit.tune import grid_configs
+
+    assert grid_configs({"a": [1, 2], "b": [3]}) == [{"a": 1, "b": 3}, {"a": 2, "b": 3}]
+    with pytest.raises(ConfigError, match="non-empty list"):
+        grid_configs({"a": []})
+    from unlearnkit.tune import tune
+
+    with pytest.raises(ConfigError, match="did you mean 'lr'"):
+        tune("ft", "digits", "small_cnn", "class:3", {"lrr": [0.1]}, device="cpu")
