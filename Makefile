@@ -29,7 +29,7 @@ demo: setup data
 	$(BIN)/unlearnkit demo --data-dir "$(DATA_DIR)"
 
 test: setup data
-	$(BIN)/python -m pytest -q -m "not slow and not gpu" -p no:cacheprovider
+	$(BIN)/python -m pytest -q -m "not gpu" -p no:cacheprovider
 
 bench: setup data
 	$(BIN)/unlearnkit bench benchmarks/fashion_mnist.toml --out runs/bench-fashion_mnist --data-dir "$(DATA_DIR)"
