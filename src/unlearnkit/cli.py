@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -91,6 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model option, e.g. width=16")
     p.add_argument("--metrics", default=None, help="extra metric or audit names, comma-separated")
     p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<model>-<method>-<spec>-s<seed>)")
+    _common(p)
+
+    p = sub.add_parser("tune", help="grid-search a method's options against the retrained oracle on a validation split",
+                       description="Rank every combination of --grid values by the avg gap to the retrained model on "
+                       "a validation forget split (seed --validation-seed, away from the benchmark seeds), starting "
+                       "from the method's preset. Prints the ranking and, with --out, writes it as JSON with a TOML "
+                       "preset block for the best config.")
+    p.add_argument("--model", required=True, help="model name (see `unlearnkit list models`)")
+    p.add_argument("--forget", required=True, help="forget spec to validate on, e.g. class:5 or random:0.1")
+    p.add_argument("--method", required=True, help="method name (see `unlearnkit list methods`)")
+    p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
+                   help="values to try for one option (repeatable; every combination is run)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed override for every config (repeatable)")
+    p.add_argument("--seeds", default="0", help="comma-separated model seeds averaged over (default 0)")
+    p.add_argument("--validation-seed", type=int, default=100, help="seed of the validation split (default 100)")
+    p.add_argument("--out", default=None, help="write the ranking here (JSON)")
     _common(p)
 
     p = sub.add_parser("demo", help="the Fashion-MNIST demo: original vs retrained vs unlearned")
@@ -234,6 +251,36 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print_record_table(exp.record)
     save_experiment(exp, out)
     Console(stderr=True).print(f"wrote {out}/record.json, unlearned.safetensors, split.json")
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from ._io import write_json_atomic
+    from .pipeline import split_kind
+    from .tune import tune
+
+    grid = {k: [_num(v) for v in vals.split(",") if v.strip()] for k, vals in _kv(args.grid, "--grid").items()}
+    base = {k: _num(v) for k, v in _kv(args.set).items()}
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise UnlearnkitError(f"--seeds expects comma-separated integers, got {args.seeds!r}") from None
+    ranked = tune(args.method, args.dataset, args.model, args.forget, grid, seeds=seeds,
+                  validation_seed=args.validation_seed, device=args.device, data_dir=args.data_dir, base=base)
+    _print_table([{**cfg, "avg gap": gap} for cfg, gap in ranked],
+                 title=f"{args.method} on {args.dataset}/{args.model}, validation {args.forget} "
+                 f"(split seed {args.validation_seed}, model seeds {args.seeds})")
+    best = {**base, **ranked[0][0]}
+    block = "\n".join([f"[{args.dataset}.{args.model}.{split_kind(args.forget)}]",
+                       f'source = "unlearnkit tune on {args.forget}, split seed {args.validation_seed}, '
+                       f'model seeds {args.seeds}: avg gap {ranked[0][1]:.2f}"']
+                      + [f"{k} = {json.dumps(v)}" for k, v in best.items()])
+    print(f"\npreset block for src/unlearnkit/methods/presets/{args.method}.toml:\n{block}")
+    if args.out:
+        write_json_atomic(args.out, {"method": args.method, "dataset": args.dataset, "model": args.model,
+                                     "forget": args.forget, "validation_seed": args.validation_seed, "seeds": seeds,
+                                     "base": base, "ranking": [{"config": c, "avg_gap": g if math.isfinite(g) else None} for c, g in ranked],
+                                     "preset_toml": block})
     return 0
 
 
