@@ -6,7 +6,7 @@ first 10,000 retain samples vs the 10,000 test images, and it predicts 6,000 for
 
 Usage:
     OMP_NUM_THREADS=2 python benchmarks/eval_speed.py [--forget random:0.1] [--threads 2] [--train-epochs 0]
-        [--with-retrained] [--data-dir DIR]
+        [--with-retrained] [--cached] [--data-dir DIR]
 
 An untrained model is fine for timing (``--train-epochs 0``); with ``--train-epochs N`` the model is first
 trained for N epochs (not timed), which gives saturated confidences like a real model's.
@@ -24,6 +24,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--train-epochs", type=int, default=0)
     ap.add_argument("--with-retrained", action="store_true", help="also evaluate a second model as the retrained one")
+    ap.add_argument("--cached", action="store_true",
+                    help="use the cached (trained) original and retrained oracle of seed 0 (trained if missing, "
+                    "not timed) instead of a fresh model")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
@@ -40,11 +43,17 @@ def main() -> None:
     split = split_for(bundle, args.forget, 0)
     torch.manual_seed(0)
     model = model_for_dataset("small_cnn", bundle.info)
-    if args.train_epochs:
+    if args.cached:
+        from unlearnkit.oracle import train_or_load
+
+        model = train_or_load(bundle, "small_cnn", None, seed=0, device=args.device).model
+    elif args.train_epochs:
         train(model, bundle.train, default_recipe("fashion_mnist", "small_cnn", epochs=args.train_epochs),
               seed=0, device=args.device, progress=False)
     retrained = None
-    if args.with_retrained:
+    if args.with_retrained and args.cached:
+        retrained = train_or_load(bundle, "small_cnn", split, seed=0, device=args.device).model
+    elif args.with_retrained:
         torch.manual_seed(1)
         retrained = model_for_dataset("small_cnn", bundle.info)
     # warm-up: imports of scikit-learn / scipy are not part of the suite's cost
@@ -64,7 +73,8 @@ def main() -> None:
     n_models = 2 if retrained is not None else 1
     sizes = f"forget {len(split.forget)}, retain {len(split.retain)}, test {len(split.test)}"
     print(f"default suite, small_cnn, fashion_mnist {args.forget} ({sizes}), {n_models} model(s), "
-          f"{args.threads} threads, device {args.device}, trained epochs {args.train_epochs}")
+          f"{args.threads} threads, device {args.device}, "
+          + ("cached trained models" if args.cached else f"trained epochs {args.train_epochs}"))
     print(f"{'part':<38}{'seconds':>10}{'share':>9}")
     for name, v in (("forward passes (all splits)", fwd), ("per-batch metric updates", upd),
                     ("SVC attack fit + predict (MIA-Efficacy)", svc), ("logistic regression (SFR-on MIA)", logreg),
