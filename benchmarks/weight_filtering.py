@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unlearnkit._io import write_text_atomic
 from unlearnkit.data import load_dataset, split_for
 from unlearnkit.device import resolve_device
 from unlearnkit.filters import (class_similarity, evaluate_all_classes, fold_filters, get_or_train_filters,
@@ -59,6 +60,9 @@ def run_model(args: argparse.Namespace, bundle, model_name: str, dev: torch.devi
     info = bundle.info
     k = info.num_classes
     sets = parse_sets(args.sets)
+    mode = dict(parse_overrides(args.retrain_for)).get(model_name, args.retrain)
+    if mode not in ("estimate", "all", "none"):
+        raise SystemExit(f"--retrain-for {model_name}={mode}: use estimate, all or none")
     lines = [f"## {info.name} / {model_name} (seed {args.seed})", ""]
 
     original = train_or_load(bundle, model_name, None, seed=args.seed, device=dev, progress=args.progress)
@@ -79,8 +83,8 @@ def run_model(args: argparse.Namespace, bundle, model_name: str, dev: torch.devi
 
     retrained: dict[tuple[int, ...], torch.nn.Module] = {}
     retrain_times: dict[tuple[int, ...], float] = {}
-    if args.retrain != "none":
-        requests = [(0,)] if args.retrain == "estimate" else [(c,) for c in range(k)] + sets
+    if mode != "none":
+        requests = [(0,)] if mode == "estimate" else [(c,) for c in range(k)] + sets
         for req in requests:
             spec = "class:" + ",".join(str(c) for c in req)
             rt = train_or_load(bundle, model_name, split_for(bundle, spec, args.seed), seed=args.seed, device=dev,
@@ -99,18 +103,18 @@ def run_model(args: argparse.Namespace, bundle, model_name: str, dev: torch.devi
                  f"steps, {filters.num_parameters():,} filter parameters on {len(filters.sites)} layers"
                  f"{', from cache (stored time)' if hit else ''} |")
     lines.append(f"| one unlearning request (fold) | {fold_ms / 1000:.4f} | mean over the {k} classes |")
-    if args.retrain == "estimate" and retrain_times:
+    if mode == "estimate" and retrain_times:
         one = retrain_times[(0,)]
         lines.append(f"| retrain, class 0 only | {one:.1f} | measured |")
         lines.append(f"| {k} retrains (one per class) | {k * one:.1f} | **estimated** as {k} × the class-0 retrain |")
-    elif args.retrain == "all":
+    elif mode == "all":
         per_class = [retrain_times[(c,)] for c in range(k)]
         lines.append(f"| {k} retrains (one per class) | {sum(per_class):.1f} | measured, each "
                      f"{min(per_class):.1f}–{max(per_class):.1f} |")
     if retrain_times:
-        ten = (k * retrain_times[(0,)]) if args.retrain == "estimate" else sum(retrain_times[(c,)] for c in range(k))
+        ten = (k * retrain_times[(0,)]) if mode == "estimate" else sum(retrain_times[(c,)] for c in range(k))
         lines += ["", f"Filters cost {filter_seconds / ten:.2f}× the {k} retrains "
-                      f"({'estimated' if args.retrain == 'estimate' else 'measured'}); every further request is a "
+                      f"({'estimated' if mode == 'estimate' else 'measured'}); every further request is a "
                       "fold of a few milliseconds."]
     lines += ["", f"Config ({source}): " + ", ".join(f"{key}={val}" for key, val in fcfg.training_dict().items()), ""]
 
@@ -120,7 +124,7 @@ def run_model(args: argparse.Namespace, bundle, model_name: str, dev: torch.devi
               "FA = accuracy (%) on the forgotten classes (test images; train = the forget set), RA = test accuracy "
               "on the other classes; `orig` = the original model"
               + (", `RT` = retrained without the classes" if retrained else "")
-              + (" (class 0 only: the other retrains were estimated, not run)" if args.retrain == "estimate" else "")
+              + (" (class 0 only: the other retrains were estimated, not run)" if mode == "estimate" else "")
               + ".", "", rows_to_markdown(rows, names)]
     single = [r for r in rows if len(r["classes"]) == 1]
     lines.append(f"Mean over the {k} single classes: FA test {np.mean([r['fa_test'] for r in single]):.2f}, "
@@ -153,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--retrain", choices=["estimate", "all", "none"], default="estimate",
                    help="estimate: retrain class 0 only and multiply by K (default); all: retrain every class")
+    p.add_argument("--retrain-for", action="append", default=[], metavar="MODEL=MODE",
+                   help="retrain mode for one model, e.g. small_cnn=all (repeatable; others use --retrain)")
     p.add_argument("--sets", default="0,6;5,7,9;0,2,4,6",
                    help="multi-class requests, ';'-separated (default: similar upper-body and shoe classes)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a filter config value")
@@ -169,16 +175,14 @@ def main(argv: list[str] | None = None) -> int:
              f"Command: `python benchmarks/weight_filtering.py {' '.join(sys.argv[1:] if argv is None else argv)}`  ",
              f"Device: {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}",
              ""]
-    if args.retrain == "estimate":
+    if args.retrain == "estimate" or any(v == "estimate" for v in parse_overrides(args.retrain_for).values()):
         parts += ["**Retrain cost is estimated** from one retrain (class 0) × number of classes; run with "
                   "`--retrain all` to measure all of them and compare against every retrained model.", ""]
     for name in args.models:
         parts.append(run_model(args, bundle, name, dev))
         print(parts[-1], flush=True)
     parts.append(f"Total benchmark wall time: {time.perf_counter() - t0:.0f} s.")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    out = write_text_atomic(args.out, "\n".join(parts) + "\n")
     print(f"wrote {out}")
     return 0
 
