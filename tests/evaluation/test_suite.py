@@ -253,3 +253,37 @@ def test_forward_outputs_are_remembered_per_model_and_split(monkeypatch):
     second = evaluate(unl, b, s, original=orig, retrained=ret, device="cpu")
     assert len(calls) - n_first == n_first // 3  # only the new unlearned model is run again
     assert first["models"]["original"]["metrics"] == second["models"]["original"]["metrics"]
+
+
+def test_metric_values_are_remembered_per_model_reference_and_split(monkeypatch):
+    """The SVC attack of the original/retrained models runs once per (model, reference, split), not per method;
+    a new retrained reference or another split computes again, and the values equal a fresh computation."""
+    from unlearnkit.evaluation import evaluate, suite
+    from unlearnkit.testing import tiny_bundle, tiny_model, tiny_split
+
+    suite._VALUES_MEMO.clear()
+    fresh = evaluate(tiny_model(seed=2), tiny_bundle(), tiny_split("class:1"), original=tiny_model(seed=0),
+                     retrained=tiny_model(seed=1), device="cpu")
+    suite._VALUES_MEMO.clear()
+    calls = []
+    cls = suite.METRICS.get("mia_efficacy_forget")
+    real = cls.compute
+
+    def counting(self):
+        calls.append(1)
+        return real(self)
+
+    monkeypatch.setattr(cls, "compute", counting)
+    b, s = tiny_bundle(), tiny_split("class:1")
+    orig, ret = tiny_model(seed=0), tiny_model(seed=1)
+    first = evaluate(tiny_model(seed=2), b, s, original=orig, retrained=ret, device="cpu")
+    assert len(calls) == 3
+    assert first["models"]["original"]["metrics"] == fresh["models"]["original"]["metrics"]
+    evaluate(tiny_model(seed=3), b, s, original=orig, retrained=ret, device="cpu")
+    assert len(calls) == 4  # only the new unlearned model
+    other_ref = evaluate(tiny_model(seed=3), b, s, original=orig, retrained=tiny_model(seed=4), device="cpu")
+    assert len(calls) == 7  # the KL/JS of every model depend on the reference: all recomputed
+    assert other_ref["models"]["original"]["metrics"]["kl_to_retrained_forget"] != \
+        first["models"]["original"]["metrics"]["kl_to_retrained_forget"]
+    evaluate(tiny_model(seed=3), b, tiny_split("class:2"), original=orig, retrained=ret, device="cpu")
+    assert len(calls) == 10

@@ -7,6 +7,7 @@ all metrics at once (evaluation.md §8.0). Audits read the logits / features kep
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 
 import math
@@ -213,6 +214,7 @@ class EvaluationSuite:
         diags: dict[str, dict[str, Any]] = {}
         t_forward = t_update = 0.0
         t_compute: dict[str, float] = {}
+        ref_sha: str | None = None
         for role in order:
             model = models[role]
             msha = model_sha256(model)
@@ -260,13 +262,25 @@ class EvaluationSuite:
                         logits_store[(role, s)] = (cat, np.concatenate(chunks_y))
                 if chunks_f:
                     feat_store[(role, s)] = np.concatenate(chunks_f)
-            vals: dict[str, Any] = {}
-            dg: dict[str, Any] = {}
-            for m in insts:
-                t0 = time.perf_counter()
-                for k, v in m.compute().items():
-                    (dg if k.endswith("_degenerate") else vals)[k] = v
-                t_compute[m.name] = t_compute.get(m.name, 0.0) + time.perf_counter() - t0
+            if role == "retrained":
+                ref_sha = msha
+            needs_ref = role != "retrained" and any(c.needs_reference for c in classes)
+            vkey = (msha, ref_sha if needs_ref else None, getattr(split, "sha256", None), tuple(avail),
+                    tuple(c.name for c in classes), repr(sorted(self.metric_options.items())),
+                    len(datasets["test"]), str(device))
+            if vkey in _VALUES_MEMO and getattr(split, "sha256", None) is not None:
+                _VALUES_MEMO.move_to_end(vkey)
+                vals, dg = copy.deepcopy(_VALUES_MEMO[vkey])
+            else:
+                vals, dg = {}, {}
+                for m in insts:
+                    t0 = time.perf_counter()
+                    for k, v in m.compute().items():
+                        (dg if k.endswith("_degenerate") else vals)[k] = v
+                    t_compute[m.name] = t_compute.get(m.name, 0.0) + time.perf_counter() - t0
+                _VALUES_MEMO[vkey] = copy.deepcopy((vals, dg))
+                while len(_VALUES_MEMO) > FORWARD_MEMO_SIZE:
+                    _VALUES_MEMO.popitem(last=False)
             values[role] = vals
             diags[role] = dg
         extras: dict[str, Any] = {}
@@ -291,6 +305,10 @@ class EvaluationSuite:
 
 _FORWARD_MEMO: "OrderedDict[tuple, list[tuple]]" = OrderedDict()
 FORWARD_MEMO_SIZE = 24
+# Metric values per (model hash, reference model hash, split, metric set, options): the same original and
+# retrained models are scored once per method in a benchmark, and the SVC attack dominates that cost. Every
+# default metric is a deterministic function of the two models' outputs on the split, so a hit is exact.
+_VALUES_MEMO: "OrderedDict[tuple, tuple[dict[str, Any], dict[str, Any]]]" = OrderedDict()
 
 
 def _forward_memo(key: tuple, model: nn.Module, ds: Any, device: torch.device, batch_size: int, want_features: bool):
