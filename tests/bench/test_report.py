@@ -60,7 +60,8 @@ def test_build_report_writes_tables_plots_and_html(tmp_path):
     d = _bench_dir(tmp_path, recs)
     out = build_report(d)
     assert out == d / "report"
-    md = (out / "tables.md").read_text()
+    md, timing = (out / "tables.md").read_text().split("## Where the time went")
+    assert "| fake_any | 6 |" in timing  # one timing row per method label over every scenario
     assert md.count("## synthetic · small_cnn · ") == 2
     for label in ("Original", "Retrained (oracle)", "fake_any", "scrub"):
         assert md.count(f"| {label} | ") == 2
@@ -149,3 +150,21 @@ def test_bench_then_report_end_to_end(write_spec, tmp_path, capsys):
     for label in ("fake_any", "fake_any-lr0.5", "fake_class_only"):
         assert f'data-label="{label}"' in html
     assert "Skipped combinations" in html and "supports only class forgetting" in html
+
+
+def test_time_table_splits_each_run_into_unlearning_evaluation_and_rest():
+    from unlearnkit.bench.report import time_table
+
+    def rec(label, wall, unlearn, ev):
+        return {"bench": {"label": label, "wall_seconds": wall}, "models": {"unlearned": {"runtime_seconds": unlearn}},
+                "evaluation_timing": {"total_seconds": ev}}
+
+    text = time_table([rec("ft", 10.0, 6.0, 3.0), rec("ft", 20.0, 12.0, 5.0), rec("retrain", 90.0, 80.0, 4.0),
+                       {"method": {"name": "x"}}])  # a record without bench timing is left out
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ") and
+            not line.startswith("| Method")}
+    assert list(rows) == ["retrain", "ft"]  # largest share first
+    assert rows["ft"] == "| ft | 2 | 30 | 25 % | 18 | 8 | 4 |"
+    assert rows["retrain"] == "| retrain | 1 | 90 | 75 % | 80 | 4 | 6 |"
+    assert "120 s (2.0 min) over 3 runs" in text
+    assert time_table([{"method": {"name": "x"}}]) == ""

@@ -321,6 +321,43 @@ def markdown_tables(scenarios: list[Scenario]) -> str:
     return "\n".join(out)
 
 
+def time_table(records: list[dict[str, Any]]) -> str:
+    """Markdown: where the bench's wall time went, per method label, from the records' own timings.
+
+    Per run, ``bench.wall_seconds`` (the whole cell) splits into the method's unlearning runtime, the
+    evaluation (``evaluation_timing.total_seconds``) and the rest (loading data and cached models, checks,
+    writing the record).
+    """
+    by: dict[str, dict[str, float]] = {}
+    for rec in records:
+        bench = rec.get("bench") or {}
+        wall = _num(bench.get("wall_seconds"))
+        if wall is None:
+            continue
+        label = str(bench.get("label") or (rec.get("method") or {}).get("name") or "?")
+        unlearn = _num((rec.get("models", {}).get("unlearned") or {}).get("runtime_seconds")) or 0.0
+        ev = _num((rec.get("evaluation_timing") or {}).get("total_seconds")) or 0.0
+        t = by.setdefault(label, {"n": 0, "wall": 0.0, "unlearn": 0.0, "eval": 0.0})
+        t["n"] += 1
+        t["wall"] += wall
+        t["unlearn"] += unlearn
+        t["eval"] += ev
+    if not by:
+        return ""
+    total = sum(t["wall"] for t in by.values())
+    out = ["## Where the time went", "",
+           f"Sum of the recorded runs' wall time: {total:.0f} s ({total / 60:.1f} min) over "
+           f"{sum(int(t['n']) for t in by.values())} runs. Per run: unlearning (the method), evaluation (default "
+           "suite) and the rest (loading data and cached models, writing the record).", "",
+           "| Method | runs | wall (s) | share | unlearning (s) | evaluation (s) | rest (s) |",
+           "|---|--:|--:|--:|--:|--:|--:|"]
+    for label, t in sorted(by.items(), key=lambda kv: -kv[1]["wall"]):
+        rest = t["wall"] - t["unlearn"] - t["eval"]
+        out.append(f"| {label.replace('|', chr(92) + '|')} | {int(t['n'])} | {t['wall']:.0f} | "
+                   f"{100 * t['wall'] / total:.0f} % | {t['unlearn']:.0f} | {t['eval']:.0f} | {rest:.0f} |")
+    return "\n".join(out + [""])
+
+
 def csv_table(scenarios: list[Scenario]) -> str:
     keys = [c.key for c in COLUMNS]
     header = ["dataset", "model", "forget", "row", "kind", "method", "n_seeds", "seeds"]
@@ -415,7 +452,7 @@ def build_report(bench_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     out.mkdir(parents=True, exist_ok=True)
     scenarios = aggregate(records)
 
-    written = [write_text_atomic(out / "tables.md", markdown_tables(scenarios)),
+    written = [write_text_atomic(out / "tables.md", markdown_tables(scenarios) + "\n" + time_table(records)),
                write_text_atomic(out / "tables.csv", csv_table(scenarios)),
                write_json_atomic(out / "aggregates.json", aggregates_json(scenarios))]
 
