@@ -287,3 +287,21 @@ def test_metric_values_are_remembered_per_model_reference_and_split(monkeypatch)
         first["models"]["original"]["metrics"]["kl_to_retrained_forget"]
     evaluate(tiny_model(seed=3), b, tiny_split("class:2"), original=orig, retrained=ret, device="cpu")
     assert len(calls) == 10
+
+
+def test_per_class_test_accuracy_is_recorded_for_classwise_runs_only():
+    import numpy as np
+
+    from unlearnkit.evaluation import evaluate
+    from unlearnkit.testing import tiny_bundle, tiny_model, tiny_split
+    from unlearnkit.training import accuracy
+
+    b, model = tiny_bundle(), tiny_model(seed=0)
+    rec = evaluate(model, b, tiny_split("class:1"), retrained=tiny_model(seed=1), device="cpu")
+    per_class = rec["models"]["unlearned"]["metrics"]["per_class_accuracy_test"]
+    y = b.test.targets.numpy()
+    expected = [accuracy(model, b.test.subset(np.flatnonzero(y == c)), device="cpu") for c in range(b.info.num_classes)]
+    assert np.allclose(per_class, expected)
+    assert "per_class_accuracy_test" not in rec["gaps_to_retrained"]
+    rnd = evaluate(model, b, tiny_split("random:0.25"), retrained=tiny_model(seed=1), device="cpu")
+    assert "per_class_accuracy_test" not in rnd["models"]["unlearned"]["metrics"]

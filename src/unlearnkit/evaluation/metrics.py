@@ -175,6 +175,42 @@ class AccuracyTestForgottenClasses(_Accuracy):
     summary = "accuracy on test images of the forgotten classes (class-wise)"
 
 
+@register_metric
+class PerClassAccuracyTest(Metric):
+    """Test accuracy of every class (a list indexed by class; class-wise runs), for the report's per-class plot.
+
+    Reads the test images of the remaining classes and of the forgotten ones, so the list covers the whole
+    test set; a class without test images gets ``nan``. No gap is reported (the scalar metrics carry it).
+    """
+
+    name, needs, default, section = "per_class_accuracy_test", frozenset({"test", "test_forgotten_classes"}), True, \
+        "1.3"
+    classwise_only = True
+    gap = False
+    summary = "test accuracy per class (list; class-wise)"
+
+    def reset(self) -> None:
+        self.correct: np.ndarray | None = None
+        self.count: np.ndarray | None = None
+
+    def update(self, split: str, out: Outputs, ref: Outputs | None = None) -> None:
+        if split not in self.needs:
+            return
+        k = out.logits.shape[1]
+        if self.correct is None:
+            self.correct, self.count = np.zeros(k, np.int64), np.zeros(k, np.int64)
+        ok = F.correctness(out.logits, out.labels)
+        self.correct += np.bincount(out.labels, weights=ok, minlength=k)[:k].astype(np.int64)
+        self.count += np.bincount(out.labels, minlength=k)[:k]
+
+    def compute(self) -> dict[str, Any]:
+        if self.correct is None or self.count is None:
+            return {self.name: []}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            acc = 100.0 * self.correct / self.count
+        return {self.name: [float(a) for a in acc]}
+
+
 # -------------------------------------------------------------------------------------------- MIAs
 class _PerSample(Metric):
     """Collects one per-sample feature per split (in order) and computes from the arrays."""

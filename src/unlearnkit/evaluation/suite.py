@@ -536,8 +536,8 @@ def format_table(record: dict[str, Any]) -> list[dict[str, Any]]:
     gaps = record.get("gaps_to_retrained", {})
     keys: list[str] = []
     for role in ROLE_ORDER:
-        for k in models.get(role, {}).get("metrics", {}):
-            if k not in keys:
+        for k, v in models.get(role, {}).get("metrics", {}).items():
+            if k not in keys and not isinstance(v, (list, tuple, dict)):  # per-class lists go to the report
                 keys.append(k)
     order = {k: i for i, k in enumerate(KEY_META)}
     keys.sort(key=lambda k: order.get(k, len(order)))
