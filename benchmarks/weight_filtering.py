@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
              f"Command: `python benchmarks/weight_filtering.py {' '.join(sys.argv[1:] if argv is None else argv)}`  ",
              f"Device: {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}",
              ""]
-    if args.retrain == "estimate" or any(v == "estimate" for v in parse_overrides(args.retrain_for).values()):
+    modes = parse_overrides(args.retrain_for)
+    if any(modes.get(name, args.retrain) == "estimate" for name in args.models):
         parts += ["**Retrain cost is estimated** from one retrain (class 0) × number of classes; run with "
                   "`--retrain all` to measure all of them and compare against every retrained model.", ""]
     for name in args.models:
