@@ -56,13 +56,10 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
-def run_model(args: argparse.Namespace, bundle, model_name: str, dev: torch.device) -> str:
+def run_model(args: argparse.Namespace, bundle, model_name: str, dev: torch.device, mode: str) -> str:
     info = bundle.info
     k = info.num_classes
     sets = parse_sets(args.sets)
-    mode = dict(parse_overrides(args.retrain_for)).get(model_name, args.retrain)
-    if mode not in ("estimate", "all", "none"):
-        raise SystemExit(f"--retrain-for {model_name}={mode}: use estimate, all or none")
     lines = [f"## {info.name} / {model_name} (seed {args.seed})", ""]
 
     original = train_or_load(bundle, model_name, None, seed=args.seed, device=dev, progress=args.progress)
@@ -168,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(HERE / "weight_filtering.md"))
     args = p.parse_args(argv)
 
+    overrides = parse_overrides(args.retrain_for)
+    modes = {name: overrides.get(name, args.retrain) for name in args.models}
+    for name, mode in modes.items():  # checked before any training
+        if mode not in ("estimate", "all", "none"):
+            raise SystemExit(f"--retrain-for {name}={mode}: use estimate, all or none")
     dev = resolve_device(args.device)
     bundle = load_dataset(args.dataset)
     t0 = time.perf_counter()
@@ -175,12 +177,11 @@ def main(argv: list[str] | None = None) -> int:
              f"Command: `python benchmarks/weight_filtering.py {' '.join(sys.argv[1:] if argv is None else argv)}`  ",
              f"Device: {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}",
              ""]
-    modes = parse_overrides(args.retrain_for)
-    if any(modes.get(name, args.retrain) == "estimate" for name in args.models):
+    if "estimate" in modes.values():
         parts += ["**Retrain cost is estimated** from one retrain (class 0) × number of classes; run with "
                   "`--retrain all` to measure all of them and compare against every retrained model.", ""]
     for name in args.models:
-        parts.append(run_model(args, bundle, name, dev))
+        parts.append(run_model(args, bundle, name, dev, modes[name]))
         print(parts[-1], flush=True)
     parts.append(f"Total benchmark wall time: {time.perf_counter() - t0:.0f} s.")
     out = write_text_atomic(args.out, "\n".join(parts) + "\n")

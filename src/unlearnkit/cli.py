@@ -277,10 +277,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
                       + [f"{k} = {json.dumps(v)}" for k, v in best.items()])
     print(f"\npreset block for src/unlearnkit/methods/presets/{args.method}.toml:\n{block}")
     if args.out:
+        ranking = [{"config": c, "avg_gap": g if math.isfinite(g) else None} for c, g in ranked]  # inf: diverged
         write_json_atomic(args.out, {"method": args.method, "dataset": args.dataset, "model": args.model,
                                      "forget": args.forget, "validation_seed": args.validation_seed, "seeds": seeds,
-                                     "base": base, "ranking": [{"config": c, "avg_gap": g if math.isfinite(g) else None} for c, g in ranked],
-                                     "preset_toml": block})
+                                     "base": base, "ranking": ranking, "preset_toml": block})
     return 0
 
 

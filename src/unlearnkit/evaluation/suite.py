@@ -215,6 +215,7 @@ class EvaluationSuite:
         t_forward = t_update = 0.0
         t_compute: dict[str, float] = {}
         ref_sha: str | None = None
+        split_sha = getattr(split, "sha256", None)
         for role in order:
             model = models[role]
             msha = model_sha256(model)
@@ -227,7 +228,7 @@ class EvaluationSuite:
                 chunks_l, chunks_y, chunks_f = [], [], []
                 offset = 0
                 t0 = time.perf_counter()
-                key = (msha, getattr(split, "sha256", id(datasets[s])), s, self.batch_size, want_feats, str(device))
+                key = (msha, split_sha or id(datasets[s]), s, self.batch_size, want_feats, str(device))
                 for logits, labels, feats in _forward_memo(key, model, datasets[s], device, self.batch_size, want_feats):
                     t1 = time.perf_counter()
                     t_forward += t1 - t0
@@ -264,11 +265,12 @@ class EvaluationSuite:
                     feat_store[(role, s)] = np.concatenate(chunks_f)
             if role == "retrained":
                 ref_sha = msha
-            needs_ref = role != "retrained" and any(c.needs_reference for c in classes)
-            vkey = (msha, ref_sha if needs_ref else None, getattr(split, "sha256", None), tuple(avail),
-                    tuple(c.name for c in classes), repr(sorted(self.metric_options.items())),
-                    len(datasets["test"]), str(device))
-            if vkey in _VALUES_MEMO and getattr(split, "sha256", None) is not None:
+            vkey = None
+            if split_sha is not None:  # without a split digest there is nothing safe to key on
+                needs_ref = role != "retrained" and any(c.needs_reference for c in classes)
+                vkey = (msha, ref_sha if needs_ref else None, split_sha, tuple(avail), tuple(c.name for c in classes),
+                        repr(sorted(self.metric_options.items())), len(datasets["test"]), str(device))
+            if vkey in _VALUES_MEMO:
                 _VALUES_MEMO.move_to_end(vkey)
                 vals, dg = copy.deepcopy(_VALUES_MEMO[vkey])
             else:
@@ -278,9 +280,10 @@ class EvaluationSuite:
                     for k, v in m.compute().items():
                         (dg if k.endswith("_degenerate") else vals)[k] = v
                     t_compute[m.name] = t_compute.get(m.name, 0.0) + time.perf_counter() - t0
-                _VALUES_MEMO[vkey] = copy.deepcopy((vals, dg))
-                while len(_VALUES_MEMO) > FORWARD_MEMO_SIZE:
-                    _VALUES_MEMO.popitem(last=False)
+                if vkey is not None:
+                    _VALUES_MEMO[vkey] = copy.deepcopy((vals, dg))
+                    while len(_VALUES_MEMO) > FORWARD_MEMO_SIZE:
+                        _VALUES_MEMO.popitem(last=False)
             values[role] = vals
             diags[role] = dg
         extras: dict[str, Any] = {}
