@@ -21,19 +21,37 @@ def test_list(capsys):
     assert "resnet18" in capsys.readouterr().out
 
 
-def test_train_digits_then_cache(tmp_path, capsys):
+def _last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_train_digits_exports_the_cached_original(tmp_path, capsys, digits_original):
+    """`train` with the default recipe is served from the run's cache, where the shared digits original is."""
     out = tmp_path / "orig"
     args = ["train", "--dataset", "digits", "--model", "small_cnn", "--seed", "0", "--out", str(out), "--device", "cpu"]
     assert main(args) == 0
-    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert first["accuracy_test"] >= 90 and not first["from_cache"]
+    first = _last_json(capsys)
+    assert first["accuracy_test"] >= 90 and first["from_cache"] is True
     meta = json.loads((out / "meta.json").read_text())
     for key in ("dataset", "model", "split_sha256", "seed", "recipe", "accuracy_test", "wall_seconds", "unlearnkit_version"):
         assert key in meta
+    assert meta["cache_key"] == digits_original.trained.meta["cache_key"]
     assert (out / "model.safetensors").is_file() and (out / "split.json").is_file()
-    assert main(args) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["from_cache"] is True
     assert not any(os.path.isabs(v) for v in meta.values() if isinstance(v, str))
+
+
+def test_train_digits_then_cache(tmp_path, capsys, monkeypatch):
+    """A request not in the cache trains and stores; the same request again loads it (2 epochs: seconds)."""
+    monkeypatch.setenv("UNLEARNKIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "orig"
+    args = ["train", "--dataset", "digits", "--model", "small_cnn", "--seed", "0", "--epochs", "2", "--out", str(out),
+            "--device", "cpu"]
+    assert main(args) == 0
+    assert _last_json(capsys)["from_cache"] is False
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["recipe"]["epochs"] == 2 and (out / "model.safetensors").is_file()
+    assert main(args) == 0
+    assert _last_json(capsys)["from_cache"] is True
 
 
 BAD = [

@@ -37,8 +37,8 @@ def test_different_seed_differs():
     assert not torch.equal(ws[0]["head.weight"], ws[1]["head.weight"])
 
 
-def test_digits_default_recipe_reaches_90():
-    t = train_or_load("digits", "small_cnn", None, seed=0, use_cache=False)
+def test_digits_default_recipe_reaches_90(digits_original):
+    t = digits_original.trained  # train_or_load("digits", "small_cnn", seed=0), shared by the test run
     assert t.meta["accuracy_test"] >= 90 and t.meta["role"] == "original"
 
 

@@ -22,25 +22,22 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from unlearnkit.data import load_dataset, split_for
+from unlearnkit.data import split_for
 from unlearnkit.errors import DivergenceError
 from unlearnkit.methods import RunContext, UnlearnData, create_method, frozen_copy
-from unlearnkit.models import model_for_dataset
-from unlearnkit.training import accuracy, default_recipe, train
+from unlearnkit.training import accuracy
 
 CLASS_FORGETTERS = ["retrain", "ft", "rl", "ff", "l1_sparse"]
 
 
 @pytest.fixture(scope="module")
-def setup():
-    bundle = load_dataset("digits")
+def setup(digits_original):
+    """The run's shared digits original (conftest) and the class-3 split."""
+    bundle = digits_original.bundle
     split = split_for(bundle, "class:3", 0)
-    torch.manual_seed(0)
-    original = model_for_dataset("small_cnn", bundle.info)
-    train(original, bundle.train, default_recipe("digits", "small_cnn"), seed=0, progress=False)
     data = UnlearnData(forget=bundle.train.subset(split.forget), retain=bundle.train.subset(split.retain),
                        test=bundle.test, split=split, augment=bundle.info.augment, num_classes=10)
-    return original, data
+    return digits_original.model, data
 
 
 def _unlearn(name: str, original, data, **overrides):

@@ -317,13 +317,12 @@ def test_boundary_expand_trains_into_a_shadow_class_then_prunes_it(trained):
 
 # ------------------------------------------------------------------------------------ digits behaviour test
 @pytest.fixture(scope="module")
-def digits_original():
-    from unlearnkit.data import load_dataset, split_for
-    from unlearnkit.oracle import train_or_load
+def digits_class3(digits_original):
+    """The run's shared digits original (conftest) and the class-3 split."""
+    from unlearnkit.data import split_for
 
-    bundle = load_dataset("digits")
+    bundle, model = digits_original.bundle, digits_original.model
     split = split_for(bundle, "class:3", 0)
-    model = train_or_load(bundle, "small_cnn", None, seed=0, use_cache=False, device="cpu", progress=False).model
     data = UnlearnData(forget=bundle.train.subset(split.forget), retain=bundle.train.subset(split.retain),
                        test=bundle.test, split=split, augment=bundle.info.augment, num_classes=10)
     return model, data
@@ -331,8 +330,8 @@ def digits_original():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["salun", "bt", "scrub", "boundary_shrink", "boundary_expand", "ssd"])
-def test_forgets_digit_3_and_keeps_the_rest(name, digits_original):
-    original, data = digits_original
+def test_forgets_digit_3_and_keeps_the_rest(name, digits_class3):
+    original, data = digits_class3
     base_retain = accuracy(original, data.retain)
     assert accuracy(original, data.forget) > 95
     method = create_method(name, dataset="digits", model="small_cnn", kind="class")

@@ -229,14 +229,11 @@ def test_presets():
 
 # ------------------------------------------------------------------------------------ behaviour
 @pytest.mark.slow
-def test_digits_classwise_forgets_class_3():
-    from unlearnkit import oracle
-    from unlearnkit.data.datasets import load_dataset
+def test_digits_classwise_forgets_class_3(digits_original):
     from unlearnkit.data.splits import split_for
     from unlearnkit.training import accuracy
 
-    bundle = load_dataset("digits")
-    original = oracle.train_or_load("digits", "small_cnn", None, seed=0, use_cache=False, progress=False).model
+    bundle, original = digits_original.bundle, digits_original.model  # shared by the test run (conftest)
     split = split_for(bundle, "class:3", 0)
     d = UnlearnData(forget=bundle.train.subset(split.forget), retain=bundle.train.subset(split.retain),
                     test=bundle.test, split=split, augment=bundle.info.augment, num_classes=10)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import unlearnkit
-from unlearnkit.data import load_dataset, split_for
+from unlearnkit.data import split_for
 from unlearnkit.errors import ConfigError, IncompatibleError
 from unlearnkit.filters import (ClassFilters, FilterConfig, FilteredModel, class_similarity, combine_rows,
                                 deletion_curve, evaluate_all_classes, filter_cache_key, find_sites, fold_filters,
@@ -150,13 +150,14 @@ DIGITS_CFG = {"epochs": 20, "batch_size": 64, "lr": 0.05}
 
 
 @pytest.fixture(scope="module")
-def digits_setup(tmp_path_factory):
+def digits_setup(digits_original, tmp_path_factory):
+    """The run's shared digits original (conftest); the filters go to a cache of this module's own."""
     mp = pytest.MonkeyPatch()
     mp.setenv("UNLEARNKIT_CACHE", str(tmp_path_factory.mktemp("cache")))
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    bundle = load_dataset("digits")
-    original = unlearnkit.train_or_load("digits", "small_cnn", None, seed=0, use_cache=False, device="cpu").model
-    yield bundle, original
+    yield digits_original.bundle, digits_original.model
+    torch.set_num_threads(threads)
     mp.undo()
 
 
