@@ -8,9 +8,7 @@ from typing import Callable
 
 import pytest
 
-from unlearnkit.bench._testing import fake_methods_registered
-
-FAKE_RUNNER = "unlearnkit.bench._testing:fake_run"
+from unlearnkit.bench._testing import FAKE_RUNNER, fake_methods_registered
 
 
 @pytest.fixture(autouse=True)

@@ -181,7 +181,20 @@ def test_model_args_for_a_model_outside_the_grid_and_bad_runner():
     text = 'runner = "no_such_module:fn"\n' + GOOD + "\n[model_args.resnet18]\nwidth = 16\n"
     problems = _problems(text)
     assert any("model_args.resnet18" in p and "not in grid.models" in p for p in problems)
-    assert any(p.startswith("runner: cannot import") for p in problems)
+    assert any(p.startswith("runner: ") and "module:function" in p for p in problems)
+
+
+def test_runner_key_never_imports_a_module(tmp_path, monkeypatch):
+    """Issue 11 item 6: ``runner = "module:function"`` is refused without importing the module."""
+    import sys
+
+    (tmp_path / "evil_runner_mod.py").write_text("raise SystemExit('imported!')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    problems = _problems('runner = "evil_runner_mod:fn"\n' + GOOD)
+    assert "evil_runner_mod" not in sys.modules
+    assert any("not accepted" in p for p in problems)
+    problems = _problems('runner = "no_such_runner"\n' + GOOD)
+    assert any("unknown bench runner 'no_such_runner'" in p for p in problems)
 
 
 def test_unknown_metric_names_are_rejected():

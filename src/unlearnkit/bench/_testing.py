@@ -1,7 +1,8 @@
 """Test helpers for the bench: a fast fake runner and two fake methods (no training, no data).
 
-Select the fake runner with ``runner = "unlearnkit.bench._testing:fake_run"`` in a spec (hidden option) or
-``UNLEARNKIT_BENCH_RUNNER=unlearnkit.bench._testing:fake_run``. Environment knobs:
+`register_fake_methods` also registers the fake runner under the name ``unlearnkit_fake``; select it with
+``runner = "unlearnkit_fake"`` in a spec (hidden option) or ``UNLEARNKIT_BENCH_RUNNER=unlearnkit_fake``.
+Environment knobs:
 
 * ``UNLEARNKIT_FAKE_SLEEP``: seconds each run sleeps (default 0);
 * ``UNLEARNKIT_FAKE_CALLS``: a file to which every call appends one line (to count real invocations);
@@ -23,11 +24,16 @@ from typing import Any, Iterator
 from .._io import sha256_json
 
 FAKE_METHODS = ("fake_any", "fake_class_only")
+FAKE_RUNNER = "unlearnkit_fake"
 
 
 def register_fake_methods() -> None:
-    """Register ``fake_any`` (class and random forgetting) and ``fake_class_only`` in METHODS (idempotent)."""
+    """Register ``fake_any`` (class and random forgetting), ``fake_class_only`` and the runner (idempotent)."""
     from torch import nn
+
+    from .spec import register_runner
+
+    register_runner(FAKE_RUNNER, fake_run)
 
     from ..methods import METHODS, Method, MethodConfig, Requirements, register
 

@@ -29,7 +29,6 @@ spec, method name, resolved overrides, seed), which is what makes a bench resuma
 from __future__ import annotations
 
 import difflib
-import importlib
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -76,7 +75,7 @@ class BenchSpec:
     metrics: tuple[str, ...] | None = None
     name: str = ""
     description: str = ""
-    runner: str | None = None  # hidden: "module:function" replacing unlearnkit.pipeline.run_experiment
+    runner: str | None = None  # hidden: name of a registered runner (plugin entry point) replacing run_experiment
     source_text: str = ""  # the TOML as given (copied into the bench folder)
 
 
@@ -193,7 +192,7 @@ def _validate(raw: dict[str, Any], base_dir: Path, problems: list[str], text: st
     runner = raw.get("runner")
     if runner is not None:
         if not isinstance(runner, str):
-            problems.append(f"runner: expected a string 'module:function', got {_show(runner)}")
+            problems.append(f"runner: expected the name of a registered runner, got {_show(runner)}")
             runner = None
         else:
             try:
@@ -429,21 +428,59 @@ def plan_runs(spec: BenchSpec) -> list[Run]:
 RunnerFn = Callable[..., dict]
 
 
+RUNNER_ENTRY_POINTS = "unlearnkit.bench_runners"
+_RUNNERS: dict[str, RunnerFn] = {}
+
+
+def register_runner(name: str, fn: RunnerFn) -> None:
+    """Register a run function under ``name`` (what a spec's ``runner`` key or ``$UNLEARNKIT_BENCH_RUNNER`` names).
+
+    Installed plugins register theirs through the entry-point group ``unlearnkit.bench_runners``; nothing else is
+    ever imported by name, so a spec cannot make the bench import an arbitrary module.
+    """
+    if not isinstance(name, str) or not name or ":" in name:
+        raise ConfigError(f"a bench runner name must be a plain non-empty name, got {name!r}")
+    _RUNNERS[name] = fn
+
+
+def unregister_runner(name: str) -> None:
+    _RUNNERS.pop(name, None)
+
+
+def runner_names() -> list[str]:
+    from importlib.metadata import entry_points
+
+    return sorted(set(_RUNNERS) | {ep.name for ep in entry_points(group=RUNNER_ENTRY_POINTS)})
+
+
 def resolve_runner(ref: str | None) -> RunnerFn:
-    """The function that performs one run: ``"module:function"``, or `unlearnkit.pipeline.run_experiment`."""
+    """The function that performs one run: a registered runner name, or `unlearnkit.pipeline.run_experiment`.
+
+    Names come from `register_runner` or the ``unlearnkit.bench_runners`` entry points of installed plugins; a
+    ``module:function`` reference is refused (it would import any installed module while a spec is validated).
+    """
     if ref is None:
         try:
             from ..pipeline import run_experiment  # type: ignore[import-not-found]
         except ImportError as exc:
             raise ConfigError(f"unlearnkit.pipeline.run_experiment is not available: {exc}") from None
         return run_experiment
-    mod_name, sep, fn_name = ref.partition(":")
-    if not sep or not mod_name or not fn_name:
-        raise ConfigError(f"expected 'module:function', got {ref!r}")
+    if ref in _RUNNERS:
+        return _RUNNERS[ref]
+    if ":" in ref:
+        raise ConfigError(f"{ref!r} is a module:function reference, which is not accepted; name a runner registered "
+                          f"by an installed plugin (entry-point group {RUNNER_ENTRY_POINTS!r}), or drop the key")
+    from importlib.metadata import entry_points
+
+    eps = [ep for ep in entry_points(group=RUNNER_ENTRY_POINTS) if ep.name == ref]
+    if not eps:
+        known = runner_names()
+        raise ConfigError(f"unknown bench runner {ref!r}; registered runners: {', '.join(known) or 'none'} "
+                          f"(plugins add them through the entry-point group {RUNNER_ENTRY_POINTS!r})")
     try:
-        fn = getattr(importlib.import_module(mod_name), fn_name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import {ref!r}: {exc}") from None
+        fn = eps[0].load()
+    except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, whatever it raises
+        raise ConfigError(f"the bench runner plugin {ref!r} failed to load: {type(exc).__name__}: {exc}") from None
     if not callable(fn):
-        raise ConfigError(f"{ref!r} is not callable")
+        raise ConfigError(f"the bench runner plugin {ref!r} is not callable")
     return fn
