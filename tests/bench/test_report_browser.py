@@ -1,8 +1,8 @@
 """report.html in headless Chromium: every image decodes, every table and method row renders.
 
-Needs Chromium, its driver and selenium (the ``browser`` extra). When Chromium is missing and we are root
-with apt, the set-up installs ``chromium`` and ``chromium-driver``; otherwise the test is skipped with the
-reason.
+Needs Chromium, its driver and selenium (the ``browser`` extra); skipped with the reason when one is missing.
+Tests never install anything: CI's ``.ci/run`` installs ``chromium`` and ``chromium-driver`` with apt-get (as
+root, when missing) before running them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -32,23 +31,13 @@ def _find(*names: str) -> str | None:
     return None
 
 
-def _ensure_chromium() -> tuple[str, str]:
+def _chromium() -> tuple[str, str]:
     browser, driver = _find("chromium", "chromium-browser", "google-chrome"), _find("chromedriver")
     if browser and driver:
         return browser, driver
-    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        try:
-            subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True, timeout=300)
-            subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True, env=env,
-                           capture_output=True, timeout=600)
-        except (subprocess.SubprocessError, OSError) as exc:
-            pytest.skip(f"could not install chromium and chromium-driver with apt-get: {exc}")
-        browser, driver = _find("chromium", "chromium-browser"), _find("chromedriver")
-        if browser and driver:
-            return browser, driver
-    pytest.skip("headless Chromium not available: install `chromium` and `chromium-driver` (Debian) "
-                "or run as root with apt-get")
+    missing = " and ".join(n for n, p in (("Chromium", browser), ("chromedriver", driver)) if not p)
+    pytest.skip(f"{missing} not found: install `chromium` and `chromium-driver` (Debian: apt-get install chromium "
+                "chromium-driver; .ci/run does this when run as root)")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +45,7 @@ def driver(tmp_path_factory):
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium missing: pip install 'unlearnkit[browser]'")
     from selenium.webdriver.chrome.service import Service
 
-    browser, chromedriver = _ensure_chromium()
+    browser, chromedriver = _chromium()
     opts = webdriver.ChromeOptions()
     opts.binary_location = browser
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
