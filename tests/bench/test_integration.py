@@ -36,7 +36,10 @@ def test_bench_and_report_with_run_experiment(tmp_path, capsys):
     assert (summary["done"], summary["skipped"], summary["failed"]) == (3, 1, 0)
     recs = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert {(r["bench"]["label"], r["bench"]["forget"]) for r in recs} == {
-        ("ft[epochs=1]", "class:0"), ("ft[epochs=1]", "random:0.1"), ("boundary_shrink", "class:0")}
+        ("ft[epochs=1]", "class:0"),
+        ("ft[epochs=1]", "random:0.1"),
+        ("boundary_shrink", "class:0"),
+    }
     for r in recs:
         assert isinstance(r["gaps_to_retrained"]["avg_gap_to_retrained"], float)
     ft = next(r for r in recs if r["bench"]["method"] == "ft")

@@ -48,8 +48,14 @@ def test_a_file_that_is_only_a_torn_line_is_emptied(tmp_path):
 
 def test_bad_middle_line_warns_and_duplicates_are_dropped(tmp_path):
     path = tmp_path / "records.jsonl"
-    path.write_text(json.dumps(_rec("a", v=1)) + "\nnot json\n" + json.dumps(_rec("a", v=2)) + "\n"
-                    + json.dumps({"no_bench": True}) + "\n")
+    path.write_text(
+        json.dumps(_rec("a", v=1))
+        + "\nnot json\n"
+        + json.dumps(_rec("a", v=2))
+        + "\n"
+        + json.dumps({"no_bench": True})
+        + "\n"
+    )
     with pytest.warns(UserWarning, match="skipped 1 line"):
         recs = read_records(path)
     assert [r.get("v") for r in recs] == [1, None]  # first of the duplicates kept; records without a key kept

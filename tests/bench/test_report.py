@@ -29,7 +29,7 @@ def _bench_dir(tmp_path, records):
 def test_summarize_matches_the_t_interval_of_the_spec():
     s = summarize([1.0, 2.0, 4.0])
     assert s["n"] == 3 and s["mean"] == pytest.approx(7 / 3) and s["std"] == pytest.approx(statistics.stdev([1, 2, 4]))
-    half = 4.303 * s["std"] / 3 ** 0.5  # t_{0.975, 2} = 4.303 (evaluation.md §7)
+    half = 4.303 * s["std"] / 3**0.5  # t_{0.975, 2} = 4.303 (evaluation.md §7)
     assert s["ci95"] == pytest.approx([s["mean"] - half, s["mean"] + half], abs=1e-3)
     assert summarize([5.0]) == {"mean": 5.0, "std": None, "ci95": None, "n": 1}
     assert summarize([None, None]) is None and summarize([None, 2])["mean"] == 2.0
@@ -49,7 +49,8 @@ def test_aggregate_rows_and_numbers():
     assert row.metrics["accuracy_forget"]["std"] == pytest.approx(statistics.stdev(fa))
     assert row.metrics["avg_gap_to_retrained"]["mean"] == pytest.approx(statistics.mean(gap))
     assert row.gaps["accuracy_forget"]["mean"] == pytest.approx(
-        statistics.mean(r["gaps_to_retrained"]["accuracy_forget"] for r in mine))
+        statistics.mean(r["gaps_to_retrained"]["accuracy_forget"] for r in mine)
+    )
     ret = [r["models"]["retrained"]["metrics"]["accuracy_test"] for r in mine]
     assert sc.row("Retrained (oracle)").metrics["accuracy_test"]["mean"] == pytest.approx(statistics.mean(ret))
     assert row.per_class is not None and len(row.per_class) == 10
@@ -76,8 +77,11 @@ def test_build_report_writes_tables_plots_and_html(tmp_path):
     assert len(rows) == 8 and {r["row"] for r in rows} == {"Original", "Retrained (oracle)", "fake_any", "scrub"}
     scrub = next(r for r in rows if r["row"] == "scrub" and r["forget"] == "class:0")
     assert float(scrub["accuracy_forget_mean"]) == pytest.approx(statistics.mean(fa))
-    assert float(scrub["accuracy_forget_ci95_lo"]) < float(scrub["accuracy_forget_mean"]) < \
-        float(scrub["accuracy_forget_ci95_hi"])
+    assert (
+        float(scrub["accuracy_forget_ci95_lo"])
+        < float(scrub["accuracy_forget_mean"])
+        < float(scrub["accuracy_forget_ci95_hi"])
+    )
 
     agg = json.loads((out / "aggregates.json").read_text())
     entry = next(a for a in agg if a["group"]["row"] == "scrub" and a["group"]["forget"] == "class:0")
@@ -85,9 +89,13 @@ def test_build_report_writes_tables_plots_and_html(tmp_path):
     assert set(entry["metrics"]["accuracy_forget"]) == {"mean", "std", "ci95", "n"}
 
     plots = sorted(p.name for p in (out / "plots").iterdir())
-    assert plots == ["synthetic_small_cnn_class_0_metrics.png", "synthetic_small_cnn_class_0_per_class.png",
-                     "synthetic_small_cnn_class_0_tradeoff.png", "synthetic_small_cnn_random_0.1_metrics.png",
-                     "synthetic_small_cnn_random_0.1_tradeoff.png"]  # per-class only for class-wise forgetting
+    assert plots == [
+        "synthetic_small_cnn_class_0_metrics.png",
+        "synthetic_small_cnn_class_0_per_class.png",
+        "synthetic_small_cnn_class_0_tradeoff.png",
+        "synthetic_small_cnn_random_0.1_metrics.png",
+        "synthetic_small_cnn_random_0.1_tradeoff.png",
+    ]  # per-class only for class-wise forgetting
     assert all((out / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
 
     html = (out / "report.html").read_text()
@@ -101,8 +109,10 @@ def test_build_report_writes_tables_plots_and_html(tmp_path):
 def test_report_without_per_class_accuracy_skips_that_plot(tmp_path):
     d = _bench_dir(tmp_path, make_records(per_class=False, forgets=("class:0",)))
     out = build_report(d, tmp_path / "elsewhere")
-    assert sorted(p.name for p in (out / "plots").iterdir()) == ["synthetic_small_cnn_class_0_metrics.png",
-                                                                 "synthetic_small_cnn_class_0_tradeoff.png"]
+    assert sorted(p.name for p in (out / "plots").iterdir()) == [
+        "synthetic_small_cnn_class_0_metrics.png",
+        "synthetic_small_cnn_class_0_tradeoff.png",
+    ]
     assert (tmp_path / "elsewhere" / "report.html").exists()
 
 
@@ -156,13 +166,25 @@ def test_time_table_splits_each_run_into_unlearning_evaluation_and_rest():
     from unlearnkit.bench.report import time_table
 
     def rec(label, wall, unlearn, ev):
-        return {"bench": {"label": label, "wall_seconds": wall}, "models": {"unlearned": {"runtime_seconds": unlearn}},
-                "evaluation_timing": {"total_seconds": ev}}
+        return {
+            "bench": {"label": label, "wall_seconds": wall},
+            "models": {"unlearned": {"runtime_seconds": unlearn}},
+            "evaluation_timing": {"total_seconds": ev},
+        }
 
-    text = time_table([rec("ft", 10.0, 6.0, 3.0), rec("ft", 20.0, 12.0, 5.0), rec("retrain", 90.0, 80.0, 4.0),
-                       {"method": {"name": "x"}}])  # a record without bench timing is left out
-    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ") and
-            not line.startswith("| Method")}
+    text = time_table(
+        [
+            rec("ft", 10.0, 6.0, 3.0),
+            rec("ft", 20.0, 12.0, 5.0),
+            rec("retrain", 90.0, 80.0, 4.0),
+            {"method": {"name": "x"}},
+        ]
+    )  # a record without bench timing is left out
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line
+        for line in text.splitlines()
+        if line.startswith("| ") and not line.startswith("| Method")
+    }
     assert list(rows) == ["retrain", "ft"]  # largest share first
     assert rows["ft"] == "| ft | 2 | 30 | 25 % | 18 | 8 | 4 |"
     assert rows["retrain"] == "| retrain | 1 | 90 | 75 % | 80 | 4 | 6 |"

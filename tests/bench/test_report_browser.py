@@ -36,8 +36,10 @@ def _chromium() -> tuple[str, str]:
     if browser and driver:
         return browser, driver
     missing = " and ".join(n for n, p in (("Chromium", browser), ("chromedriver", driver)) if not p)
-    pytest.skip(f"{missing} not found: install `chromium` and `chromium-driver` (Debian: apt-get install chromium "
-                "chromium-driver; .ci/run does this when run as root)")
+    pytest.skip(
+        f"{missing} not found: install `chromium` and `chromium-driver` (Debian: apt-get install chromium "
+        "chromium-driver; .ci/run does this when run as root)"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +50,18 @@ def driver(tmp_path_factory):
     browser, chromedriver = _chromium()
     opts = webdriver.ChromeOptions()
     opts.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}", "--window-size=1400,1000"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+        "--window-size=1400,1000",
+    ):
         opts.add_argument(arg)
     try:
         drv = webdriver.Chrome(service=Service(executable_path=chromedriver), options=opts)

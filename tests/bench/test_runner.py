@@ -105,9 +105,8 @@ def test_torn_tail_is_repaired_and_that_run_redone(write_spec, tmp_path):
 def test_second_bench_on_the_same_folder_is_refused(write_spec, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    with _locked(out):
-        with pytest.raises(ConfigError, match="another bench is running"):
-            run_bench(write_spec(), out, progress=False, runner=Counting())
+    with _locked(out), pytest.raises(ConfigError, match="another bench is running"):
+        run_bench(write_spec(), out, progress=False, runner=Counting())
     run_bench(write_spec(), out, progress=False, runner=Counting())  # free again afterwards
 
 
@@ -136,8 +135,10 @@ def test_cli_bench_exit_code_1_when_a_run_fails(write_spec, tmp_path, monkeypatc
 
 
 # ------------------------------------------------------------------------------------------- kill -9
-CHILD = ("import sys, unlearnkit.bench._testing as t; t.register_fake_methods(); from unlearnkit.cli import main; "
-         "raise SystemExit(main(['bench', sys.argv[1], '--out', sys.argv[2], '--no-progress']))")
+CHILD = (
+    "import sys, unlearnkit.bench._testing as t; t.register_fake_methods(); from unlearnkit.cli import main; "
+    "raise SystemExit(main(['bench', sys.argv[1], '--out', sys.argv[2], '--no-progress']))"
+)
 
 
 def _lines(path: Path) -> int:
@@ -149,14 +150,23 @@ def test_kill_9_mid_run_resumes_with_nothing_lost_or_duplicated(write_spec, tmp_
     expected = {r.key for r in plan_runs(load_spec(spec_path)) if not r.skip_reason}
     out, calls = tmp_path / "out", tmp_path / "calls.jsonl"
     records = out / "records.jsonl"
-    env = {**os.environ, "UNLEARNKIT_FAKE_SLEEP": "0.1", "UNLEARNKIT_FAKE_CALLS": str(calls),
-           "OMP_NUM_THREADS": "1", "UNLEARNKIT_PROGRESS": "0"}
+    env = {
+        **os.environ,
+        "UNLEARNKIT_FAKE_SLEEP": "0.1",
+        "UNLEARNKIT_FAKE_CALLS": str(calls),
+        "OMP_NUM_THREADS": "1",
+        "UNLEARNKIT_PROGRESS": "0",
+    }
     rng = random.Random(0)
     kills = 0
     for _ in range(2):
         before = _lines(records)
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(spec_path), str(out)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(spec_path), str(out)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 30
         while _lines(records) < before + 2 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -166,8 +176,9 @@ def test_kill_9_mid_run_resumes_with_nothing_lost_or_duplicated(write_spec, tmp_
             kills += 1
         proc.wait(timeout=30)
     assert kills >= 2 and 0 < _lines(records) < len(expected)
-    done = subprocess.run([sys.executable, "-c", CHILD, str(spec_path), str(out)], env=env, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(spec_path), str(out)], env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     raw = records.read_text().splitlines()
     keys = [json.loads(line)["bench"]["run_key"] for line in raw]  # every line parses

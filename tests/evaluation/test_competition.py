@@ -46,7 +46,7 @@ def test_golden_score():
     assert C.competition_score(0.5, 90, 100, 80, 80) == pytest.approx(0.45)
 
 
-@pytest.mark.parametrize("n,emax", [(512, 7), (128, 5), (64, 5), (32, 4), (16, 3), (8, 2), (4, 2)])
+@pytest.mark.parametrize(("n", "emax"), [(512, 7), (128, 5), (64, 5), (32, 4), (16, 3), (8, 2), (4, 2)])
 def test_epsilon_max_table(n, emax):
     assert C.epsilon_max(n) == emax
 

@@ -33,7 +33,16 @@ def test_train_digits_exports_the_cached_original(tmp_path, capsys, digits_origi
     first = _last_json(capsys)
     assert first["accuracy_test"] >= 90 and first["from_cache"] is True
     meta = json.loads((out / "meta.json").read_text())
-    for key in ("dataset", "model", "split_sha256", "seed", "recipe", "accuracy_test", "wall_seconds", "unlearnkit_version"):
+    for key in (
+        "dataset",
+        "model",
+        "split_sha256",
+        "seed",
+        "recipe",
+        "accuracy_test",
+        "wall_seconds",
+        "unlearnkit_version",
+    ):
         assert key in meta
     assert meta["cache_key"] == digits_original.trained.meta["cache_key"]
     assert (out / "model.safetensors").is_file() and (out / "split.json").is_file()
@@ -44,8 +53,21 @@ def test_train_digits_then_cache(tmp_path, capsys, monkeypatch):
     """A request not in the cache trains and stores; the same request again loads it (2 epochs: seconds)."""
     monkeypatch.setenv("UNLEARNKIT_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "orig"
-    args = ["train", "--dataset", "digits", "--model", "small_cnn", "--seed", "0", "--epochs", "2", "--out", str(out),
-            "--device", "cpu"]
+    args = [
+        "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "small_cnn",
+        "--seed",
+        "0",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     assert _last_json(capsys)["from_cache"] is False
     meta = json.loads((out / "meta.json").read_text())
@@ -66,7 +88,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("extra,message", BAD)
+@pytest.mark.parametrize(("extra", "message"), BAD)
 def test_bad_input_exits_nonzero_without_files(tmp_path, capsys, extra, message):
     args = {"--dataset": "digits", "--model": "small_cnn", "--out": str(tmp_path / "out")}
     for i in range(0, len(extra), 2):
@@ -79,14 +101,32 @@ def test_bad_input_exits_nonzero_without_files(tmp_path, capsys, extra, message)
 
 def test_bad_indices_file_and_missing_data(tmp_path, capsys, monkeypatch):
     (tmp_path / "idx.json").write_text("[3, 3]")
-    argv = ["train", "--dataset", "digits", "--model", "small_cnn", "--forget", f"indices:{tmp_path / 'idx.json'}",
-            "--out", str(tmp_path / "o")]
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "small_cnn",
+        "--forget",
+        f"indices:{tmp_path / 'idx.json'}",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(argv) == 2 and "duplicates" in capsys.readouterr().err
     import unlearnkit.data.datasets as ds
 
     monkeypatch.delenv("UNLEARNKIT_DATA", raising=False)
     monkeypatch.setattr(ds, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
-    argv = ["train", "--dataset", "fashion_mnist", "--data-dir", str(tmp_path), "--model", "small_cnn", "--out",
-            str(tmp_path / "o")]
+    argv = [
+        "train",
+        "--dataset",
+        "fashion_mnist",
+        "--data-dir",
+        str(tmp_path),
+        "--model",
+        "small_cnn",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(argv) == 2 and "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

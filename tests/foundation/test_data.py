@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from unlearnkit.data import load_dataset
-from unlearnkit.data.datasets import find_fashion_mnist
+from unlearnkit.data.datasets import Augment, find_fashion_mnist
 from unlearnkit.data.loading import augment_batch, iter_batches
-from unlearnkit.data.datasets import Augment
 from unlearnkit.errors import DataNotFoundError, UnknownNameError
 
 

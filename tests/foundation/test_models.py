@@ -5,7 +5,9 @@ from unlearnkit.errors import CheckpointError, ConfigError, UnknownNameError
 from unlearnkit.models import create_model, load_model, save_model
 
 
-@pytest.mark.parametrize("name,kw", [("small_cnn", {}), ("resnet18", {"width": 8}), ("vit_tiny", {"dim": 32, "depth": 1})])
+@pytest.mark.parametrize(
+    ("name", "kw"), [("small_cnn", {}), ("resnet18", {"width": 8}), ("vit_tiny", {"dim": 32, "depth": 1})]
+)
 @pytest.mark.parametrize("shape", [(1, 28), (3, 32), (1, 8)])
 def test_forward_shapes(name, kw, shape):
     c, s = shape
@@ -28,7 +30,7 @@ def test_checkpoint_roundtrip(tmp_path):
     m = create_model("small_cnn", 10, 1, 28)
     save_model(m, tmp_path / "m.safetensors")
     n = load_model(tmp_path / "m.safetensors")
-    for (k, a), (_, b) in zip(m.state_dict().items(), n.state_dict().items()):
+    for (k, a), (_, b) in zip(m.state_dict().items(), n.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
 
 

@@ -20,7 +20,7 @@ def test_grammar():
 
 @pytest.mark.parametrize("spec", ["class", "class:a", "class:", "random:x", "bogus:1", "random", "class:1,,2"])
 def test_malformed_spec(spec):
-    with pytest.raises(ConfigError, match="forget spec|malformed"):
+    with pytest.raises(ConfigError, match=r"forget spec|malformed"):
         parse_forget_spec(spec)
 
 

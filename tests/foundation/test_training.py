@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from unlearnkit.data import load_dataset, split_for
+from unlearnkit.errors import ConfigError
+from unlearnkit.models import model_for_dataset
 from unlearnkit.oracle import train_or_load
 from unlearnkit.training import Recipe, accuracy, default_recipe, lr_factor, train
-from unlearnkit.models import model_for_dataset
-from unlearnkit.errors import ConfigError
 
 FAST = Recipe(epochs=3, batch_size=32, lr=0.05)
 
@@ -49,7 +49,10 @@ def test_cache_returns_same_model(tmp_path, monkeypatch):
     first = train_or_load(b, "small_cnn", s, seed=0, recipe=FAST, model_kwargs={"width": 8})
     second = train_or_load(b, "small_cnn", s, seed=0, recipe=FAST, model_kwargs={"width": 8})
     assert not first.from_cache and second.from_cache and first.meta["role"] == "retrained"
-    assert all(torch.equal(a, c) for a, c in zip(first.model.state_dict().values(), second.model.state_dict().values()))
+    assert all(
+        torch.equal(a, c)
+        for a, c in zip(first.model.state_dict().values(), second.model.state_dict().values(), strict=True)
+    )
     assert second.meta["split_sha256"] == s.sha256 and second.meta["accuracy_forget"] is not None
     other = train_or_load(b, "small_cnn", s, seed=1, recipe=FAST, model_kwargs={"width": 8})
     assert not other.from_cache

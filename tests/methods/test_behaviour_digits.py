@@ -35,8 +35,14 @@ def setup(digits_original):
     """The run's shared digits original (conftest) and the class-3 split."""
     bundle = digits_original.bundle
     split = split_for(bundle, "class:3", 0)
-    data = UnlearnData(forget=bundle.train.subset(split.forget), retain=bundle.train.subset(split.retain),
-                       test=bundle.test, split=split, augment=bundle.info.augment, num_classes=10)
+    data = UnlearnData(
+        forget=bundle.train.subset(split.forget),
+        retain=bundle.train.subset(split.retain),
+        test=bundle.test,
+        split=split,
+        augment=bundle.info.augment,
+        num_classes=10,
+    )
     return digits_original.model, data
 
 
@@ -94,8 +100,15 @@ def test_tune_ranks_a_two_point_grid_on_digits() -> None:
     """tune() trains (or loads) original + oracle on a validation split and ranks configs by Avg. Gap."""
     from unlearnkit.tune import tune
 
-    ranked = tune("ft", "digits", "small_cnn", "class:3", {"lr": [0.0, 0.1]},
-                  base={"epochs": 10, "batch_size": 64, "weight_decay": 5e-3}, device="cpu")
+    ranked = tune(
+        "ft",
+        "digits",
+        "small_cnn",
+        "class:3",
+        {"lr": [0.0, 0.1]},
+        base={"epochs": 10, "batch_size": 64, "weight_decay": 5e-3},
+        device="cpu",
+    )
     assert [c["lr"] for c, _ in ranked] == [0.1, 0.0]  # lr 0 keeps the class, far from the oracle
     assert ranked[0][1] < ranked[1][1]
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-
-from unlearnkit.training import accuracy
 import pytest
 import torch
 from torch import nn
@@ -14,13 +12,27 @@ from torch import nn
 import unlearnkit
 from unlearnkit.data import split_for
 from unlearnkit.errors import ConfigError, IncompatibleError
-from unlearnkit.filters import (ClassFilters, FilterConfig, FilteredModel, class_similarity, combine_rows,
-                                deletion_curve, evaluate_all_classes, filter_cache_key, find_sites, fold_filters,
-                                get_or_train_filters, save_filter_maps, state_hash, top_units)
+from unlearnkit.filters import (
+    ClassFilters,
+    FilterConfig,
+    FilteredModel,
+    class_similarity,
+    combine_rows,
+    deletion_curve,
+    evaluate_all_classes,
+    filter_cache_key,
+    find_sites,
+    fold_filters,
+    get_or_train_filters,
+    save_filter_maps,
+    state_hash,
+    top_units,
+)
 from unlearnkit.methods import create_method
 from unlearnkit.methods.base import RunContext, UnlearnData
 from unlearnkit.models import create_model
 from unlearnkit.testing import tiny_data, tiny_model
+from unlearnkit.training import accuracy
 
 K = 4
 
@@ -41,8 +53,11 @@ def _randomise(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def _model(name: str) -> nn.Module:
     torch.manual_seed(0)
-    kw = {"small_cnn": {"width": 4, "hidden": 16}, "resnet18": {"width": 4},
-          "vit_tiny": {"dim": 16, "depth": 2, "heads": 2}}[name]
+    kw = {
+        "small_cnn": {"width": 4, "hidden": 16},
+        "resnet18": {"width": 4},
+        "vit_tiny": {"dim": 16, "depth": 2, "heads": 2},
+    }[name]
     return _randomise(create_model(name, K, 3, 8, **kw))
 
 
@@ -75,10 +90,10 @@ def test_folded_weights_give_the_wrappers_outputs(name, bn_fold):
         req = torch.tensor([0, 1, 2, 3, -1, 2])
         out = net(X, request=req)
         for i, c in enumerate(req.tolist()):
-            want = reference(X[i:i + 1]) if c < 0 else fold_filters(reference, filters, [c])(X[i:i + 1])
-            torch.testing.assert_close(out[i:i + 1], want, rtol=1e-4, atol=1e-5)
+            want = reference(X[i : i + 1]) if c < 0 else fold_filters(reference, filters, [c])(X[i : i + 1])
+            torch.testing.assert_close(out[i : i + 1], want, rtol=1e-4, atol=1e-5)
     # the wrapped model's own weights are untouched by folding copies
-    for (k1, v1), (k2, v2) in zip(model.state_dict().items(), reference.state_dict().items()):
+    for (k1, v1), (k2, v2) in zip(model.state_dict().items(), reference.state_dict().items(), strict=True):
         assert k1 == k2 and torch.equal(v1, v2)
 
 
@@ -93,8 +108,10 @@ def test_default_sites_skip_stem_and_head_and_pair_batchnorm():
     vit = {s.name for s in find_sites(_model("vit_tiny"))}
     assert {"blocks.0.attn.qkv", "blocks.0.attn.proj", "blocks.1.mlp.fc1", "blocks.1.mlp.fc2"} <= vit
     assert "patch_embed" not in vit and "head" not in vit
-    assert {s.name for s in find_sites(_model("vit_tiny"), FilterConfig(layers="blocks.*.mlp.fc1"))} == \
-        {"blocks.0.mlp.fc1", "blocks.1.mlp.fc1"}
+    assert {s.name for s in find_sites(_model("vit_tiny"), FilterConfig(layers="blocks.*.mlp.fc1"))} == {
+        "blocks.0.mlp.fc1",
+        "blocks.1.mlp.fc1",
+    }
     with pytest.raises(ConfigError, match="matches no"):
         find_sites(_model("vit_tiny"), FilterConfig(layers="nope*"))
 
@@ -171,8 +188,13 @@ def _per_class_acc(model, ds, k=10):
 
 def _data(bundle, spec):
     s = split_for(bundle, spec, 0)
-    return UnlearnData(forget=bundle.train.subset(s.forget), retain=bundle.train.subset(s.retain), test=bundle.test,
-                       split=s, num_classes=10)
+    return UnlearnData(
+        forget=bundle.train.subset(s.forget),
+        retain=bundle.train.subset(s.retain),
+        test=bundle.test,
+        split=s,
+        num_classes=10,
+    )
 
 
 def test_forgetting_one_class_on_digits_and_cache_reuse(digits_setup):
@@ -215,11 +237,13 @@ def test_two_classes_combine_by_min_on_digits(digits_setup):
     # the result is exactly the min-combined filter folded in
     full = _data(bundle, "class:0")
     from unlearnkit.methods.weight_filtering import _concat
-    filters, hit = get_or_train_filters(original, _concat(full.forget, full.retain), 10,
-                                        method.config.filter_config(), seed=0)
+
+    filters, hit = get_or_train_filters(
+        original, _concat(full.forget, full.retain), 10, method.config.filter_config(), seed=0
+    )
     assert hit
     ref = fold_filters(original, filters, [0, 1], combine="min")
-    for (k, v), (_, w) in zip(out.state_dict().items(), ref.state_dict().items()):
+    for (k, v), (_, w) in zip(out.state_dict().items(), ref.state_dict().items(), strict=True):
         torch.testing.assert_close(v, w, msg=k)
     rows = evaluate_all_classes(original, filters, bundle.train, bundle.test, sets=[(0, 1)])
     assert [r["classes"] for r in rows] == [(c,) for c in range(10)] + [(0, 1)]
@@ -256,7 +280,7 @@ def test_without_split_the_forget_labels_are_the_classes(tmp_path, monkeypatch):
     m = create_method("weight_filtering", epochs=1, lr=0.05, batch_size=64)
     out = m.unlearn(copy.deepcopy(model), UnlearnData(forget=data.forget, retain=data.retain), RunContext("cpu", 0))
     ref = m.unlearn(copy.deepcopy(model), data, RunContext("cpu", 0))  # same class via the split: cache hit
-    for v, w in zip(out.state_dict().values(), ref.state_dict().values()):
+    for v, w in zip(out.state_dict().values(), ref.state_dict().values(), strict=True):
         assert torch.equal(v, w)
     mixed = tiny_data("random:0.2")
     with pytest.raises(IncompatibleError, match="class"):
@@ -269,6 +293,7 @@ def test_cache_key_depends_on_weights_config_and_seed_not_on_order():
     model = tiny_model()
     data = tiny_data("class:1")
     from unlearnkit.methods.weight_filtering import _concat
+
     d = _concat(data.forget, data.retain)
     d2 = _concat(tiny_data("class:2").forget, tiny_data("class:2").retain)
     base = filter_cache_key(model, d, K, FilterConfig(), 0)
@@ -300,6 +325,7 @@ def test_training_keeps_frozen_weights_and_alpha_in_unit_interval():
     data = tiny_data("class:1")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     from unlearnkit.filters import train_filters
+
     f = train_filters(model, data.retain, K, FilterConfig(epochs=2, lr=0.2, batch_size=32))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics included
     assert all(p.requires_grad for p in model.parameters()) and model.training is False
@@ -308,8 +334,10 @@ def test_training_keeps_frozen_weights_and_alpha_in_unit_interval():
     assert f.num_parameters() == K * sum(s.width for s in f.sites)
 
 
-@pytest.mark.parametrize("bad", [{"p_forget": 1.0}, {"forget_loss": "nope"}, {"bn_fold": "x"}, {"combine": "max"},
-                                 {"epochs": 0}, {"lr": -1.0}])
+@pytest.mark.parametrize(
+    "bad",
+    [{"p_forget": 1.0}, {"forget_loss": "nope"}, {"bn_fold": "x"}, {"combine": "max"}, {"epochs": 0}, {"lr": -1.0}],
+)
 def test_bad_config_is_rejected(bad):
     with pytest.raises(ConfigError):
         create_method("weight_filtering", **bad)
@@ -318,6 +346,7 @@ def test_bad_config_is_rejected(bad):
 def test_smoke_config_runs_on_tiny_data():
     cls = unlearnkit.methods.get_method_class("weight_filtering")
     data = tiny_data("class:1")
-    out = create_method("weight_filtering", **cls.smoke_config).unlearn(tiny_model(trained=True), data,
-                                                                          RunContext("cpu", 0))
+    out = create_method("weight_filtering", **cls.smoke_config).unlearn(
+        tiny_model(trained=True), data, RunContext("cpu", 0)
+    )
     assert isinstance(out, nn.Module) and out(X).shape == (6, K)
