@@ -69,3 +69,70 @@ def sha256_bytes(data: bytes) -> str:
 
 def sha256_json(obj: Any) -> str:
     return sha256_bytes(json.dumps(obj, sort_keys=True, default=_json_default).encode())
+
+
+# ------------------------------------------------------------------------------------------- output checks
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Refuse an output folder that cannot be written, before any compute (`ConfigError` naming the fix)."""
+    from .errors import ConfigError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{flag} {p} exists and is not a folder; pass a folder path (or remove that file)")
+    base = _nearest_existing(p)
+    if not base.is_dir():
+        raise ConfigError(f"{flag} {p} cannot be created: {base} is a file, not a folder; pass another path")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {p} is not writable ({base} is read-only); pass a writable folder")
+    return p
+
+
+def check_output_file(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Refuse an output file path that cannot be written (a folder, a read-only or file parent)."""
+    from .errors import ConfigError
+
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{flag} {p} is a folder; pass a file path, e.g. {p / 'result.json'}")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise ConfigError(f"{flag} {p} is not writable; pass another path")
+    check_output_dir(p.parent, flag + " folder") if str(p.parent) not in ("", ".") else None
+    return p
+
+
+def write_dir_atomic(out: str | os.PathLike, fill: Callable[[Path], None], last: str | None = None) -> Path:
+    """Let ``fill(tmp)`` write a result's files into a temporary sibling folder, then move them into ``out``.
+
+    A new ``out`` is created by one rename, so a crash or a full disk leaves either nothing or the whole result.
+    Into an existing folder the files are moved one by one (each a rename, nothing left to write), ``last`` (the
+    record marking completion) at the end; files of the folder that the result does not hold are left alone.
+    """
+    import shutil
+
+    out = check_output_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        fill(tmp)
+        if not out.exists():
+            os.replace(tmp, out)
+            return out
+        names = sorted(os.listdir(tmp), key=lambda n: (n == last, n))
+        for n in names:
+            dest = out / n
+            if dest.is_dir() and not (tmp / n).is_dir():
+                from .errors import ConfigError
+
+                raise ConfigError(f"{dest} is a folder; cannot write the result file {n} there")
+            os.replace(tmp / n, dest)
+        return out
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

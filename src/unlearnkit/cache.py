@@ -210,5 +210,81 @@ def verify_file(path: Path) -> tuple[bool, str, dict[str, torch.Tensor] | None, 
     return True, "", tensors, meta
 
 
-__all__ = ["CacheWarning", "TensorCache", "cache_dir", "check_cache_writable", "dataset_digest", "model_sha256",
+# ------------------------------------------------------------------------------------------------ the verb
+def _entries(root: Path, namespace: str | None) -> list[Path]:
+    """Every stored file of the cache (or of one namespace): safetensors entries and model folders' weights."""
+    if not root.is_dir():
+        return []
+    spaces = [root / namespace] if namespace else sorted(p for p in root.iterdir() if p.is_dir())
+    return sorted(f for ns in spaces if ns.is_dir() for f in ns.rglob("*.safetensors"))
+
+
+def cache_maintenance(action: str, *, namespace: str | None = None, yes: bool = False) -> int:
+    """``unlearnkit cache list | verify | clear``; returns the exit code."""
+    import shutil
+    import sys
+
+    root = cache_dir()
+    if namespace is not None and (not namespace or "/" in namespace or namespace.startswith(".")):
+        raise ConfigError(f"--namespace {namespace!r} is not a cache part; use e.g. models, fisher or filters")
+    files = _entries(root, namespace)
+    if action == "list":
+        total = 0
+        for f in files:
+            size = f.stat().st_size
+            total += size
+            ns = f.relative_to(root).parts[0]
+            label = f.parent.name if f.name == "model.safetensors" else f.stem
+            extra = ""
+            meta_path = f.parent / "meta.json"
+            if f.name == "model.safetensors" and meta_path.is_file():
+                try:
+                    m = json.loads(meta_path.read_text(encoding="utf-8"))
+                    extra = f"  {m.get('role')} {m.get('dataset')}/{(m.get('model') or {}).get('name')} seed {m.get('seed')}"
+                except (OSError, ValueError):
+                    extra = "  (unreadable meta.json)"
+            print(f"{ns}/{label[:16]}  {size / 1e6:8.2f} MB{extra}")
+        print(f"{len(files)} entries, {total / 1e6:.2f} MB in {root}")
+        return 0
+    if action == "verify":
+        bad = 0
+        for f in files:
+            ok, why, _, meta = verify_file(f)
+            if ok and f.name == "model.safetensors":
+                try:
+                    stored = json.loads((f.parent / "meta.json").read_text(encoding="utf-8")).get("weights_sha256")
+                except (OSError, ValueError):
+                    ok, why = False, "unreadable meta.json"
+                else:
+                    if stored != meta.get(SHA_META_KEY):
+                        ok, why = False, "meta.json does not belong to these weights"
+            if not ok:
+                bad += 1
+                target = f.parent if f.name == "model.safetensors" else f
+                print(f"removed {target.relative_to(root)}: {why}")
+                if target.is_dir():
+                    shutil.rmtree(target, ignore_errors=True)
+                else:
+                    target.unlink(missing_ok=True)
+        print(f"{len(files) - bad} of {len(files)} entries verified; {bad} damaged entries removed (they are "
+              "recomputed when next needed)")
+        return 1 if bad else 0
+    if action == "clear":
+        target = root / namespace if namespace else root
+        if not target.exists():
+            print(f"nothing to clear in {target}")
+            return 0
+        if not yes:
+            if not sys.stdin.isatty():
+                raise ConfigError(f"refusing to clear {target} without confirmation; pass --yes")
+            if input(f"remove every entry under {target}? [y/N] ").strip().lower() not in ("y", "yes"):
+                print("left as it is")
+                return 1
+        shutil.rmtree(target)
+        print(f"cleared {target}")
+        return 0
+    raise ConfigError(f"unknown cache action {action!r}; use list, verify or clear")
+
+
+__all__ = ["CacheWarning", "TensorCache", "cache_dir", "cache_maintenance", "check_cache_writable", "dataset_digest", "model_sha256",
            "save_verified", "tensors_sha256", "verify_file"]

@@ -1,14 +1,20 @@
-"""Originals and retrained oracles, trained once and kept in a content-addressed cache.
+"""Originals and retrained oracles, trained once and kept in a verified, content-addressed cache.
 
-The cache key is a SHA-256 of (dataset, model config, recipe, split digest, seed, training-code version), so
-the same request returns the stored model in seconds instead of training again. ``UNLEARNKIT_CACHE``
-overrides the default folder (the user's cache folder).
+The cache key is a SHA-256 of (dataset content digest, model config, recipe, split digest, seed, training-code
+version), so the same request returns the stored model in seconds instead of training again, and a changed
+dataset (a swapped image, relabelled classes) is a different key. Each entry's ``model.safetensors`` stores the
+SHA-256 of its weights; a read verifies it (once per process), and a truncated, unreadable or modified entry is
+discarded with a one-line warning and retrained. ``UNLEARNKIT_CACHE`` overrides the default folder;
+``use_cache=False`` (``--no-cache``, or ``UNLEARNKIT_NO_CACHE=1``) neither reads nor writes the cache.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,21 +22,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._io import read_json, sha256_json, write_json_atomic
-from .data.datasets import DatasetBundle, load_dataset
+from ._io import read_json, sha256_json, write_dir_atomic, write_json_atomic
+from .cache import CacheWarning, cache_dir, check_cache_writable, save_verified, tensors_sha256, verify_file
+from .data.datasets import DatasetBundle, bundle_digest, load_dataset
 from .data.splits import Split, split_for
 from .device import resolve_device
-from .models import load_model, model_for_dataset, save_model
+from .models import DATASET_KEY, META_KEY, ROLE_KEY, SPLIT_KEY, create_model, load_into, model_for_dataset, save_model
 from .training import Recipe, accuracy, default_recipe, train
 
-TRAIN_CODE_VERSION = 1
+TRAIN_CODE_VERSION = 2  # 2: verified entries, dataset content digest in the key
+NO_CACHE_ENV = "UNLEARNKIT_NO_CACHE"
 
 
-def cache_dir() -> Path:
-    if os.environ.get("UNLEARNKIT_CACHE"):
-        return Path(os.environ["UNLEARNKIT_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "unlearnkit"
+def cache_enabled(use_cache: bool = True) -> bool:
+    """False when the caller or ``$UNLEARNKIT_NO_CACHE`` (set by ``--no-cache``) asks to bypass the cache."""
+    return use_cache and os.environ.get(NO_CACHE_ENV, "") not in ("1", "true", "yes")
 
 
 @dataclass
@@ -41,9 +47,57 @@ class TrainedModel:
     path: Path | None = None
 
 
-def oracle_key(dataset: str, model_cfg: dict[str, Any], recipe: Recipe, split: Split, seed: int) -> str:
-    return sha256_json({"dataset": dataset, "model": model_cfg, "recipe": recipe.to_dict(), "split": split.sha256,
-                        "seed": seed, "code": TRAIN_CODE_VERSION})
+def oracle_key(dataset: str, model_cfg: dict[str, Any], recipe: Recipe, split: Split, seed: int,
+               data_digest: str | None = None) -> str:
+    return sha256_json({"dataset": dataset, "data": data_digest, "model": model_cfg, "recipe": recipe.to_dict(),
+                        "split": split.sha256, "seed": seed, "code": TRAIN_CODE_VERSION})
+
+
+def models_root() -> Path:
+    return cache_dir() / "models"
+
+
+def entry_folder(key: str) -> Path:
+    return models_root() / key[:2] / key
+
+
+def _discard(folder: Path, why: str) -> None:
+    warnings.warn(f"discarding cached model {folder.name[:16]}… ({folder}): {why}; retraining it", CacheWarning,
+                  stacklevel=3)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def load_entry(folder: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]] | None:
+    """The verified model and meta of a cache entry, or None (a damaged entry is warned about and removed)."""
+    weights, meta_path = folder / "model.safetensors", folder / "meta.json"
+    if not weights.is_file() and not meta_path.is_file():
+        return None
+    if not weights.is_file() or not meta_path.is_file():
+        _discard(folder, "incomplete entry")
+        return None
+    try:
+        meta = read_json(meta_path)
+        if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
+            raise ValueError("meta.json is not an object with the model config")
+    except (OSError, ValueError) as exc:
+        _discard(folder, f"unreadable meta.json ({type(exc).__name__})")
+        return None
+    ok, why, state, file_meta = verify_file(weights)
+    if not ok:
+        _discard(folder, why)
+        return None
+    if file_meta.get("unlearnkit_sha256") != meta.get("weights_sha256"):
+        _discard(folder, "meta.json does not belong to these weights")
+        return None
+    try:
+        cfg = meta["model"]
+        net = create_model(cfg["name"], cfg["num_classes"], cfg["in_channels"], cfg["image_size"], cfg.get("mean"),
+                           cfg.get("std"), **cfg.get("kwargs", {}))
+        load_into(net, state, source=f"cache entry {folder.name[:16]}…")  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001 - any inconsistency in an entry means: retrain it
+        _discard(folder, f"does not match its config ({type(exc).__name__})")
+        return None
+    return net.to(device), meta
 
 
 def train_or_load(data: DatasetBundle | str, model: str, split: Split | None = None, *, seed: int = 0,
@@ -52,7 +106,8 @@ def train_or_load(data: DatasetBundle | str, model: str, split: Split | None = N
                   ) -> TrainedModel:
     """The original model (``split`` None or with an empty forget set) or the retrained oracle (retain only).
 
-    Returns the cached model when one exists for the same inputs; otherwise trains and stores it.
+    Returns the cached model when a verified entry exists for the same inputs; otherwise trains and stores it
+    (``use_cache=False`` bypasses the cache: no read, no write).
     """
     from . import __version__
 
@@ -64,12 +119,16 @@ def train_or_load(data: DatasetBundle | str, model: str, split: Split | None = N
     net = model_for_dataset(model, info, **(model_kwargs or {}))
     recipe = recipe or default_recipe(info.name, model)
     cfg = net.unlearnkit_config  # type: ignore[attr-defined]
-    key = oracle_key(info.name, cfg, recipe, split, seed)
-    folder = cache_dir() / "models" / key[:2] / key
+    digest = bundle_digest(bundle)
+    key = oracle_key(info.name, cfg, recipe, split, seed, digest)
+    folder = entry_folder(key)
     role = "retrained" if len(split.forget) else "original"
-    if use_cache and (folder / "meta.json").is_file() and (folder / "model.safetensors").is_file():
-        meta = read_json(folder / "meta.json")
-        return TrainedModel(load_model(folder / "model.safetensors", device=dev), meta, True, folder)
+    use = cache_enabled(use_cache)
+    if use:
+        hit = load_entry(folder, dev)
+        if hit is not None:
+            return TrainedModel(hit[0], hit[1], True, folder)
+        check_cache_writable()
 
     torch.manual_seed(seed)
     net = model_for_dataset(model, info, **(model_kwargs or {}))
@@ -79,25 +138,83 @@ def train_or_load(data: DatasetBundle | str, model: str, split: Split | None = N
                   desc=f"{role} {info.name}/{model} seed {seed}")
     wall = time.perf_counter() - t0
     meta = {
-        "role": role, "dataset": info.name, "model": cfg, "split_spec": split.spec, "split_sha256": split.sha256,
-        "seed": seed, "recipe": recipe.to_dict(),
+        "role": role, "dataset": info.name, "dataset_sha256": digest, "model": cfg, "split_spec": split.spec,
+        "split_sha256": split.sha256, "seed": seed, "recipe": recipe.to_dict(),
         "accuracy_test": accuracy(net, bundle.test, device=dev),
         "accuracy_train": accuracy(net, bundle.train.subset(split.retain), device=dev),
         "accuracy_forget": accuracy(net, bundle.train.subset(split.forget), device=dev) if len(split.forget) else None,
         "wall_seconds": round(wall, 3), "steps": stats.steps, "device": str(dev), "unlearnkit_version": __version__,
         "torch_version": torch.__version__, "cache_key": key,
     }
-    if use_cache:
-        save_model(net, folder / "model.safetensors")
-        write_json_atomic(folder / "meta.json", meta)
-    return TrainedModel(net, meta, False, folder if use_cache else None)
+    if use:
+        save_cache_entry(folder, net, meta)
+    return TrainedModel(net, meta, False, folder if use else None)
+
+
+def checkpoint_metadata(meta: dict[str, Any]) -> dict[str, str]:
+    """The safetensors metadata that travels with a trained model: config, role, split digest, dataset."""
+    out = {ROLE_KEY: str(meta.get("role", "")), SPLIT_KEY: str(meta.get("split_sha256", "")),
+           DATASET_KEY: str(meta.get("dataset", ""))}
+    if meta.get("model") is not None:
+        out[META_KEY] = json.dumps(meta["model"])
+    return out
+
+
+def save_cache_entry(folder: Path, net: nn.Module, meta: dict[str, Any]) -> Path:
+    """Write one entry: verified weights (SHA-256 in the file), then meta.json holding the same SHA-256."""
+    save_verified(folder / "model.safetensors", net.state_dict(), checkpoint_metadata(meta))
+    meta["weights_sha256"] = tensors_sha256(net.state_dict())
+    write_json_atomic(folder / "meta.json", meta)
+    return folder
 
 
 def export(trained: TrainedModel, out: str | os.PathLike, split: Split | None = None) -> Path:
-    """Write ``model.safetensors``, ``meta.json`` (and ``split.json``) into ``out``, each atomically."""
-    out = Path(out)
-    save_model(trained.model, out / "model.safetensors")
-    if split is not None:
-        split.save(out / "split.json")
-    write_json_atomic(out / "meta.json", trained.meta)
+    """Write ``model.safetensors`` (role and split digest in its metadata), ``meta.json`` and ``split.json``.
+
+    The files are written into a temporary sibling folder and moved into ``out`` at the end (meta.json last).
+    """
+    meta = {k: v for k, v in trained.meta.items() if k != "weights_sha256"}
+
+    def fill(tmp: Path) -> None:
+        save_model(trained.model, tmp / "model.safetensors", extra=checkpoint_metadata(trained.meta))
+        if split is not None:
+            split.save(tmp / "split.json")
+        write_json_atomic(tmp / "meta.json", meta)
+
+    return write_dir_atomic(out, fill, last="meta.json")
+
+
+def parse_recipe_overrides(raw: dict[str, str]) -> dict[str, Any]:
+    """``--recipe KEY=VALUE`` strings to typed `Recipe` fields, with a clear error per unknown key or bad value."""
+    from dataclasses import fields
+
+    from .errors import ConfigError
+
+    kinds = {f.name: f.type for f in fields(Recipe)}
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        if k not in kinds:
+            raise ConfigError(f"--recipe has no key {k!r}; keys: {', '.join(kinds)}")
+        kind = str(kinds[k])
+        try:
+            if kind == "int":
+                out[k] = int(v)
+            elif kind == "float":
+                out[k] = float(v)
+                if out[k] != out[k] or out[k] in (float("inf"), float("-inf")):
+                    raise ValueError
+            elif kind == "bool":
+                if v.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                out[k] = v.lower() in ("true", "1", "yes")
+            else:
+                out[k] = v
+        except ValueError:
+            want = {"int": "an integer", "float": "a finite number", "bool": "true or false"}.get(kind, kind)
+            raise ConfigError(f"--recipe {k}={v!r}: expected {want}") from None
+    if out:
+        try:
+            Recipe(**out)  # ranges (epochs ≥ 1, lr > 0, names) checked now, before any data is loaded
+        except TypeError as exc:
+            raise ConfigError(f"bad --recipe: {exc}") from None
     return out

@@ -42,7 +42,16 @@ def grid_configs(grid: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
             raise ConfigError(f"grid[{k!r}] must be a non-empty list of values, got {values!r}")
     keys = list(grid)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+    unique = {k: _dedupe(grid[k]) for k in keys}  # a value given twice is run once
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(unique[k] for k in keys))]
+
+
+def _dedupe(values: Sequence[Any]) -> list[Any]:
+    out: list[Any] = []
+    for v in values:
+        if not any(v == u and isinstance(v, bool) == isinstance(u, bool) for u in out):
+            out.append(v)
+    return out
 
 
 def _simple_avg_gap(unlearned: nn.Module, retrained: nn.Module, bundle: DatasetBundle, split: Split,
@@ -91,9 +100,17 @@ def tune(method: str, dataset: str | DatasetBundle, model: str, forget: str, gri
     Returns:
         ``[(config, avg_gap), …]`` sorted from the smallest (best) gap; ``config`` holds the grid values only.
     """
+    import sys
+
     from .errors import DivergenceError
 
     name = METHODS.canonical(method)
+    if not seeds:
+        raise ConfigError("tune needs at least one model seed")
+    for s in list(seeds) + [validation_seed]:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**63:
+            raise ConfigError(f"seeds must be integers in [0, 2^63), got {s!r}")
+    seeds = list(dict.fromkeys(seeds))
     bundle = load_dataset(dataset, data_dir) if isinstance(dataset, str) else dataset
     dev = resolve_device(device)
     split = split_for(bundle, forget, validation_seed)
@@ -104,6 +121,7 @@ def tune(method: str, dataset: str | DatasetBundle, model: str, forget: str, gri
                        test=bundle.test.subset(split.test), split=split, augment=bundle.info.augment,
                        num_classes=bundle.info.num_classes)
     totals = [0.0] * len(configs)
+    failures: list[str] = []
     for seed in seeds:
         original = train_or_load(bundle, model, None, seed=seed, device=dev).model
         retrained = train_or_load(bundle, model, split, seed=seed, device=dev).model
@@ -116,10 +134,17 @@ def tune(method: str, dataset: str | DatasetBundle, model: str, forget: str, gri
                 gap = avg_gap(out, retrained, bundle, split, dev)
             except DivergenceError as exc:
                 logger.info("tune %s %s seed %d diverged: %s", name, cfg, seed, exc)
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                failures.append(f"{cfg} seed {seed}: {reason}")
+                print(f"tune: {name} {cfg} seed {seed} failed: {reason}", file=sys.stderr)
                 gap = math.inf
             logger.info("tune %s %s seed %d: avg gap %.2f", name, cfg, seed, gap)
             totals[i] += gap
     ranked = [(cfg, total / len(seeds)) for cfg, total in zip(configs, totals)]
+    if all(not math.isfinite(g) for _, g in ranked):
+        raise DivergenceError(f"every one of the {len(configs)} configuration(s) of {name} failed on at least one "
+                              f"seed ({len(failures)} failure(s), first: {failures[0] if failures else 'unknown'}); "
+                              "lower the learning rate or the epochs in --grid/--set")
     return sorted(ranked, key=lambda t: t[1])
 
 

@@ -80,6 +80,27 @@ class DatasetBundle:
     info: DatasetInfo
 
 
+def bundle_digest(bundle: DatasetBundle) -> str:
+    """SHA-256 of a dataset's content: train and test images and labels, and the info that shapes a model.
+
+    Computed from the loaded tensors (the decoded, resized pixels for ``image_folder``), so a swapped image,
+    a relabelled class or a replaced file changes it; remembered on the bundle, so it is hashed once per load.
+    """
+    cached = bundle.__dict__.get("_unlearnkit_digest")
+    if cached:
+        return cached
+    from ..cache import tensors_sha256
+    from .._io import sha256_json
+
+    parts = {"train": tensors_sha256({"images": bundle.train.images, "labels": bundle.train.targets}),
+             "test": tensors_sha256({"images": bundle.test.images, "labels": bundle.test.targets}),
+             "info": [bundle.info.name, bundle.info.num_classes, bundle.info.channels, bundle.info.image_size,
+                      list(bundle.info.class_names)]}
+    digest = sha256_json(parts)
+    object.__setattr__(bundle, "_unlearnkit_digest", digest)
+    return digest
+
+
 def _check_size(bundle: DatasetBundle) -> DatasetBundle:
     for part in (bundle.train, bundle.test):
         if len(part) == 0:
@@ -90,6 +111,13 @@ def _check_size(bundle: DatasetBundle) -> DatasetBundle:
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, **kwargs: Any) -> DatasetBundle:
     """Load a registered dataset by name (see `unlearnkit list datasets`)."""
     builder = DATASETS.get(name)
+    if data_dir is not None and str(data_dir) != "":
+        p = Path(data_dir)
+        if not p.exists():
+            raise DataNotFoundError(f"--data-dir {p} does not exist; fix the path (or omit --data-dir to use "
+                                    "$UNLEARNKIT_DATA and the system copies)")
+        if not p.is_dir():
+            raise DataNotFoundError(f"--data-dir {p} is a file, not a folder; pass the folder holding the dataset")
     return _check_size(builder(data_dir=data_dir, **kwargs))
 
 
@@ -101,9 +129,9 @@ def dataset_summary(name: str) -> str:
 # --------------------------------------------------------------------------------------- helpers
 def _candidate_dirs(data_dir: str | os.PathLike | None, *subdirs: str) -> list[Path]:
     roots: list[Path] = []
-    if data_dir is not None:
+    if data_dir is not None:  # an explicit folder is the only place looked at: no silent fallback
         roots.append(Path(data_dir))
-    if os.environ.get("UNLEARNKIT_DATA"):
+    elif os.environ.get("UNLEARNKIT_DATA"):
         roots.append(Path(os.environ["UNLEARNKIT_DATA"]))
     out: list[Path] = []
     for r in roots:
@@ -144,7 +172,8 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 def find_fashion_mnist(data_dir: str | os.PathLike | None = None) -> Path | None:
     """The first folder holding the four Fashion-MNIST IDX files (gzipped or not), or None."""
     dirs = _candidate_dirs(data_dir, "fashion-mnist", "fashion_mnist", "FashionMNIST/raw")
-    dirs.append(DEBIAN_FASHION_MNIST)
+    if data_dir is None:
+        dirs.append(DEBIAN_FASHION_MNIST)
     for d in dirs:
         if all((d / f).exists() or (d / (f + ".gz")).exists() for f in FASHION_FILES.values()):
             return d
@@ -155,6 +184,11 @@ def find_fashion_mnist(data_dir: str | os.PathLike | None = None) -> Path | None
 def fashion_mnist(data_dir: str | os.PathLike | None = None) -> DatasetBundle:
     """Fashion-MNIST: 60k/10k grayscale 28×28 clothing images, 10 classes (gzipped IDX files)."""
     folder = find_fashion_mnist(data_dir)
+    if folder is None and data_dir is not None:
+        raise DataNotFoundError(
+            f"Fashion-MNIST files not found in --data-dir {data_dir} (nor its fashion-mnist/ sub-folder): expected "
+            "train-images-idx3-ubyte(.gz) and the three other IDX files; fix the path, fetch them there with "
+            f"`unlearnkit fetch fashion_mnist --data-dir {data_dir}`, or omit --data-dir to use the system copy")
     if folder is None:
         raise DataNotFoundError(
             "Fashion-MNIST files not found (looked in --data-dir, $UNLEARNKIT_DATA and "
@@ -258,19 +292,26 @@ def image_folder(data_dir: str | os.PathLike | None = None, image_size: int = 32
     if data_dir is None:
         raise DataNotFoundError("image_folder needs --data-dir pointing to a folder with one sub-folder per class")
     root = Path(data_dir)
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     if not classes:
         raise DataNotFoundError(f"{root} has no class sub-folders; expected ROOT/<class>/<image>.png")
     xs, ys = [], []
     mode = "L" if channels == 1 else "RGB"
     for ci, c in enumerate(classes):
-        for f in sorted((root / c).iterdir()):
-            if f.suffix.lower() in IMAGE_SUFFIXES:
+        files = [f for f in sorted((root / c).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+        if not files:
+            raise DataNotFoundError(f"class folder {root / c} holds no image ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                                    "add images or remove the folder")
+        for f in files:
+            try:
                 with Image.open(f) as im:
                     im = im.convert(mode).resize((image_size, image_size), Image.BILINEAR)
                     arr = np.asarray(im, dtype=np.uint8)
-                xs.append(arr[None] if channels == 1 else arr.transpose(2, 0, 1))
-                ys.append(ci)
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+                raise DataNotFoundError(f"cannot read image {f} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'damaged'}); "
+                                        "replace or remove that file") from None
+            xs.append(arr[None] if channels == 1 else arr.transpose(2, 0, 1))
+            ys.append(ci)
     if len(xs) < 2:
         raise DataNotFoundError(f"{root} holds fewer than two images")
     x = torch.from_numpy(np.stack(xs))

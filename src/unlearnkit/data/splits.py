@@ -82,17 +82,31 @@ def parse_forget_spec(spec: str | ForgetSpec | None) -> ForgetSpec:
 
 def _read_indices_file(path: str) -> list[int]:
     p = Path(path)
+    if not path:
+        raise ConfigError("forget spec indices: needs a file, e.g. indices:forget.txt (a JSON list or one index per line)")
+    if p.is_dir():
+        raise ConfigError(f"indices file {path!r} is a folder; pass a text file (a JSON list or one index per line)")
     if not p.is_file():
         raise ConfigError(f"indices file {path!r} does not exist; write a JSON list or one index per line")
-    text = p.read_text(encoding="utf-8").strip()
+    try:
+        text = p.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"indices file {path!r} is not UTF-8 text; write a JSON list or one index per line") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read indices file {path!r} ({exc.strerror or exc})") from None
+    if not text:
+        raise ConfigError(f"indices file {path!r} is empty; write a JSON list or one index per line")
     try:
         obj: Any = json.loads(text) if text[:1] in "[{" else [int(t) for t in re.split(r"[\s,]+", text) if t]
-    except ValueError as exc:
-        raise ConfigError(f"cannot parse indices file {path!r}: {exc}; expected a JSON list or one integer per line") from None
+    except (ValueError, RecursionError) as exc:
+        why = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
+        raise ConfigError(f"cannot parse indices file {path!r} ({why}); expected a JSON list or one integer per line") from None
     if isinstance(obj, dict):
         obj = obj.get("indices", obj.get("forget"))
     if not isinstance(obj, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in obj):
         raise ConfigError(f"indices file {path!r} must hold a list of integers")
+    if any(not -2**63 <= v < 2**63 for v in obj):
+        raise ConfigError(f"indices file {path!r} holds an index too large to be a training index")
     return obj
 
 
@@ -167,6 +181,8 @@ def make_split(dataset: str, train_targets: Any, num_test: int, spec: str | Forg
     Every check runs here, before any compute: a class outside [0, K), an empty forget set, a forget set
     equal to the whole training set, duplicate or out-of-range indices.
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
+        raise ConfigError(f"seed must be an integer in [0, 2^63), got {seed!r}")
     fs = parse_forget_spec(spec)
     y = np.asarray(train_targets, dtype=np.int64)
     n = len(y)

@@ -34,12 +34,17 @@ MODEL_SUMMARIES = {
 }
 
 META_KEY = "unlearnkit_model"
+ROLE_KEY = "unlearnkit_role"  # "original" | "retrained" | "unlearned", written by train / run
+SPLIT_KEY = "unlearnkit_split_sha256"  # digest of the split the weights were made for
+DATASET_KEY = "unlearnkit_dataset"
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None, **kwargs: Any) -> nn.Module:
     """Build a registered model; its config is kept on ``model.unlearnkit_config`` for checkpoints."""
     if name.startswith("timm:"):
+        if not name[5:]:
+            raise ConfigError("timm model name is empty; use timm:<name>, e.g. timm:resnet18")
         try:
             import timm  # type: ignore[import-not-found]
         except ImportError as exc:
@@ -48,17 +53,141 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: 
     else:
         builder = MODELS.get(name)
         name = MODELS.canonical(name)
-        if num_classes < 2:
-            raise ConfigError(f"num_classes must be at least 2, got {num_classes}")
+        validate_model_config({"name": name, "num_classes": num_classes, "in_channels": in_channels,
+                               "image_size": image_size, "mean": list(mean) if mean else None,
+                               "std": list(std) if std else None, "kwargs": dict(kwargs)})
         try:
             model = builder(num_classes=num_classes, in_channels=in_channels, image_size=image_size,
                             mean=list(mean) if mean else None, std=list(std) if std else None, **kwargs)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise ConfigError(f"bad option for model {name!r}: {exc}") from None
     model.unlearnkit_config = {"name": name, "num_classes": num_classes, "in_channels": in_channels,  # type: ignore[assignment]
                                "image_size": image_size, "mean": list(mean) if mean else None,
                                "std": list(std) if std else None, "kwargs": dict(kwargs)}
     return model
+
+
+# ------------------------------------------------------------------------------------------------ config schema
+LIMITS = {"num_classes": (2, 100_000), "in_channels": (1, 64), "image_size": (1, 1024)}
+KWARG_LIMIT = (1, 4096)  # every integer model option (width, hidden, dim, depth, heads, patch_size)
+FLOAT_LIMIT = (0.01, 64.0)  # every float model option (mlp_ratio)
+
+
+def model_options(name: str) -> dict[str, type]:
+    """The options of a registered model beyond the dataset-given ones, with their types (from the signature)."""
+    import inspect
+
+    builder = MODELS.get(name)
+    out: dict[str, type] = {}
+    for p in inspect.signature(builder).parameters.values():
+        if p.name in ("num_classes", "in_channels", "image_size", "mean", "std", "self"):
+            continue
+        d = p.default
+        out[p.name] = type(d) if isinstance(d, (bool, int, float)) else int  # None defaults are optional ints
+    return out
+
+
+def parse_model_args(name: str, raw: dict[str, str]) -> dict[str, Any]:
+    """``--model-arg KEY=VALUE`` strings to typed options of model ``name``, with a clear error per bad value."""
+    if name.startswith("timm:"):
+        return {k: _guess(v) for k, v in raw.items()}
+    opts = model_options(name)
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        if k not in opts:
+            raise ConfigError(f"model {MODELS.canonical(name)!r} has no option {k!r}; options: "
+                              f"{', '.join(sorted(opts)) or 'none'}")
+        t = opts[k]
+        try:
+            out[k] = float(v) if t is float else int(v)
+        except ValueError:
+            raise ConfigError(f"--model-arg {k}={v!r}: expected {'a number' if t is float else 'an integer'}, "
+                              f"e.g. {k}={'2.0' if t is float else '16'}") from None
+    validate_kwargs(MODELS.canonical(name), out)
+    return out
+
+
+def _guess(v: str) -> Any:
+    for t in (int, float):
+        try:
+            return t(v)
+        except ValueError:
+            pass
+    return v
+
+
+def validate_kwargs(name: str, kwargs: dict[str, Any]) -> None:
+    opts = model_options(name)
+    for k, v in kwargs.items():
+        if k not in opts:
+            raise ConfigError(f"bad option for model {name!r}: no option {k!r}; options: {', '.join(sorted(opts)) or 'none'}")
+        if v is None:
+            continue
+        if opts[k] is float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not FLOAT_LIMIT[0] <= v <= FLOAT_LIMIT[1]:
+                raise ConfigError(f"model option {k}={v!r} must be a number in [{FLOAT_LIMIT[0]}, {FLOAT_LIMIT[1]}]")
+        elif isinstance(v, bool) or not isinstance(v, int) or not KWARG_LIMIT[0] <= v <= KWARG_LIMIT[1]:
+            raise ConfigError(f"model option {k}={v!r} must be an integer in [{KWARG_LIMIT[0]}, {KWARG_LIMIT[1]}]")
+
+
+def validate_model_config(cfg: Any, *, allow_timm: bool = False, source: str = "model config") -> dict[str, Any]:
+    """Check a stored model config (names, ranges, types) before it reaches any constructor."""
+    import math
+
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{source} is not a JSON object")
+    name = cfg.get("name")
+    if not isinstance(name, str):
+        raise CheckpointError(f"{source} has no model name")
+    if name.startswith("timm:"):
+        if not allow_timm:
+            raise CheckpointError(f"{source} names the timm model {name!r}; timm models are built only when you ask "
+                                  f"for them (--model {name})")
+    elif name not in MODELS:
+        raise CheckpointError(f"{source} names an unknown model {name!r}; known: {', '.join(MODELS.names())}")
+    for key, (lo, hi) in LIMITS.items():
+        v = cfg.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ConfigError(f"{source}: {key} must be an integer in [{lo}, {hi}], got {v!r}")
+    for key in ("mean", "std"):
+        v = cfg.get(key)
+        if v is None:
+            continue
+        if (not isinstance(v, list) or len(v) != cfg["in_channels"]
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+                or (key == "std" and not all(x > 0 for x in v))):
+            raise ConfigError(f"{source}: {key} must be a list of {cfg['in_channels']} finite numbers"
+                              f"{' > 0' if key == 'std' else ''}, got {v!r}")
+    kwargs = cfg.get("kwargs", {}) or {}
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"{source}: kwargs must be an object, got {kwargs!r}")
+    if not name.startswith("timm:"):
+        validate_kwargs(MODELS.canonical(name), kwargs)
+    return cfg
+
+
+def checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
+    """Metadata of a checkpoint without building anything: ``config`` (or None), ``role``, ``split_sha256``."""
+    p = Path(path)
+    meta: dict[str, str] = {}
+    if p.suffix not in (".pt", ".pth", ".bin") and p.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(p), framework="pt") as fh:
+                meta = dict(fh.metadata() or {})
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(f"checkpoint {p} is corrupt or truncated ({type(exc).__name__}); re-create it or "
+                                  "pass another file") from None
+    cfg = None
+    if META_KEY in meta:
+        try:
+            cfg = json.loads(meta[META_KEY])
+        except ValueError:
+            raise CheckpointError(f"checkpoint {p.name}: its stored model config is not valid JSON") from None
+    return {"config": cfg, "role": meta.get(ROLE_KEY), "split_sha256": meta.get(SPLIT_KEY) or None,
+            "dataset": meta.get(DATASET_KEY)}
+
 
 
 def model_for_dataset(name: str, info: Any, **kwargs: Any) -> nn.Module:
@@ -103,17 +232,30 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra: dict[str, str] 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(state_dict, metadata) of a safetensors file, or a `.pt` state dict loaded with ``weights_only=True``."""
     p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(f"checkpoint {p} is a folder; pass the .safetensors file inside it")
     if not p.is_file():
         raise CheckpointError(f"checkpoint {p} does not exist")
     if p.suffix in (".pt", ".pth", ".bin"):
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any failure means the file is unusable
-            raise CheckpointError(f"cannot read checkpoint {p}: {exc}") from exc
+            import pickle
+
+            text = str(exc)
+            if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text.lower() or "global" in text.lower():
+                raise CheckpointError(
+                    f"refused {p.name}: it is a pickle that holds more than tensors, and loading it could run code. "
+                    "If you trust it, convert it once to safetensors in a separate Python session "
+                    "(safetensors.torch.save_file(state_dict, 'model.safetensors')) and pass that file") from None
+            raise CheckpointError(f"cannot read checkpoint {p.name}: not a readable PyTorch state dict "
+                                  f"({type(exc).__name__}); pass a .safetensors file or a state dict saved with "
+                                  "torch.save(model.state_dict(), path)") from None
         if isinstance(obj, dict) and "state_dict" in obj:
             obj = obj["state_dict"]
-        if not isinstance(obj, dict):
-            raise CheckpointError(f"{p} does not hold a state dict")
+        if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in obj.items()):
+            raise CheckpointError(f"{p.name} does not hold a state dict (a mapping of names to tensors)")
         return obj, {}
     from safetensors import safe_open
 
@@ -122,8 +264,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             meta = fh.metadata() or {}
             state = {k: fh.get_tensor(k) for k in fh.keys()}
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types for damaged files
-        raise CheckpointError(f"checkpoint {p} is corrupt or truncated ({type(exc).__name__}: {exc}); "
-                              "re-create it with `unlearnkit train` or `unlearnkit run`") from exc
+        raise CheckpointError(f"checkpoint {p} is corrupt or truncated (or not a safetensors file) "
+                              f"({type(exc).__name__}); pass an intact .safetensors (or .pt state dict) file") from None
     return state, meta
 
 
@@ -149,29 +291,43 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str = "c
 
 
 def load_model(path: str | os.PathLike, *, model: nn.Module | None = None, expect: dict[str, Any] | None = None,
-               device: str | torch.device = "cpu") -> nn.Module:
+               device: str | torch.device = "cpu", allow_timm: bool = False) -> nn.Module:
     """Load a checkpoint. Without ``model``, the architecture comes from the file's metadata.
 
-    ``expect`` (e.g. ``{"num_classes": 10, "name": "small_cnn"}``) is checked against the stored config before
-    any weight is copied.
+    ``expect`` (e.g. ``{"num_classes": 10, "name": "small_cnn", "in_channels": 1, "image_size": 28}``) is checked
+    against the stored config before any weight is copied; the stored config is validated against the model schema
+    (names, ranges) before it reaches a constructor, and ``timm:`` names are built only with ``allow_timm``.
     """
     state, meta = read_checkpoint(path)
-    cfg = json.loads(meta[META_KEY]) if META_KEY in meta else None
+    name = Path(path).name
+    cfg = None
+    if META_KEY in meta:
+        try:
+            cfg = json.loads(meta[META_KEY])
+        except ValueError:
+            raise CheckpointError(f"checkpoint {name}: its stored model config is not valid JSON") from None
+        cfg = validate_model_config(cfg, allow_timm=allow_timm or bool(expect and str(expect.get("name", "")).startswith("timm:")),
+                                    source=f"checkpoint {name}")
     if expect and cfg:
-        wrong = [f"{k}={cfg.get(k)!r} (expected {v!r})" for k, v in expect.items() if v is not None and cfg.get(k) != v]
+        want = dict(expect)
+        if want.get("name") and not str(want["name"]).startswith("timm:") and want["name"] in MODELS:
+            want["name"] = MODELS.canonical(want["name"])
+        wrong = [f"{k}={cfg.get(k)!r} (expected {v!r})" for k, v in want.items() if v is not None and cfg.get(k) != v]
         if wrong:
-            raise CheckpointError(f"checkpoint {Path(path).name} has {', '.join(wrong)}; pass the matching "
+            raise CheckpointError(f"checkpoint {name} has {', '.join(wrong)}; pass the matching "
                                   "--model/--dataset or a checkpoint trained for them")
     if model is None:
         if cfg is None:
-            raise CheckpointError(f"{Path(path).name} carries no unlearnkit model config; build the model yourself "
-                                  "and pass it as `model=`")
+            raise CheckpointError(f"{name} carries no unlearnkit model config; pass --model NAME (with the same "
+                                  "--model-arg values it was trained with) so the architecture can be built, or in "
+                                  "Python build the model yourself and pass it as `model=`")
         model = create_model(cfg["name"], cfg["num_classes"], cfg["in_channels"], cfg["image_size"], cfg.get("mean"),
                              cfg.get("std"), **cfg.get("kwargs", {}))
-    load_into(model, state, source=f"checkpoint {Path(path).name}")
+    load_into(model, state, source=f"checkpoint {name}")
     return model.to(device)
 
 
-__all__ = ["MODELS", "MODEL_SUMMARIES", "Classifier", "Normalize", "ResNet18", "SmallCNN", "TinyViT",
+__all__ = ["DATASET_KEY", "MODELS", "MODEL_SUMMARIES", "ROLE_KEY", "SPLIT_KEY", "checkpoint_info", "model_options",
+           "parse_model_args", "validate_model_config", "Classifier", "Normalize", "ResNet18", "SmallCNN", "TinyViT",
            "create_model", "load_into", "load_model", "memory_format", "model_config", "model_for_dataset", "num_outputs",
            "read_checkpoint", "save_model"]
