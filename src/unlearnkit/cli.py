@@ -29,8 +29,30 @@ def _common(p: argparse.ArgumentParser, *, dataset: bool = True) -> None:
         p.add_argument("--data-dir", default=None, help="folder with the dataset files (else $UNLEARNKIT_DATA, "
                        "Debian's /usr/share/datasets, torchvision layout)")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, the model init and the method (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the split, the model init and the method (default 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _seed(text: str) -> int:
+    """argparse type of seeds: an integer in [0, 2^63)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2^63), got {text!r}") from None
+    if not 0 <= v < 2**63:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2^63), got {text}")
+    return v
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (and exit code 2) instead of the usage block."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _no_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the model cache (train afresh)")
 
 
 def _kv(items: Sequence[str] | None, what: str = "--set") -> dict[str, Any]:
@@ -44,7 +66,7 @@ def _kv(items: Sequence[str] | None, what: str = "--set") -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="unlearnkit", description="Machine unlearning for image classifiers: train, unlearn, evaluate against "
         "the retrained model, benchmark.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"unlearnkit {__version__}")
@@ -52,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list datasets, models, methods or metrics")
     p.add_argument("what", choices=["datasets", "models", "methods", "metrics"])
+    p.add_argument("--format", choices=["table", "plain", "json"], default="table",
+                   help="table (wraps long columns, never cuts a name), plain (name<TAB>summary) or json")
+
+    p = sub.add_parser("cache", help="list, verify or clear the model cache ($UNLEARNKIT_CACHE)")
+    p.add_argument("action", choices=["list", "verify", "clear"],
+                   help="list the entries, verify every entry's SHA-256 (removing damaged ones), or clear it")
+    p.add_argument("--namespace", default=None, help="only this part of the cache (models, fisher, filters, …)")
+    p.add_argument("--yes", action="store_true", help="clear without asking (needed when not on a terminal)")
 
     p = sub.add_parser("train", help="train an original model, or with --forget the retrained oracle (cached)",
                        description="Train on the full training set (original) or, with --forget, on the retain set "
@@ -92,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model option, e.g. width=16")
     p.add_argument("--metrics", default=None, help="extra metric or audit names, comma-separated")
     p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<model>-<method>-<spec>-s<seed>)")
+    _no_cache(p)
     _common(p)
 
     p = sub.add_parser("tune", help="grid-search a method's options against the retrained oracle on a validation split",
@@ -106,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="values to try for one option (repeatable; every combination is run)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed override for every config (repeatable)")
     p.add_argument("--seeds", default="0", help="comma-separated model seeds averaged over (default 0)")
-    p.add_argument("--validation-seed", type=int, default=100, help="seed of the validation split (default 100)")
+    p.add_argument("--validation-seed", type=_seed, default=100, help="seed of the validation split (default 100)")
     p.add_argument("--out", default=None, help="write the ranking here (JSON)")
+    _no_cache(p)
     _common(p)
 
     p = sub.add_parser("demo", help="the Fashion-MNIST demo: original vs retrained vs unlearned")
@@ -115,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forget", default="class:0", help="forget spec (default class:0)")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST files")
+    _no_cache(p)
     _common(p, dataset=False)
 
     p = sub.add_parser("bench", help="run a benchmark grid from a TOML spec (resumable)")
@@ -123,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _no_cache(p)
 
     p = sub.add_parser("report", help="tables, plots and report.html from a bench folder's records")
     p.add_argument("dir", help="bench output folder holding records.jsonl")
@@ -136,15 +170,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if getattr(args, "no_progress", False):
-        import os
+    import os
 
+    if getattr(args, "no_progress", False):
         os.environ["UNLEARNKIT_PROGRESS"] = "0"
+    no_cache_before = os.environ.get("UNLEARNKIT_NO_CACHE")
     try:
+        _preflight(args)
+        if getattr(args, "no_cache", False) and args.command != "train":
+            os.environ["UNLEARNKIT_NO_CACHE"] = "1"  # read by oracle.train_or_load, for every model of the verb
         return int(globals()[f"_cmd_{args.command}"](args) or 0)
     except UnlearnkitError as exc:
-        print(f"unlearnkit {args.command}: error: {exc}", file=sys.stderr)
+        print(f"unlearnkit {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"unlearnkit {args.command}: interrupted; no partial output was written", file=sys.stderr)
+        return 130
+    finally:
+        if no_cache_before is None:
+            os.environ.pop("UNLEARNKIT_NO_CACHE", None)
+        else:
+            os.environ["UNLEARNKIT_NO_CACHE"] = no_cache_before
+
+
+# verb -> (attribute, kind) of its output paths, checked before any compute
+_OUTPUTS = {"train": [("out", "dir")], "run": [("out", "dir")], "eval": [("out", "dir")], "tune": [("out", "file")],
+            "demo": [("out", "dir")], "bench": [("out", "dir")], "report": [("out", "dir")],
+            "fetch": [("data_dir", "dir")]}
+_USES_CACHE = {"train", "run", "tune", "demo", "bench", "eval", "report", "cache"}
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    """Checks every verb shares, before any compute: output paths and the cache folder."""
+    from ._io import check_output_dir, check_output_file
+
+    for attr, kind in _OUTPUTS.get(args.command, []):
+        value = getattr(args, attr, None)
+        if value:
+            flag = "--" + attr.replace("_", "-")
+            (check_output_dir if kind == "dir" else check_output_file)(value, flag)
+    if args.command in _USES_CACHE:
+        from .cache import cache_dir
+
+        cache_dir()  # a cache path that is a file fails here, not after the training
 
 
 # ------------------------------------------------------------------------------------------ handlers
@@ -155,8 +223,12 @@ def _print_table(rows: list[dict[str, Any]], title: str | None = None) -> None:
     if not rows:
         return
     table = Table(title=title)
-    for col in rows[0]:
-        table.add_column(str(col))
+    for i, col in enumerate(rows[0]):
+        if i == 0:  # the name column is never cut: the other columns wrap instead
+            width = max(len(str(col)), *(len(str(r[col])) for r in rows))
+            table.add_column(str(col), no_wrap=True, min_width=width)
+        else:
+            table.add_column(str(col), overflow="fold")
     for r in rows:
         table.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in r.values()])
     Console().print(table)
@@ -166,20 +238,34 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if args.what == "datasets":
         from .data import DATASETS, dataset_summary
 
-        _print_table([{"name": n, "summary": dataset_summary(n)} for n in DATASETS.names()], "datasets")
+        rows = [{"name": n, "summary": dataset_summary(n)} for n in DATASETS.names()]
     elif args.what == "models":
         from .models import MODEL_SUMMARIES, MODELS
 
-        _print_table([{"name": n, "summary": MODEL_SUMMARIES.get(n, "")} for n in MODELS.names()], "models")
+        rows = [{"name": n, "summary": MODEL_SUMMARIES.get(n, "")} for n in MODELS.names()]
     elif args.what == "methods":
         from .methods import method_table
 
-        _print_table(method_table(), "methods")
+        rows = method_table()
     else:
         from .evaluation import metric_table  # type: ignore[attr-defined]
 
-        _print_table(metric_table(), "metrics")
+        rows = metric_table()
+    fmt = getattr(args, "format", "table")
+    if fmt == "json":
+        print(json.dumps(rows, default=str))
+    elif fmt == "plain":
+        for r in rows:
+            print("\t".join(" ".join(str(v).split()) for v in r.values()))
+    else:
+        _print_table(rows, args.what)
     return 0
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from .cache import cache_maintenance
+
+    return cache_maintenance(args.action, namespace=args.namespace, yes=args.yes)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -190,20 +276,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .oracle import export, train_or_load
     from .training import default_recipe
 
+    from .models import parse_model_args
+    from .oracle import parse_recipe_overrides
+
     MODELS.get(args.model)  # unknown names fail before loading data
+    model_kwargs = parse_model_args(args.model, _kv(args.model_arg, "--model-arg"))
+    overrides: dict[str, Any] = parse_recipe_overrides(_kv(args.recipe, "--recipe"))
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
     bundle = load_dataset(args.dataset, args.data_dir)
     split = split_for(bundle, args.forget, args.seed)
     recipe = default_recipe(bundle.info.name, args.model)
-    overrides: dict[str, Any] = {k: _num(v) for k, v in _kv(args.recipe, "--recipe").items()}
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
     if overrides:
         try:
             recipe = replace(recipe, **overrides)
         except TypeError as exc:
             raise UnlearnkitError(f"bad --recipe key: {exc}") from None
-    trained = train_or_load(bundle, args.model, split, seed=args.seed, recipe=recipe,
-                            model_kwargs={k: _num(v) for k, v in _kv(args.model_arg, "--model-arg").items()},
+    trained = train_or_load(bundle, args.model, split, seed=args.seed, recipe=recipe, model_kwargs=model_kwargs,
                             device=args.device, use_cache=not args.no_cache)
     out = export(trained, args.out, split)
     m = trained.meta
@@ -232,24 +321,64 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation.cli_support import eval_command  # type: ignore[import-not-found]
 
+    _check_eval_checkpoints(args)
+
     return eval_command(args)
+
+
+def _check_eval_checkpoints(args: argparse.Namespace) -> None:
+    """Before any compute: each checkpoint's stored role and split digest against --forget/--seed/--dataset."""
+    from .data import load_dataset, split_for
+    from .errors import IncompatibleError
+    from .models import checkpoint_info
+
+    paths = {"--model": args.model, "--retrained": args.retrained, "--original": args.original}
+    for flag, path in paths.items():
+        if path is not None and Path(path).is_dir():
+            raise IncompatibleError(f"{flag} {path} is a folder; pass the .safetensors file inside it")
+        if path is not None and not Path(path).exists():
+            raise IncompatibleError(f"{flag} checkpoint {path} does not exist")
+    infos = {flag: checkpoint_info(path) for flag, path in paths.items() if path is not None and Path(path).is_file()}
+    if infos.get("--original", {}).get("role") == "retrained":
+        raise IncompatibleError(f"--original {args.original} is a retrained oracle (stored role 'retrained'); "
+                                "pass the model trained on the full training set")
+    role = infos.get("--retrained", {}).get("role")
+    if role in ("original", "unlearned"):
+        raise IncompatibleError(f"--retrained {args.retrained} is an {role} model (stored role); pass the model "
+                                "retrained on the retain set (`unlearnkit train --forget …`)")
+    if not any(i["split_sha256"] for f, i in infos.items() if f != "--original"):
+        return
+    bundle = load_dataset(args.dataset, args.data_dir)
+    split = split_for(bundle, args.forget, args.seed)
+    for flag in ("--model", "--retrained"):
+        want = infos.get(flag, {}).get("split_sha256")
+        if want and want != split.sha256:
+            raise IncompatibleError(f"{flag} {paths[flag]} was made for split {want[:12]}… (stored in the "
+                                    f"checkpoint), but --forget {args.forget} --seed {args.seed} gives split "
+                                    f"{split.sha256[:12]}…; pass the forget spec and seed it was made with")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from ._io import check_output_dir
     from .evaluation import print_record_table
+    from .models import MODELS, parse_model_args
     from .pipeline import run_experiment, save_experiment
 
     overrides = _kv(args.set)
-    model_kwargs = {k: _num(v) for k, v in _kv(args.model_arg, "--model-arg").items()}
+    MODELS.get(args.model)
+    model_kwargs = parse_model_args(args.model, _kv(args.model_arg, "--model-arg"))
     spec_tag = args.forget.replace(":", "").replace(",", "_").replace("/", "_")
     out = Path(args.out) if args.out else Path("runs") / f"{args.dataset}-{args.model}-{args.method}-{spec_tag}-s{args.seed}"
+    check_output_dir(out)
     exp = run_experiment(args.dataset, args.model, args.forget, args.method, overrides=overrides, seed=args.seed,
                          model_kwargs=model_kwargs, metrics=args.metrics.split(",") if args.metrics else None,
                          device=args.device, data_dir=args.data_dir, original_path=args.original, preset=args.preset)
     print_record_table(exp.record)
     save_experiment(exp, out)
+    for w in exp.record.get("warnings", []):
+        print(f"unlearnkit run: warning: {w}", file=sys.stderr)
     Console(stderr=True).print(f"wrote {out}/record.json, unlearned.safetensors, split.json")
     return 0
 
@@ -265,6 +394,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         raise UnlearnkitError(f"--seeds expects comma-separated integers, got {args.seeds!r}") from None
+    bad = [s for s in seeds if not 0 <= s < 2**63]
+    if bad:
+        raise UnlearnkitError(f"--seeds must be integers in [0, 2^63), got {bad[0]}")
     ranked = tune(args.method, args.dataset, args.model, args.forget, grid, seeds=seeds,
                   validation_seed=args.validation_seed, device=args.device, data_dir=args.data_dir, base=base)
     _print_table([{**cfg, "avg gap": gap} for cfg, gap in ranked],

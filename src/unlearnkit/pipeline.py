@@ -20,7 +20,10 @@ from .data.splits import Split
 from .device import resolve_device
 from .errors import IncompatibleError
 from .methods import METHODS, RunContext, UnlearnData, create_method, frozen_copy, preset_config
-from .models import MODELS, load_model, save_model
+from ._io import write_dir_atomic
+from .cache import model_sha256
+from .models import (MODELS, checkpoint_info, create_model, load_into, load_model, read_checkpoint, save_model,
+                     validate_kwargs)
 from .oracle import train_or_load
 
 NOISE_FLOOR_SEED_OFFSET = 1000
@@ -58,16 +61,20 @@ def run_experiment(dataset: str, model: str, forget: str, method: str, *, overri
 
     MODELS.get(model)
     parse_forget_spec(forget)
+    check_seed(seed)
     m = prepare_method(method, dataset, model, forget, overrides, preset)
+    if metrics:
+        from .evaluation import resolve_selection
+
+        resolve_selection(metrics)  # a typo in a metric name fails here, not after unlearning
+    model_kwargs = dict(model_kwargs or {})
+    validate_kwargs(MODELS.canonical(model), model_kwargs)
     dev = resolve_device(device)
     bundle = load_dataset(dataset, data_dir)
     split = split_for(bundle, forget, seed)
-    model_kwargs = dict(model_kwargs or {})
 
     if original_path:
-        info = bundle.info
-        original = load_model(original_path, expect={"num_classes": info.num_classes, "in_channels": info.channels},
-                              device=dev)
+        original = load_original(original_path, model, bundle, model_kwargs, dev)
         original_meta: dict[str, Any] = {"source": Path(original_path).name}
     else:
         t = train_or_load(bundle, model, None, seed=seed, model_kwargs=model_kwargs, device=dev, progress=progress)
@@ -98,16 +105,77 @@ def run_experiment(dataset: str, model: str, forget: str, method: str, *, overri
     record.setdefault("method", {})["preset"] = preset_source
     record["model"]["kwargs"] = model_kwargs
     record["model"]["original_recipe"] = original_meta.get("recipe")
+    if model_sha256(unlearned) == model_sha256(original):  # a silent no-op must not look like a result
+        record["unchanged_from_original"] = True
+        record.setdefault("warnings", []).append(
+            "the unlearned model is bit-identical to the original: the method changed no weight "
+            "(check its options, e.g. epochs=0 or lr=0)")
     return Experiment(record, unlearned, split)
 
 
-def save_experiment(exp: Experiment, out: str | Path) -> Path:
-    """Write record.json, unlearned.safetensors and split.json into ``out`` (each atomically)."""
-    from .evaluation import write_record
+def load_original(path: str | Path, model: str, bundle: Any, model_kwargs: dict[str, Any],
+                  device: Any = "cpu") -> nn.Module:
+    """Load the user's ``--original`` checkpoint after checking it against ``--model``/``--dataset``.
 
-    out = Path(out)
-    save_model(exp.unlearned, out / "unlearned.safetensors")
-    exp.split.save(out / "split.json")
+    Refused: a retrained oracle (role stored in the file), a checkpoint of another training set (split digest),
+    another architecture, input size, channel count or class count. A plain state dict (``.pt`` or a safetensors
+    file without our metadata) is loaded into ``--model`` built for the dataset.
+    """
+    from .errors import CheckpointError
+
+    info = bundle.info
+    meta = checkpoint_info(path)
+    name = Path(path).name
+    if meta["role"] == "retrained":
+        raise IncompatibleError(f"--original {name} is a retrained oracle (its stored role is 'retrained'), not "
+                                "an original model: comparing it with the retrained model would give a meaningless "
+                                "gap of 0; pass the model trained on the full training set")
+    if meta["split_sha256"] and meta["role"] == "original":
+        full = split_for(bundle, None, 0).sha256
+        if meta["split_sha256"] != full:
+            raise IncompatibleError(f"--original {name} was trained on another training set (split digest "
+                                    f"{meta['split_sha256'][:12]}…, this dataset's full set is {full[:12]}…); "
+                                    "pass an original trained on this --dataset")
+    if meta["config"] is None:
+        net = create_model(model, info.num_classes, info.channels, info.image_size, info.mean, info.std,
+                           **model_kwargs)
+        state, _ = read_checkpoint(path)
+        try:
+            load_into(net, state, source=f"--original {name}")
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc} (the file carries no model config, so it was loaded into --model "
+                                  f"{model} built for {info.name})") from None
+        return net.to(device)
+    expect = {"name": model, "num_classes": info.num_classes, "in_channels": info.channels,
+              "image_size": info.image_size}
+    return load_model(path, expect=expect, device=device, allow_timm=model.startswith("timm:"))
+
+
+def check_seed(seed: Any, flag: str = "seed") -> int:
+    """A seed must be an integer in [0, 2^63): numpy and torch refuse others deep inside the compute."""
+    from .errors import ConfigError
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ConfigError(f"{flag} must be an integer in [0, 2^63), got {seed!r}")
+    return seed
+
+
+def save_experiment(exp: Experiment, out: str | Path) -> Path:
+    """Write record.json, unlearned.safetensors and split.json into ``out``, all or nothing.
+
+    The files go into a temporary sibling folder first and are moved into place at the end (record.json last),
+    so a crash or a full disk leaves the previous state or the whole result. The weights carry the role
+    ("unlearned") and the split digest in their metadata, which `unlearnkit eval` reads.
+    """
+    from .evaluation import write_record
+    from .models import DATASET_KEY, ROLE_KEY, SPLIT_KEY
+
     exp.record.setdefault("files", {}).update({"unlearned": "unlearned.safetensors", "split": "split.json"})
-    write_record(exp.record, out / "record.json")
-    return out
+
+    def fill(tmp: Path) -> None:
+        save_model(exp.unlearned, tmp / "unlearned.safetensors",
+                   extra={ROLE_KEY: "unlearned", SPLIT_KEY: exp.split.sha256, DATASET_KEY: exp.split.dataset})
+        exp.split.save(tmp / "split.json")
+        write_record(exp.record, tmp / "record.json")
+
+    return write_dir_atomic(out, fill, last="record.json")
