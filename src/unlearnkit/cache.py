@@ -12,12 +12,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,8 +48,10 @@ def cache_dir() -> Path:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root, source = Path(base) / "unlearnkit", "the default cache folder"
     if root.exists() and not root.is_dir():
-        raise ConfigError(f"cache folder {root} ({source}) exists but is not a directory; point ${_ENV} at a "
-                          "folder (or remove that file)")
+        raise ConfigError(
+            f"cache folder {root} ({source}) exists but is not a directory; point ${_ENV} at a "
+            "folder (or remove that file)"
+        )
     return root
 
 
@@ -57,11 +61,14 @@ def check_cache_writable() -> Path:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create the cache folder {root} ({exc.strerror or exc}); set ${_ENV} to a "
-                          "writable folder or pass --no-cache") from None
+        raise ConfigError(
+            f"cannot create the cache folder {root} ({exc.strerror or exc}); set ${_ENV} to a "
+            "writable folder or pass --no-cache"
+        ) from None
     if not os.access(root, os.W_OK | os.X_OK):
-        raise ConfigError(f"the cache folder {root} is not writable; set ${_ENV} to a writable folder or pass "
-                          "--no-cache")
+        raise ConfigError(
+            f"the cache folder {root} is not writable; set ${_ENV} to a writable folder or pass --no-cache"
+        )
     return root
 
 
@@ -130,12 +137,11 @@ class TensorCache:
         return self.root / key[:2] / f"{key}.safetensors"
 
     def _discard(self, path: Path, why: str) -> None:
-        warnings.warn(f"discarding cache entry {self.namespace}/{path.name}: {why}; recomputing it",
-                      CacheWarning, stacklevel=3)
-        try:
+        warnings.warn(
+            f"discarding cache entry {self.namespace}/{path.name}: {why}; recomputing it", CacheWarning, stacklevel=3
+        )
+        with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
-        except OSError:
-            pass
 
     def load(self, key: str) -> dict[str, torch.Tensor] | None:
         """The verified tensors of ``key``, or None when missing or damaged (damaged: warned about and deleted)."""
@@ -160,8 +166,12 @@ class TensorCache:
     def save(self, key: str, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, str] | None = None) -> Path:
         """Write ``tensors`` (safetensors, atomically) with their SHA-256 and ``meta`` in the file's metadata."""
         path = self.path(key)
-        save_verified(path, tensors, meta, extra={"unlearnkit_cache_namespace": self.namespace,
-                                                  "unlearnkit_cache_version": str(self.version)})
+        save_verified(
+            path,
+            tensors,
+            meta,
+            extra={"unlearnkit_cache_namespace": self.namespace, "unlearnkit_cache_version": str(self.version)},
+        )
         return path
 
     def entries(self) -> list[Path]:
@@ -169,8 +179,12 @@ class TensorCache:
         return sorted(root.glob("*/*.safetensors")) if root.is_dir() else []
 
 
-def save_verified(path: Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, str] | None = None,
-                  extra: Mapping[str, str] | None = None) -> Path:
+def save_verified(
+    path: Path,
+    tensors: Mapping[str, torch.Tensor],
+    meta: Mapping[str, str] | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> Path:
     """Write a safetensors file atomically, storing the SHA-256 of its tensors under ``unlearnkit_sha256``."""
     from safetensors.torch import save_file
 
@@ -195,8 +209,8 @@ def verify_file(path: Path) -> tuple[bool, str, dict[str, torch.Tensor] | None, 
         st = path.stat()
         with safe_open(str(path), framework="pt") as fh:
             meta = dict(fh.metadata() or {})
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for damaged files
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - a safetensors handle, not a dict
+    except Exception as exc:
         return False, f"unreadable or truncated ({type(exc).__name__})", None, {}
     stored = meta.get(SHA_META_KEY)
     if not stored:
@@ -240,7 +254,8 @@ def cache_maintenance(action: str, *, namespace: str | None = None, yes: bool = 
             if f.name == "model.safetensors" and meta_path.is_file():
                 try:
                     m = json.loads(meta_path.read_text(encoding="utf-8"))
-                    extra = f"  {m.get('role')} {m.get('dataset')}/{(m.get('model') or {}).get('name')} seed {m.get('seed')}"
+                    arch = (m.get("model") or {}).get("name")
+                    extra = f"  {m.get('role')} {m.get('dataset')}/{arch} seed {m.get('seed')}"
                 except (OSError, ValueError):
                     extra = "  (unreadable meta.json)"
             print(f"{ns}/{label[:16]}  {size / 1e6:8.2f} MB{extra}")
@@ -266,8 +281,10 @@ def cache_maintenance(action: str, *, namespace: str | None = None, yes: bool = 
                     shutil.rmtree(target, ignore_errors=True)
                 else:
                     target.unlink(missing_ok=True)
-        print(f"{len(files) - bad} of {len(files)} entries verified; {bad} damaged entries removed (they are "
-              "recomputed when next needed)")
+        print(
+            f"{len(files) - bad} of {len(files)} entries verified; {bad} damaged entries removed (they are "
+            "recomputed when next needed)"
+        )
         return 1 if bad else 0
     if action == "clear":
         target = root / namespace if namespace else root
@@ -286,5 +303,15 @@ def cache_maintenance(action: str, *, namespace: str | None = None, yes: bool = 
     raise ConfigError(f"unknown cache action {action!r}; use list, verify or clear")
 
 
-__all__ = ["CacheWarning", "TensorCache", "cache_dir", "cache_maintenance", "check_cache_writable", "dataset_digest", "model_sha256",
-           "save_verified", "tensors_sha256", "verify_file"]
+__all__ = [
+    "CacheWarning",
+    "TensorCache",
+    "cache_dir",
+    "cache_maintenance",
+    "check_cache_writable",
+    "dataset_digest",
+    "model_sha256",
+    "save_verified",
+    "tensors_sha256",
+    "verify_file",
+]

@@ -47,10 +47,20 @@ class TrainedModel:
     path: Path | None = None
 
 
-def oracle_key(dataset: str, model_cfg: dict[str, Any], recipe: Recipe, split: Split, seed: int,
-               data_digest: str | None = None) -> str:
-    return sha256_json({"dataset": dataset, "data": data_digest, "model": model_cfg, "recipe": recipe.to_dict(),
-                        "split": split.sha256, "seed": seed, "code": TRAIN_CODE_VERSION})
+def oracle_key(
+    dataset: str, model_cfg: dict[str, Any], recipe: Recipe, split: Split, seed: int, data_digest: str | None = None
+) -> str:
+    return sha256_json(
+        {
+            "dataset": dataset,
+            "data": data_digest,
+            "model": model_cfg,
+            "recipe": recipe.to_dict(),
+            "split": split.sha256,
+            "seed": seed,
+            "code": TRAIN_CODE_VERSION,
+        }
+    )
 
 
 def models_root() -> Path:
@@ -62,8 +72,9 @@ def entry_folder(key: str) -> Path:
 
 
 def _discard(folder: Path, why: str) -> None:
-    warnings.warn(f"discarding cached model {folder.name[:16]}… ({folder}): {why}; retraining it", CacheWarning,
-                  stacklevel=3)
+    warnings.warn(
+        f"discarding cached model {folder.name[:16]}… ({folder}): {why}; retraining it", CacheWarning, stacklevel=3
+    )
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -91,19 +102,35 @@ def load_entry(folder: Path, device: torch.device | str = "cpu") -> tuple[nn.Mod
         return None
     try:
         cfg = meta["model"]
-        net = create_model(cfg["name"], cfg["num_classes"], cfg["in_channels"], cfg["image_size"], cfg.get("mean"),
-                           cfg.get("std"), **cfg.get("kwargs", {}))
+        net = create_model(
+            cfg["name"],
+            cfg["num_classes"],
+            cfg["in_channels"],
+            cfg["image_size"],
+            cfg.get("mean"),
+            cfg.get("std"),
+            **cfg.get("kwargs", {}),
+        )
         load_into(net, state, source=f"cache entry {folder.name[:16]}…")  # type: ignore[arg-type]
-    except Exception as exc:  # noqa: BLE001 - any inconsistency in an entry means: retrain it
+    except Exception as exc:
         _discard(folder, f"does not match its config ({type(exc).__name__})")
         return None
     return net.to(device), meta
 
 
-def train_or_load(data: DatasetBundle | str, model: str, split: Split | None = None, *, seed: int = 0,
-                  recipe: Recipe | None = None, model_kwargs: dict[str, Any] | None = None, data_dir: str | None = None,
-                  device: str | torch.device = "auto", use_cache: bool = True, progress: bool | None = None,
-                  ) -> TrainedModel:
+def train_or_load(
+    data: DatasetBundle | str,
+    model: str,
+    split: Split | None = None,
+    *,
+    seed: int = 0,
+    recipe: Recipe | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    data_dir: str | None = None,
+    device: str | torch.device = "auto",
+    use_cache: bool = True,
+    progress: bool | None = None,
+) -> TrainedModel:
     """The original model (``split`` None or with an empty forget set) or the retrained oracle (retain only).
 
     Returns the cached model when a verified entry exists for the same inputs; otherwise trains and stores it
@@ -134,17 +161,35 @@ def train_or_load(data: DatasetBundle | str, model: str, split: Split | None = N
     net = model_for_dataset(model, info, **(model_kwargs or {}))
     train_set = bundle.train.subset(split.retain)
     t0 = time.perf_counter()
-    stats = train(net, train_set, recipe, seed=seed, augment=info.augment, device=dev, progress=progress,
-                  desc=f"{role} {info.name}/{model} seed {seed}")
+    stats = train(
+        net,
+        train_set,
+        recipe,
+        seed=seed,
+        augment=info.augment,
+        device=dev,
+        progress=progress,
+        desc=f"{role} {info.name}/{model} seed {seed}",
+    )
     wall = time.perf_counter() - t0
     meta = {
-        "role": role, "dataset": info.name, "dataset_sha256": digest, "model": cfg, "split_spec": split.spec,
-        "split_sha256": split.sha256, "seed": seed, "recipe": recipe.to_dict(),
+        "role": role,
+        "dataset": info.name,
+        "dataset_sha256": digest,
+        "model": cfg,
+        "split_spec": split.spec,
+        "split_sha256": split.sha256,
+        "seed": seed,
+        "recipe": recipe.to_dict(),
         "accuracy_test": accuracy(net, bundle.test, device=dev),
         "accuracy_train": accuracy(net, bundle.train.subset(split.retain), device=dev),
         "accuracy_forget": accuracy(net, bundle.train.subset(split.forget), device=dev) if len(split.forget) else None,
-        "wall_seconds": round(wall, 3), "steps": stats.steps, "device": str(dev), "unlearnkit_version": __version__,
-        "torch_version": torch.__version__, "cache_key": key,
+        "wall_seconds": round(wall, 3),
+        "steps": stats.steps,
+        "device": str(dev),
+        "unlearnkit_version": __version__,
+        "torch_version": torch.__version__,
+        "cache_key": key,
     }
     if use:
         save_cache_entry(folder, net, meta)
@@ -153,8 +198,11 @@ def train_or_load(data: DatasetBundle | str, model: str, split: Split | None = N
 
 def checkpoint_metadata(meta: dict[str, Any]) -> dict[str, str]:
     """The safetensors metadata that travels with a trained model: config, role, split digest, dataset."""
-    out = {ROLE_KEY: str(meta.get("role", "")), SPLIT_KEY: str(meta.get("split_sha256", "")),
-           DATASET_KEY: str(meta.get("dataset", ""))}
+    out = {
+        ROLE_KEY: str(meta.get("role", "")),
+        SPLIT_KEY: str(meta.get("split_sha256", "")),
+        DATASET_KEY: str(meta.get("dataset", "")),
+    }
     if meta.get("model") is not None:
         out[META_KEY] = json.dumps(meta["model"])
     return out

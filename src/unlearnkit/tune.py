@@ -107,7 +107,8 @@ def tune(method: str, dataset: str | DatasetBundle, model: str, forget: str, gri
     name = METHODS.canonical(method)
     if not seeds:
         raise ConfigError("tune needs at least one model seed")
-    for s in list(seeds) + [validation_seed]:
+    given: list[object] = [*seeds, validation_seed]
+    for s in given:
         if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**63:
             raise ConfigError(f"seeds must be integers in [0, 2^63), got {s!r}")
     seeds = list(dict.fromkeys(seeds))

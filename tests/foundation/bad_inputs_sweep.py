@@ -16,9 +16,9 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 
 @dataclass
@@ -144,13 +144,21 @@ def build_workspace(ws: Path) -> dict[str, Path]:
     ck.mkdir()
     digits = load_dataset("digits")
     other_split = split_for(digits, "class:1", 0).sha256
-    f["ck_retrained"] = _save(create_model("small_cnn", 10, 1, 8), ck / "retrained.safetensors",
-                              {ROLE_KEY: "retrained", SPLIT_KEY: other_split, DATASET_KEY: "digits"})
-    f["ck_original"] = _save(create_model("small_cnn", 10, 1, 8), ck / "original.safetensors",
-                             {ROLE_KEY: "original", SPLIT_KEY: split_for(digits, None, 0).sha256,
-                              DATASET_KEY: "digits"})
-    f["ck_foreign_original"] = _save(create_model("small_cnn", 10, 1, 8), ck / "foreign.safetensors",
-                                     {ROLE_KEY: "original", SPLIT_KEY: "ab" * 32, DATASET_KEY: "digits"})
+    f["ck_retrained"] = _save(
+        create_model("small_cnn", 10, 1, 8),
+        ck / "retrained.safetensors",
+        {ROLE_KEY: "retrained", SPLIT_KEY: other_split, DATASET_KEY: "digits"},
+    )
+    f["ck_original"] = _save(
+        create_model("small_cnn", 10, 1, 8),
+        ck / "original.safetensors",
+        {ROLE_KEY: "original", SPLIT_KEY: split_for(digits, None, 0).sha256, DATASET_KEY: "digits"},
+    )
+    f["ck_foreign_original"] = _save(
+        create_model("small_cnn", 10, 1, 8),
+        ck / "foreign.safetensors",
+        {ROLE_KEY: "original", SPLIT_KEY: "ab" * 32, DATASET_KEY: "digits"},
+    )
     f["ck_vit"] = _save(create_model("vit_tiny", 10, 1, 8), ck / "vit.safetensors")
     f["ck_28"] = _save(create_model("small_cnn", 10, 1, 28), ck / "s28.safetensors")
     f["ck_rgb"] = _save(create_model("small_cnn", 10, 3, 8), ck / "rgb.safetensors")
@@ -171,13 +179,18 @@ def build_workspace(ws: Path) -> dict[str, Path]:
     torch.save(create_model("small_cnn", 10, 1, 8, width=8).state_dict(), f["ck_pt_wrong"])
     f["ck_pt_list"] = ck / "list.pt"
     torch.save([torch.zeros(2)], f["ck_pt_list"])
-    f["ck_unlearned"] = _save(create_model("small_cnn", 10, 1, 8), ck / "unlearned.safetensors",
-                              {ROLE_KEY: "unlearned", SPLIT_KEY: other_split, DATASET_KEY: "digits"})
+    f["ck_unlearned"] = _save(
+        create_model("small_cnn", 10, 1, 8),
+        ck / "unlearned.safetensors",
+        {ROLE_KEY: "unlearned", SPLIT_KEY: other_split, DATASET_KEY: "digits"},
+    )
 
     f["spec_runner"] = ws / "runner.toml"
-    f["spec_runner"].write_text('name = "x"\nrunner = "os:system"\n[grid]\ndatasets = ["digits"]\n'
-                                'models = ["small_cnn"]\nforget = ["class:0"]\nseeds = [0]\n'
-                                '[[methods]]\nname = "ft"\n')
+    f["spec_runner"].write_text(
+        'name = "x"\nrunner = "os:system"\n[grid]\ndatasets = ["digits"]\n'
+        'models = ["small_cnn"]\nforget = ["class:0"]\nseeds = [0]\n'
+        '[[methods]]\nname = "ft"\n'
+    )
     f["spec_bad_toml"] = ws / "bad.toml"
     f["spec_bad_toml"].write_text("name = [unclosed\n")
     f["cache_file"] = ws / "cache_is_a_file"
@@ -189,16 +202,44 @@ def build_workspace(ws: Path) -> dict[str, Path]:
 def cases(f: dict[str, Path], out: Path) -> list[Case]:
     o = str(out / "o")
     T = ["train", "--dataset", "digits", "--model", "small_cnn", "--device", "cpu", "--no-progress"]
-    R = ["run", "--dataset", "digits", "--model", "small_cnn", "--forget", "class:0", "--method", "ft",
-         "--device", "cpu", "--no-progress"]
+    R = [
+        "run",
+        "--dataset",
+        "digits",
+        "--model",
+        "small_cnn",
+        "--forget",
+        "class:0",
+        "--method",
+        "ft",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     E = ["eval", "--dataset", "digits", "--forget", "class:0", "--device", "cpu", "--no-progress"]
-    TU = ["tune", "--dataset", "digits", "--model", "small_cnn", "--forget", "class:0", "--method", "ft",
-          "--device", "cpu", "--no-progress"]
+    TU = [
+        "tune",
+        "--dataset",
+        "digits",
+        "--model",
+        "small_cnn",
+        "--forget",
+        "class:0",
+        "--method",
+        "ft",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     idx = lambda k: f"indices:{f[k]}"  # noqa: E731
     C = Case
     return [
         # train: names, seeds, forget specs, indices files
-        C("train unknown dataset", ["train", "--dataset", "digitz", "--model", "small_cnn", "--out", o], expect="digits"),
+        C(
+            "train unknown dataset",
+            ["train", "--dataset", "digitz", "--model", "small_cnn", "--out", o],
+            expect="digits",
+        ),
         C("train unknown model", [*T[:4], "small_cnm", "--out", o], expect="small_cnn"),
         C("train negative seed", [*T, "--seed", "-1", "--out", o], expect="2^63"),
         C("train 20-digit seed", [*T, "--seed", "99999999999999999999", "--out", o], expect="2^63"),
@@ -208,7 +249,11 @@ def cases(f: dict[str, Path], out: Path) -> list[Case]:
         C("train random fraction 0", [*T, "--forget", "random:0", "--out", o], expect="between 0 and 1"),
         C("train malformed spec", [*T, "--forget", "bogus", "--out", o], expect="forget spec"),
         C("train indices dir", [*T, "--forget", idx("dir"), "--out", o], expect="folder"),
-        C("train indices missing", [*T, "--forget", f"indices:{f['dir']}/nope.txt", "--out", o], expect="does not exist"),
+        C(
+            "train indices missing",
+            [*T, "--forget", f"indices:{f['dir']}/nope.txt", "--out", o],
+            expect="does not exist",
+        ),
         C("train indices not utf-8", [*T, "--forget", idx("idx_binary"), "--out", o], expect="UTF-8"),
         C("train indices empty", [*T, "--forget", idx("idx_empty"), "--out", o], expect="empty"),
         C("train indices words", [*T, "--forget", idx("idx_words"), "--out", o], expect="indices file"),
@@ -235,24 +280,109 @@ def cases(f: dict[str, Path], out: Path) -> list[Case]:
         # train: outputs, cache, data
         C("train --out is a file", [*T, "--out", str(f["file"])], expect="not a folder"),
         C("train --out under a file", [*T, "--out", str(f["file"] / "sub")], expect="is a file"),
-        C("train cache is a file", [*T, "--out", o], env={"UNLEARNKIT_CACHE": str(f["cache_file"])},
-          expect="not a directory"),
+        C(
+            "train cache is a file",
+            [*T, "--out", o],
+            env={"UNLEARNKIT_CACHE": str(f["cache_file"])},
+            expect="not a directory",
+        ),
         C("train data-dir missing", [*T, "--data-dir", str(out / "nope"), "--out", o], expect="does not exist"),
         C("train data-dir is a file", [*T, "--data-dir", str(f["file"]), "--out", o], expect="not a folder"),
-        C("train fashion data-dir mistyped", ["train", "--dataset", "fashion_mnist", "--model", "small_cnn",
-                                              "--data-dir", str(out / "fashoin"), "--out", o], expect="does not exist"),
-        C("train fashion data-dir without files", ["train", "--dataset", "fashion_mnist", "--model", "small_cnn",
-                                                   "--data-dir", str(f["empty_dir"]), "--out", o], expect="not found"),
-        C("train image_folder without data-dir", ["train", "--dataset", "image_folder", "--model", "small_cnn",
-                                                  "--out", o], expect="--data-dir"),
-        C("train image_folder empty class", ["train", "--dataset", "image_folder", "--model", "small_cnn",
-                                             "--data-dir", str(f["img_empty_class"]), "--out", o], expect="holds no image"),
-        C("train image_folder corrupt png", ["train", "--dataset", "image_folder", "--model", "small_cnn",
-                                             "--data-dir", str(f["img_corrupt"]), "--out", o], expect="bad.png"),
-        C("train image_folder truncated png", ["train", "--dataset", "image_folder", "--model", "small_cnn",
-                                               "--data-dir", str(f["img_trunc"]), "--out", o], expect="0.png"),
-        C("train image_folder no classes", ["train", "--dataset", "image_folder", "--model", "small_cnn",
-                                            "--data-dir", str(f["img_noclass"]), "--out", o], expect="sub-folders"),
+        C(
+            "train fashion data-dir mistyped",
+            [
+                "train",
+                "--dataset",
+                "fashion_mnist",
+                "--model",
+                "small_cnn",
+                "--data-dir",
+                str(out / "fashoin"),
+                "--out",
+                o,
+            ],
+            expect="does not exist",
+        ),
+        C(
+            "train fashion data-dir without files",
+            [
+                "train",
+                "--dataset",
+                "fashion_mnist",
+                "--model",
+                "small_cnn",
+                "--data-dir",
+                str(f["empty_dir"]),
+                "--out",
+                o,
+            ],
+            expect="not found",
+        ),
+        C(
+            "train image_folder without data-dir",
+            ["train", "--dataset", "image_folder", "--model", "small_cnn", "--out", o],
+            expect="--data-dir",
+        ),
+        C(
+            "train image_folder empty class",
+            [
+                "train",
+                "--dataset",
+                "image_folder",
+                "--model",
+                "small_cnn",
+                "--data-dir",
+                str(f["img_empty_class"]),
+                "--out",
+                o,
+            ],
+            expect="holds no image",
+        ),
+        C(
+            "train image_folder corrupt png",
+            [
+                "train",
+                "--dataset",
+                "image_folder",
+                "--model",
+                "small_cnn",
+                "--data-dir",
+                str(f["img_corrupt"]),
+                "--out",
+                o,
+            ],
+            expect="bad.png",
+        ),
+        C(
+            "train image_folder truncated png",
+            [
+                "train",
+                "--dataset",
+                "image_folder",
+                "--model",
+                "small_cnn",
+                "--data-dir",
+                str(f["img_trunc"]),
+                "--out",
+                o,
+            ],
+            expect="0.png",
+        ),
+        C(
+            "train image_folder no classes",
+            [
+                "train",
+                "--dataset",
+                "image_folder",
+                "--model",
+                "small_cnn",
+                "--data-dir",
+                str(f["img_noclass"]),
+                "--out",
+                o,
+            ],
+            expect="sub-folders",
+        ),
         C("train bad device", [*T[:-3], "--device", "tpu", "--out", o], expect="device"),
         # run: method, metrics, options, checkpoints
         C("run unknown method", [*R[:8], "nope", *R[9:], "--out", o], expect="method"),
@@ -262,18 +392,29 @@ def cases(f: dict[str, Path], out: Path) -> list[Case]:
         C("run unknown preset", [*R, "--preset", "nope", "--out", o], expect="preset"),
         C("run negative seed", [*R, "--seed", "-5", "--out", o], expect="2^63"),
         C("run --out is a file", [*R, "--out", str(f["file"])], expect="not a folder"),
-        C("run cache is a file", [*R, "--out", o], env={"UNLEARNKIT_CACHE": str(f["cache_file"])},
-          expect="not a directory"),
+        C(
+            "run cache is a file",
+            [*R, "--out", o],
+            env={"UNLEARNKIT_CACHE": str(f["cache_file"])},
+            expect="not a directory",
+        ),
         C("run width=abc", [*R, "--model-arg", "width=abc", "--out", o], expect="integer"),
-        C("run --original missing", [*R, "--original", str(out / "nope.safetensors"), "--out", o], expect="does not exist"),
+        C(
+            "run --original missing",
+            [*R, "--original", str(out / "nope.safetensors"), "--out", o],
+            expect="does not exist",
+        ),
         C("run --original folder", [*R, "--original", str(f["dir"]), "--out", o], expect="folder"),
         C("run --original garbage", [*R, "--original", str(f["ck_garbage"]), "--out", o], expect="corrupt"),
         C("run --original truncated", [*R, "--original", str(f["ck_trunc"]), "--out", o], expect="corrupt"),
         C("run --original hostile pickle", [*R, "--original", str(f["ck_pickle"]), "--out", o], expect="run code"),
         C("run --original .pt list", [*R, "--original", str(f["ck_pt_list"]), "--out", o], expect="state dict"),
         C("run --original retrained", [*R, "--original", str(f["ck_retrained"]), "--out", o], expect="retrained"),
-        C("run --original other training set", [*R, "--original", str(f["ck_foreign_original"]), "--out", o],
-          expect="another training set"),
+        C(
+            "run --original other training set",
+            [*R, "--original", str(f["ck_foreign_original"]), "--out", o],
+            expect="another training set",
+        ),
         C("run --original vit for small_cnn", [*R, "--original", str(f["ck_vit"]), "--out", o], expect="vit_tiny"),
         C("run --original 28x28 on digits", [*R, "--original", str(f["ck_28"]), "--out", o], expect="image_size"),
         C("run --original 3 channels", [*R, "--original", str(f["ck_rgb"]), "--out", o], expect="in_channels"),
@@ -283,20 +424,61 @@ def cases(f: dict[str, Path], out: Path) -> list[Case]:
         C("run --original bad config", [*R, "--original", str(f["ck_badcfg"]), "--out", o], expect="num_classes"),
         C("run --original .pt other width", [*R, "--original", str(f["ck_pt_wrong"]), "--out", o], expect="shape"),
         # eval
-        C("eval --model missing", [*E, "--model", str(out / "nope.safetensors"), "--retrained",
-                                   str(f["ck_retrained"]), "--out", o], expect="does not exist"),
-        C("eval retrained of another split", [*E, "--forget", "class:2", "--model", str(f["ck_unlearned"]),
-                                              "--retrained", str(f["ck_retrained"]), "--out", o], expect="split"),
-        C("eval model of another split", [*E, "--forget", "class:2", "--model", str(f["ck_unlearned"]),
-                                          "--retrained", str(f["ck_vit"]), "--out", o], expect="split"),
-        C("eval --original retrained", [*E, "--model", str(f["ck_unlearned"]), "--retrained", str(f["ck_retrained"]),
-                                        "--original", str(f["ck_retrained"]), "--out", o], expect="retrained"),
-        C("eval --retrained is an original", [*E, "--model", str(f["ck_unlearned"]), "--retrained",
-                                              str(f["ck_original"]), "--out", o], expect="original"),
-        C("eval --out is a file", [*E, "--model", str(f["ck_unlearned"]), "--retrained", str(f["ck_retrained"]),
-                                   "--out", str(f["file"])], expect="not a folder"),
-        C("eval --model folder", [*E, "--model", str(f["dir"]), "--retrained", str(f["ck_retrained"]), "--out", o],
-          expect="folder"),
+        C(
+            "eval --model missing",
+            [*E, "--model", str(out / "nope.safetensors"), "--retrained", str(f["ck_retrained"]), "--out", o],
+            expect="does not exist",
+        ),
+        C(
+            "eval retrained of another split",
+            [
+                *E,
+                "--forget",
+                "class:2",
+                "--model",
+                str(f["ck_unlearned"]),
+                "--retrained",
+                str(f["ck_retrained"]),
+                "--out",
+                o,
+            ],
+            expect="split",
+        ),
+        C(
+            "eval model of another split",
+            [*E, "--forget", "class:2", "--model", str(f["ck_unlearned"]), "--retrained", str(f["ck_vit"]), "--out", o],
+            expect="split",
+        ),
+        C(
+            "eval --original retrained",
+            [
+                *E,
+                "--model",
+                str(f["ck_unlearned"]),
+                "--retrained",
+                str(f["ck_retrained"]),
+                "--original",
+                str(f["ck_retrained"]),
+                "--out",
+                o,
+            ],
+            expect="retrained",
+        ),
+        C(
+            "eval --retrained is an original",
+            [*E, "--model", str(f["ck_unlearned"]), "--retrained", str(f["ck_original"]), "--out", o],
+            expect="original",
+        ),
+        C(
+            "eval --out is a file",
+            [*E, "--model", str(f["ck_unlearned"]), "--retrained", str(f["ck_retrained"]), "--out", str(f["file"])],
+            expect="not a folder",
+        ),
+        C(
+            "eval --model folder",
+            [*E, "--model", str(f["dir"]), "--retrained", str(f["ck_retrained"]), "--out", o],
+            expect="folder",
+        ),
         # tune
         C("tune negative seeds", [*TU, "--grid", "lr=0.1", "--seeds", "-1"], expect="2^63"),
         C("tune seeds not numbers", [*TU, "--grid", "lr=0.1", "--seeds", "1,a"], expect="integers"),
@@ -317,8 +499,12 @@ def cases(f: dict[str, Path], out: Path) -> list[Case]:
         C("list unknown kind", ["list", "mehtods"], expect="choice"),
         C("cache unknown action", ["cache", "purge"], expect="choice"),
         C("cache clear without --yes", ["cache", "clear"], env={"UNLEARNKIT_CACHE": str(f["dir"])}, expect="--yes"),
-        C("cache list cache is a file", ["cache", "list"], env={"UNLEARNKIT_CACHE": str(f["cache_file"])},
-          expect="not a directory"),
+        C(
+            "cache list cache is a file",
+            ["cache", "list"],
+            env={"UNLEARNKIT_CACHE": str(f["cache_file"])},
+            expect="not a directory",
+        ),
         C("no verb option", ["--frobnicate"], expect="unrecognized"),
     ]
 
@@ -341,7 +527,7 @@ def run_in_process(case: Case, root: Path) -> Outcome:
                 code = main(case.argv)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            except BaseException:  # noqa: BLE001 - an escaping exception is what the sweep looks for
+            except BaseException:
                 import traceback
 
                 traceback.print_exc()
@@ -358,8 +544,12 @@ def run_in_process(case: Case, root: Path) -> Outcome:
 def run_subprocess(case: Case, root: Path, timeout: float = 120) -> Outcome:
     before = _snapshot(root)
     env = {**os.environ, "UNLEARNKIT_PROGRESS": "0", **case.env}
-    cmd = [sys.executable, "-c", "import sys; from unlearnkit.cli import main; sys.exit(main(sys.argv[1:]))",
-           *case.argv]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from unlearnkit.cli import main; sys.exit(main(sys.argv[1:]))",
+        *case.argv,
+    ]
     try:
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         code, out, err = p.returncode, p.stdout, p.stderr
@@ -397,8 +587,10 @@ def main(argv: list[str] | None = None) -> int:
             mark = "FAIL" if o.problems else "ok  "
             first = o.lines[-1] if o.lines else "(no stderr)"
             print(f"{mark} {o.case.name}: exit {o.code}: {first[:160]}" + (f"  <- {o.problems}" if o.problems else ""))
-    print(f"{len(outcomes)} bad inputs: {sum(o.traceback for o in outcomes)} tracebacks, "
-          f"{sum(o.silent for o in outcomes)} silent wrong results, {len(bad)} with any problem")
+    print(
+        f"{len(outcomes)} bad inputs: {sum(o.traceback for o in outcomes)} tracebacks, "
+        f"{sum(o.silent for o in outcomes)} silent wrong results, {len(bad)} with any problem"
+    )
     return 1 if bad else 0
 
 

@@ -49,7 +49,7 @@ def test_roundtrip_key_and_meta(tmp_path):
     assert p == c.path(k) and p.is_file()
     out = c.load(k)
     assert out is not None and torch.equal(out["w"], torch.arange(5.0))
-    t, meta = c.load_with_meta(k)
+    _, meta = c.load_with_meta(k)
     assert meta["note"] == "hi"
     assert not list(p.parent.glob("*.tmp"))
 

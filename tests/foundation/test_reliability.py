@@ -113,9 +113,11 @@ def test_item2_original_checked_against_model_and_dataset(tmp_path):
     from unlearnkit.pipeline import load_original
 
     b = _digits()
-    cases = {"vit": (create_model("vit_tiny", 10, 1, 8), "vit_tiny"),
-             "size": (create_model("small_cnn", 10, 1, 28), "image_size"),
-             "rgb": (create_model("small_cnn", 10, 3, 8), "in_channels")}
+    cases = {
+        "vit": (create_model("vit_tiny", 10, 1, 8), "vit_tiny"),
+        "size": (create_model("small_cnn", 10, 1, 28), "image_size"),
+        "rgb": (create_model("small_cnn", 10, 3, 8), "in_channels"),
+    }
     for name, (m, fragment) in cases.items():
         save_model(m, tmp_path / f"{name}.safetensors")
         with pytest.raises(CheckpointError, match=fragment):
@@ -130,8 +132,11 @@ def test_item2_retrained_refused_as_original_and_split_in_metadata(tmp_path):
 
     b = _digits()
     split = split_for(b, "class:0", 0)
-    save_model(create_model("small_cnn", 10, 1, 8), tmp_path / "r.safetensors",
-               extra={ROLE_KEY: "retrained", SPLIT_KEY: split.sha256})
+    save_model(
+        create_model("small_cnn", 10, 1, 8),
+        tmp_path / "r.safetensors",
+        extra={ROLE_KEY: "retrained", SPLIT_KEY: split.sha256},
+    )
     with pytest.raises(IncompatibleError, match="retrained"):
         load_original(tmp_path / "r.safetensors", "small_cnn", b, {})
     assert checkpoint_info(tmp_path / "r.safetensors")["split_sha256"] == split.sha256
@@ -152,10 +157,26 @@ def test_item2_eval_reads_the_split_from_the_checkpoint_not_a_side_file(tmp_path
     b = _digits()
     other = split_for(b, "class:1", 0).sha256
     for role in ("unlearned", "retrained"):
-        save_model(create_model("small_cnn", 10, 1, 8), tmp_path / f"{role}.safetensors",
-                   extra={ROLE_KEY: role, SPLIT_KEY: other})
-    code = main(["eval", "--dataset", "digits", "--forget", "class:0", "--model", str(tmp_path / "unlearned.safetensors"),
-                 "--retrained", str(tmp_path / "retrained.safetensors"), "--out", str(tmp_path / "o")])
+        save_model(
+            create_model("small_cnn", 10, 1, 8),
+            tmp_path / f"{role}.safetensors",
+            extra={ROLE_KEY: role, SPLIT_KEY: other},
+        )
+    code = main(
+        [
+            "eval",
+            "--dataset",
+            "digits",
+            "--forget",
+            "class:0",
+            "--model",
+            str(tmp_path / "unlearned.safetensors"),
+            "--retrained",
+            str(tmp_path / "retrained.safetensors"),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2 and "stored in the checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -174,8 +195,11 @@ def test_item2_metadata_validated_before_any_constructor(tmp_path):
     from safetensors.torch import save_file
 
     m = create_model("small_cnn", 10, 1, 8)
-    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp_path / "h.safetensors"),
-              metadata={"unlearnkit_model": json.dumps({**cfg, "kwargs": {"width": 10**9}})})
+    save_file(
+        {k: v.contiguous() for k, v in m.state_dict().items()},
+        str(tmp_path / "h.safetensors"),
+        metadata={"unlearnkit_model": json.dumps({**cfg, "kwargs": {"width": 10**9}})},
+    )
     with pytest.raises(ConfigError, match="width"):
         load_model(tmp_path / "h.safetensors")
 
@@ -186,7 +210,7 @@ def test_item2_pt_state_dict_usable_with_model(tmp_path):
     m = create_model("small_cnn", 10, 1, 8)
     torch.save(m.state_dict(), tmp_path / "sd.pt")
     net = load_original(tmp_path / "sd.pt", "small_cnn", _digits(), {})
-    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), net.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), net.state_dict().values(), strict=True))
 
 
 # ------------------------------------------------------------------------------------------- 3. outputs
@@ -199,11 +223,11 @@ def test_item3_outputs_written_whole(tmp_path):
         (tmp / "unlearned.safetensors").write_text("half")
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="No space left"):
         write_dir_atomic(out, crash)
     assert not out.exists() and not list(tmp_path.iterdir())  # nothing, not half a result
     write_dir_atomic(out, lambda t: [(t / n).write_text(n) for n in ("a", "record.json")], last="record.json")
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="No space left"):
         write_dir_atomic(out, crash)
     assert sorted(p.name for p in out.iterdir()) == ["a", "record.json"]  # the previous state
     assert (out / "a").read_text() == "a"
@@ -284,9 +308,8 @@ def test_item5_tune_fails_when_every_trial_failed_and_dedupes(cache, monkeypatch
         raise DivergenceError("loss became NaN at step 3")
 
     monkeypatch.setattr(tune_mod, "avg_gap", diverge)
-    with fake_methods_registered():
-        with pytest.raises(DivergenceError, match="every one of the 2"):
-            tune_mod.tune("fake_any", "synthetic", "small_cnn", "class:0", {"lr": [0.1, 0.2, 0.1]}, device="cpu")
+    with fake_methods_registered(), pytest.raises(DivergenceError, match="every one of the 2"):
+        tune_mod.tune("fake_any", "synthetic", "small_cnn", "class:0", {"lr": [0.1, 0.2, 0.1]}, device="cpu")
     err = capsys.readouterr().err
     assert err.count("loss became NaN") == 2
 

@@ -31,9 +31,10 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .._io import sha256_json
 from ..errors import ConfigError
@@ -98,17 +99,40 @@ class Run:
 
     def describe(self) -> dict[str, Any]:
         """The JSON block stored with the record (``record["bench"]``) and in ``bench.json``."""
-        return {"run_key": self.key, "dataset": self.dataset, "model": self.model, "model_args": self.model_args,
-                "forget": self.forget.spec, "method": self.method.name, "label": self.method.label,
-                "overrides": self.method.overrides, "seed": self.seed}
+        return {
+            "run_key": self.key,
+            "dataset": self.dataset,
+            "model": self.model,
+            "model_args": self.model_args,
+            "forget": self.forget.spec,
+            "method": self.method.name,
+            "label": self.method.label,
+            "overrides": self.method.overrides,
+            "seed": self.seed,
+        }
 
 
-def run_key(dataset: str, model: str, model_args: Mapping[str, Any], forget: str, method: str,
-            overrides: Mapping[str, Any], seed: int) -> str:
+def run_key(
+    dataset: str,
+    model: str,
+    model_args: Mapping[str, Any],
+    forget: str,
+    method: str,
+    overrides: Mapping[str, Any],
+    seed: int,
+) -> str:
     """SHA-256 identifying one run; labels and spec order do not enter it."""
-    return sha256_json({"dataset": dataset, "model": model, "model_args": dict(sorted(model_args.items())),
-                        "forget": forget, "method": method, "overrides": dict(sorted(overrides.items())),
-                        "seed": int(seed)})
+    return sha256_json(
+        {
+            "dataset": dataset,
+            "model": model,
+            "model_args": dict(sorted(model_args.items())),
+            "forget": forget,
+            "method": method,
+            "overrides": dict(sorted(overrides.items())),
+            "seed": int(seed),
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -133,8 +157,10 @@ def parse_spec(text: str, *, base_dir: str | os.PathLike = ".", origin: str = "<
     problems: list[str] = []
     spec = _validate(raw, Path(base_dir), problems, text)
     if problems or spec is None:
-        err = ConfigError(f"bench spec {origin} has {len(problems)} problem{'s' if len(problems) != 1 else ''}:\n"
-                          + "\n".join(f"  - {p}" for p in problems))
+        err = ConfigError(
+            f"bench spec {origin} has {len(problems)} problem{'s' if len(problems) != 1 else ''}:\n"
+            + "\n".join(f"  - {p}" for p in problems)
+        )
         err.problems = problems  # type: ignore[attr-defined]
         raise err
     return spec
@@ -150,7 +176,7 @@ def _unknown(keys: Any, allowed: tuple[str, ...], where: str, problems: list[str
 
 def _str_list(value: Any, where: str, problems: list[str]) -> list[str] | None:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        problems.append(f"{where}: expected a list of strings, e.g. [\"a\", \"b\"], got {_show(value)}")
+        problems.append(f'{where}: expected a list of strings, e.g. ["a", "b"], got {_show(value)}')
         return None
     if not value:
         problems.append(f"{where}: is empty; the grid needs at least one entry")
@@ -162,8 +188,14 @@ def _str_list(value: Any, where: str, problems: list[str]) -> list[str] | None:
 
 
 def _show(value: Any) -> str:
-    kind = {dict: "a table", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
-            float: "a number"}.get(type(value), type(value).__name__)
+    kind = {
+        dict: "a table",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
     text = repr(value)
     return f"{kind} ({text if len(text) < 40 else text[:37] + '...'})"
 
@@ -221,8 +253,10 @@ def _validate(raw: dict[str, Any], base_dir: Path, problems: list[str], text: st
         for key in GRID_KEYS:
             if key not in grid:
                 problems.append(f"grid.{key}: missing")
-        lists = {k: _str_list(grid[k], f"grid.{k}", problems) or [] if k in grid else []
-                 for k in ("datasets", "models", "forget")}
+        lists = {
+            k: _str_list(grid[k], f"grid.{k}", problems) or [] if k in grid else []
+            for k in ("datasets", "models", "forget")
+        }
         for i, d in enumerate(lists["datasets"]):
             c = _canonical(DATASETS, d, f"grid.datasets[{i}]", problems)
             if c is not None:
@@ -237,8 +271,7 @@ def _validate(raw: dict[str, Any], base_dir: Path, problems: list[str], text: st
                 forget.append(entry)
         if "seeds" in grid:
             s = grid["seeds"]
-            if not isinstance(s, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                                  for v in s):
+            if not isinstance(s, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in s):
                 problems.append(f"grid.seeds: expected a list of non-negative integers, e.g. [0, 1, 2], got {_show(s)}")
             elif not s:
                 problems.append("grid.seeds: is empty; the grid needs at least one seed")
@@ -276,9 +309,19 @@ def _validate(raw: dict[str, Any], base_dir: Path, problems: list[str], text: st
 
     if problems:
         return None
-    return BenchSpec(datasets=tuple(datasets), models=tuple(models), forget=tuple(forget), seeds=tuple(seeds),
-                     methods=tuple(methods), model_args=model_args, metrics=tuple(metrics) if metrics else None,
-                     name=name, description=description, runner=runner, source_text=text)
+    return BenchSpec(
+        datasets=tuple(datasets),
+        models=tuple(models),
+        forget=tuple(forget),
+        seeds=tuple(seeds),
+        methods=tuple(methods),
+        model_args=model_args,
+        metrics=tuple(metrics) if metrics else None,
+        name=name,
+        description=description,
+        runner=runner,
+        source_text=text,
+    )
 
 
 def _forget_entry(text: str, base_dir: Path, where: str, problems: list[str]) -> ForgetEntry | None:
@@ -320,8 +363,9 @@ def _check_metrics(metrics: list[str], problems: list[str]) -> None:
             problems.append(f"metrics[{i}]: {exc}")
 
 
-def _methods(entries: Any, datasets: list[str], models: list[str], kinds: list[str],
-             problems: list[str]) -> list[MethodEntry]:
+def _methods(
+    entries: Any, datasets: list[str], models: list[str], kinds: list[str], problems: list[str]
+) -> list[MethodEntry]:
     from ..errors import UnlearnkitError
     from ..methods import METHODS, create_method
 
@@ -383,7 +427,7 @@ def _methods(entries: Any, datasets: list[str], models: list[str], kinds: list[s
         seen[e.label] = seen.get(e.label, 0) + 1
     for lbl, n in seen.items():
         if n > 1:
-            problems.append(f"methods: label {lbl!r} is used by {n} entries; give each a distinct label = \"…\"")
+            problems.append(f'methods: label {lbl!r} is used by {n} entries; give each a distinct label = "…"')
     pairs = [(e.name, sha256_json(e.overrides)) for e in out]
     for (mname, _), n in {p: pairs.count(p) for p in pairs}.items():
         if n > 1:
@@ -418,8 +462,10 @@ def plan_runs(spec: BenchSpec) -> list[Run]:
                         kinds = METHODS.get(m.name).requires.split_kinds
                         reason = None
                         if forget.kind not in kinds:
-                            reason = (f"{m.name} supports only {'/'.join(sorted(kinds))} forgetting, "
-                                      f"not {forget.kind} ({forget.spec})")
+                            reason = (
+                                f"{m.name} supports only {'/'.join(sorted(kinds))} forgetting, "
+                                f"not {forget.kind} ({forget.spec})"
+                            )
                         key = run_key(dataset, model, margs, forget.spec, m.name, m.overrides, seed)
                         runs.append(Run(dataset, model, margs, forget, m, seed, key, reason))
     return runs
@@ -468,18 +514,22 @@ def resolve_runner(ref: str | None) -> RunnerFn:
     if ref in _RUNNERS:
         return _RUNNERS[ref]
     if ":" in ref:
-        raise ConfigError(f"{ref!r} is a module:function reference, which is not accepted; name a runner registered "
-                          f"by an installed plugin (entry-point group {RUNNER_ENTRY_POINTS!r}), or drop the key")
+        raise ConfigError(
+            f"{ref!r} is a module:function reference, which is not accepted; name a runner registered "
+            f"by an installed plugin (entry-point group {RUNNER_ENTRY_POINTS!r}), or drop the key"
+        )
     from importlib.metadata import entry_points
 
     eps = [ep for ep in entry_points(group=RUNNER_ENTRY_POINTS) if ep.name == ref]
     if not eps:
         known = runner_names()
-        raise ConfigError(f"unknown bench runner {ref!r}; registered runners: {', '.join(known) or 'none'} "
-                          f"(plugins add them through the entry-point group {RUNNER_ENTRY_POINTS!r})")
+        raise ConfigError(
+            f"unknown bench runner {ref!r}; registered runners: {', '.join(known) or 'none'} "
+            f"(plugins add them through the entry-point group {RUNNER_ENTRY_POINTS!r})"
+        )
     try:
         fn = eps[0].load()
-    except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, whatever it raises
+    except Exception as exc:
         raise ConfigError(f"the bench runner plugin {ref!r} failed to load: {type(exc).__name__}: {exc}") from None
     if not callable(fn):
         raise ConfigError(f"the bench runner plugin {ref!r} is not callable")

@@ -10,9 +10,10 @@ import gzip
 import os
 import pickle
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from torch.utils.data import Dataset
 from ..errors import ConfigError, DataNotFoundError
 from ..registry import Registry
 
-DATASETS: Registry[Callable[..., "DatasetBundle"]] = Registry("dataset")
+DATASETS: Registry[Callable[..., DatasetBundle]] = Registry("dataset")
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -64,7 +65,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return to_float(self.images[i]), int(self.targets[i])
 
-    def subset(self, indices: Any) -> "ImageDataset":
+    def subset(self, indices: Any) -> ImageDataset:
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         return ImageDataset(self.images[idx], self.targets[idx])
 
@@ -89,13 +90,20 @@ def bundle_digest(bundle: DatasetBundle) -> str:
     cached = bundle.__dict__.get("_unlearnkit_digest")
     if cached:
         return cached
-    from ..cache import tensors_sha256
     from .._io import sha256_json
+    from ..cache import tensors_sha256
 
-    parts = {"train": tensors_sha256({"images": bundle.train.images, "labels": bundle.train.targets}),
-             "test": tensors_sha256({"images": bundle.test.images, "labels": bundle.test.targets}),
-             "info": [bundle.info.name, bundle.info.num_classes, bundle.info.channels, bundle.info.image_size,
-                      list(bundle.info.class_names)]}
+    parts = {
+        "train": tensors_sha256({"images": bundle.train.images, "labels": bundle.train.targets}),
+        "test": tensors_sha256({"images": bundle.test.images, "labels": bundle.test.targets}),
+        "info": [
+            bundle.info.name,
+            bundle.info.num_classes,
+            bundle.info.channels,
+            bundle.info.image_size,
+            list(bundle.info.class_names),
+        ],
+    }
     digest = sha256_json(parts)
     object.__setattr__(bundle, "_unlearnkit_digest", digest)
     return digest
@@ -114,8 +122,10 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, **kwargs:
     if data_dir is not None and str(data_dir) != "":
         p = Path(data_dir)
         if not p.exists():
-            raise DataNotFoundError(f"--data-dir {p} does not exist; fix the path (or omit --data-dir to use "
-                                    "$UNLEARNKIT_DATA and the system copies)")
+            raise DataNotFoundError(
+                f"--data-dir {p} does not exist; fix the path (or omit --data-dir to use "
+                "$UNLEARNKIT_DATA and the system copies)"
+            )
         if not p.is_dir():
             raise DataNotFoundError(f"--data-dir {p} is a file, not a folder; pass the folder holding the dataset")
     return _check_size(builder(data_dir=data_dir, **kwargs))
@@ -155,7 +165,9 @@ def _read_idx(path: Path) -> np.ndarray:
     shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
     arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if arr.size != int(np.prod(shape)):
-        raise DataNotFoundError(f"IDX file {path} is truncated: expected {int(np.prod(shape))} values, found {arr.size}")
+        raise DataNotFoundError(
+            f"IDX file {path} is truncated: expected {int(np.prod(shape))} values, found {arr.size}"
+        )
     return arr.reshape(shape)
 
 
@@ -165,8 +177,18 @@ FASHION_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                   "Bag", "Ankle boot")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 
 def find_fashion_mnist(data_dir: str | os.PathLike | None = None) -> Path | None:
@@ -188,7 +210,9 @@ def fashion_mnist(data_dir: str | os.PathLike | None = None) -> DatasetBundle:
         raise DataNotFoundError(
             f"Fashion-MNIST files not found in --data-dir {data_dir} (nor its fashion-mnist/ sub-folder): expected "
             "train-images-idx3-ubyte(.gz) and the three other IDX files; fix the path, fetch them there with "
-            f"`unlearnkit fetch fashion_mnist --data-dir {data_dir}`, or omit --data-dir to use the system copy")
+            f"`unlearnkit fetch fashion_mnist --data-dir {data_dir}`, or omit --data-dir to use the system copy "
+            "(`apt-get install dataset-fashion-mnist`)"
+        )
     if folder is None:
         raise DataNotFoundError(
             "Fashion-MNIST files not found (looked in --data-dir, $UNLEARNKIT_DATA and "
@@ -202,8 +226,17 @@ def fashion_mnist(data_dir: str | os.PathLike | None = None) -> DatasetBundle:
         return _read_idx(p if p.exists() else p.with_name(p.name + ".gz"))
 
     xtr, ytr, xte, yte = (part(k) for k in ("train_images", "train_labels", "test_images", "test_labels"))
-    info = DatasetInfo("fashion_mnist", 10, 1, 28, FASHION_CLASSES, (0.2860,), (0.3530,),
-                       Augment(crop_padding=2, hflip=True), source="relative to data dir")
+    info = DatasetInfo(
+        "fashion_mnist",
+        10,
+        1,
+        28,
+        FASHION_CLASSES,
+        (0.2860,),
+        (0.3530,),
+        Augment(crop_padding=2, hflip=True),
+        source="relative to data dir",
+    )
     return DatasetBundle(
         ImageDataset(torch.from_numpy(xtr.copy()).unsqueeze(1), torch.from_numpy(ytr.astype(np.int64))),
         ImageDataset(torch.from_numpy(xte.copy()).unsqueeze(1), torch.from_numpy(yte.astype(np.int64))),
@@ -224,8 +257,17 @@ def digits(data_dir: str | os.PathLike | None = None, test_fraction: float = 0.2
     tr.sort(), te.sort()
     x = torch.from_numpy(images).unsqueeze(1)
     y = torch.from_numpy(d.target.astype(np.int64))
-    info = DatasetInfo("digits", 10, 1, 8, tuple(str(i) for i in range(10)), (0.3,), (0.38,),
-                       Augment(crop_padding=1, hflip=False), source="sklearn.datasets.load_digits")
+    info = DatasetInfo(
+        "digits",
+        10,
+        1,
+        8,
+        tuple(str(i) for i in range(10)),
+        (0.3,),
+        (0.38,),
+        Augment(crop_padding=1, hflip=False),
+        source="sklearn.datasets.load_digits",
+    )
     return DatasetBundle(ImageDataset(x[tr], y[tr]), ImageDataset(x[te], y[te]), info)
 
 
@@ -235,10 +277,14 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 class _CifarUnpickler(pickle.Unpickler):
     """Reads CIFAR's python batches while refusing any global but the few numpy needs."""
 
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+    ALLOWED: ClassVar[set[tuple[str, str]]] = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str) -> Any:
@@ -263,8 +309,14 @@ def _load_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def cifar10(data_dir: str | os.PathLike | None = None) -> DatasetBundle:
     """CIFAR-10 from a local folder in the python-pickle batch format (cifar-10-batches-py)."""
     names = [f"data_batch_{i}" for i in range(1, 6)]
-    folder = next((d for d in _candidate_dirs(data_dir, "cifar-10-batches-py", "cifar10")
-                   if all((d / n).exists() for n in [*names, "test_batch"])), None)
+    folder = next(
+        (
+            d
+            for d in _candidate_dirs(data_dir, "cifar-10-batches-py", "cifar10")
+            if all((d / n).exists() for n in [*names, "test_batch"])
+        ),
+        None,
+    )
     if folder is None:
         raise DataNotFoundError(
             "CIFAR-10 python batches not found: pass --data-dir (or set $UNLEARNKIT_DATA) to a folder holding "
@@ -274,25 +326,44 @@ def cifar10(data_dir: str | os.PathLike | None = None) -> DatasetBundle:
     xte, yte = _load_cifar_batch(folder / "test_batch")
     xtr = np.concatenate([p[0] for p in parts])
     ytr = np.concatenate([p[1] for p in parts])
-    info = DatasetInfo("cifar10", 10, 3, 32, CIFAR10_CLASSES, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010),
-                       Augment(crop_padding=4, hflip=True), source="cifar-10-batches-py")
-    return DatasetBundle(ImageDataset(torch.from_numpy(xtr), torch.from_numpy(ytr)),
-                         ImageDataset(torch.from_numpy(xte), torch.from_numpy(yte)), info)
+    info = DatasetInfo(
+        "cifar10",
+        10,
+        3,
+        32,
+        CIFAR10_CLASSES,
+        (0.4914, 0.4822, 0.4465),
+        (0.2023, 0.1994, 0.2010),
+        Augment(crop_padding=4, hflip=True),
+        source="cifar-10-batches-py",
+    )
+    return DatasetBundle(
+        ImageDataset(torch.from_numpy(xtr), torch.from_numpy(ytr)),
+        ImageDataset(torch.from_numpy(xte), torch.from_numpy(yte)),
+        info,
+    )
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
 @DATASETS.register("image_folder")
-def image_folder(data_dir: str | os.PathLike | None = None, image_size: int = 32, channels: int = 3,
-                 test_fraction: float = 0.2, split_seed: int = 0) -> DatasetBundle:
+def image_folder(
+    data_dir: str | os.PathLike | None = None,
+    image_size: int = 32,
+    channels: int = 3,
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+) -> DatasetBundle:
     """Class sub-folders of PNG/JPEG images (read with Pillow), resized, with a seeded stratified split."""
     from PIL import Image
 
     if data_dir is None:
         raise DataNotFoundError("image_folder needs --data-dir pointing to a folder with one sub-folder per class")
     root = Path(data_dir)
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    classes = (
+        sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    )
     if not classes:
         raise DataNotFoundError(f"{root} has no class sub-folders; expected ROOT/<class>/<image>.png")
     xs, ys = [], []
@@ -300,16 +371,20 @@ def image_folder(data_dir: str | os.PathLike | None = None, image_size: int = 32
     for ci, c in enumerate(classes):
         files = [f for f in sorted((root / c).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
         if not files:
-            raise DataNotFoundError(f"class folder {root / c} holds no image ({', '.join(sorted(IMAGE_SUFFIXES))}); "
-                                    "add images or remove the folder")
+            raise DataNotFoundError(
+                f"class folder {root / c} holds no image ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                "add images or remove the folder"
+            )
         for f in files:
             try:
                 with Image.open(f) as im:
                     im = im.convert(mode).resize((image_size, image_size), Image.BILINEAR)
                     arr = np.asarray(im, dtype=np.uint8)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-                raise DataNotFoundError(f"cannot read image {f} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'damaged'}); "
-                                        "replace or remove that file") from None
+                why = str(exc).splitlines()[0] if str(exc) else "damaged"
+                raise DataNotFoundError(
+                    f"cannot read image {f} ({type(exc).__name__}: {why}); replace or remove that file"
+                ) from None
             xs.append(arr[None] if channels == 1 else arr.transpose(2, 0, 1))
             ys.append(ci)
     if len(xs) < 2:
@@ -320,23 +395,39 @@ def image_folder(data_dir: str | os.PathLike | None = None, image_size: int = 32
     test_idx = []
     for ci in range(len(classes)):
         members = np.flatnonzero(y == ci)
-        n_test = int(round(len(members) * test_fraction)) if len(members) > 1 else 0
+        n_test = round(len(members) * test_fraction) if len(members) > 1 else 0
         test_idx.extend(rng.permutation(members)[:n_test].tolist())
     test_mask = np.zeros(len(y), dtype=bool)
     test_mask[test_idx] = True
     yt = torch.from_numpy(y)
     mean = tuple(float(v) for v in (x.float() / 255).mean(dim=(0, 2, 3)))
     std = tuple(max(float(v), 1e-3) for v in (x.float() / 255).std(dim=(0, 2, 3)))
-    info = DatasetInfo("image_folder", len(classes), channels, image_size, tuple(classes), mean, std,
-                       Augment(crop_padding=max(1, image_size // 8), hflip=True), source=root.name)
+    info = DatasetInfo(
+        "image_folder",
+        len(classes),
+        channels,
+        image_size,
+        tuple(classes),
+        mean,
+        std,
+        Augment(crop_padding=max(1, image_size // 8), hflip=True),
+        source=root.name,
+    )
     tr, te = np.flatnonzero(~test_mask), np.flatnonzero(test_mask)
     return DatasetBundle(ImageDataset(x[tr], yt[tr]), ImageDataset(x[te], yt[te]), info)
 
 
 @DATASETS.register("synthetic")
-def synthetic(data_dir: str | os.PathLike | None = None, num_classes: int = 4, channels: int = 3,
-              image_size: int = 8, n_train: int = 128, n_test: int = 64, seed: int = 0,
-              noise: float = 0.35) -> DatasetBundle:
+def synthetic(
+    data_dir: str | os.PathLike | None = None,
+    num_classes: int = 4,
+    channels: int = 3,
+    image_size: int = 8,
+    n_train: int = 128,
+    n_test: int = 64,
+    seed: int = 0,
+    noise: float = 0.35,
+) -> DatasetBundle:
     """Tiny deterministic images (class-dependent patterns plus noise) for tests and docs."""
     g = torch.Generator().manual_seed(seed)
     protos = torch.rand(num_classes, channels, image_size, image_size, generator=g)
@@ -346,7 +437,15 @@ def synthetic(data_dir: str | os.PathLike | None = None, num_classes: int = 4, c
         x = protos[y] + noise * torch.randn(n, channels, image_size, image_size, generator=g)
         return ImageDataset((x.clamp(0, 1) * 255).round().to(torch.uint8), y)
 
-    info = DatasetInfo("synthetic", num_classes, channels, image_size,
-                       tuple(f"class_{i}" for i in range(num_classes)), (0.5,) * channels, (0.3,) * channels,
-                       Augment(crop_padding=1, hflip=False), source="generated")
+    info = DatasetInfo(
+        "synthetic",
+        num_classes,
+        channels,
+        image_size,
+        tuple(f"class_{i}" for i in range(num_classes)),
+        (0.5,) * channels,
+        (0.3,) * channels,
+        Augment(crop_padding=1, hflip=False),
+        source="generated",
+    )
     return DatasetBundle(make(n_train), make(n_test), info)

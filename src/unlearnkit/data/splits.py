@@ -62,7 +62,9 @@ def parse_forget_spec(spec: str | ForgetSpec | None) -> ForgetSpec:
     kind, arg = kind.strip().lower(), arg.strip()
     if kind == "class":
         if not re.fullmatch(r"-?\d+(\s*,\s*-?\d+)*", arg):
-            raise ConfigError(f"malformed forget spec {spec!r}: class needs integers separated by commas, e.g. class:3,7")
+            raise ConfigError(
+                f"malformed forget spec {spec!r}: class needs integers separated by commas, e.g. class:3,7"
+            )
         classes = [int(c) for c in arg.split(",")]
         if len(set(classes)) != len(classes):
             raise ConfigError(f"forget spec {spec!r} names a class twice")
@@ -83,7 +85,9 @@ def parse_forget_spec(spec: str | ForgetSpec | None) -> ForgetSpec:
 def _read_indices_file(path: str) -> list[int]:
     p = Path(path)
     if not path:
-        raise ConfigError("forget spec indices: needs a file, e.g. indices:forget.txt (a JSON list or one index per line)")
+        raise ConfigError(
+            "forget spec indices: needs a file, e.g. indices:forget.txt (a JSON list or one index per line)"
+        )
     if p.is_dir():
         raise ConfigError(f"indices file {path!r} is a folder; pass a text file (a JSON list or one index per line)")
     if not p.is_file():
@@ -100,12 +104,14 @@ def _read_indices_file(path: str) -> list[int]:
         obj: Any = json.loads(text) if text[:1] in "[{" else [int(t) for t in re.split(r"[\s,]+", text) if t]
     except (ValueError, RecursionError) as exc:
         why = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
-        raise ConfigError(f"cannot parse indices file {path!r} ({why}); expected a JSON list or one integer per line") from None
+        raise ConfigError(
+            f"cannot parse indices file {path!r} ({why}); expected a JSON list or one integer per line"
+        ) from None
     if isinstance(obj, dict):
         obj = obj.get("indices", obj.get("forget"))
     if not isinstance(obj, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in obj):
         raise ConfigError(f"indices file {path!r} must hold a list of integers")
-    if any(not -2**63 <= v < 2**63 for v in obj):
+    if any(not -(2**63) <= v < 2**63 for v in obj):
         raise ConfigError(f"indices file {path!r} holds an index too large to be a training index")
     return obj
 
@@ -129,8 +135,10 @@ class Split:
             object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.int64))
         digest = split_digest(self.dataset, self.forget, self.retain, self.test)
         if self.sha256 and self.sha256 != digest:
-            raise ConfigError(f"split file digest {self.sha256[:12]}… does not match its indices ({digest[:12]}…); "
-                              "the file was edited or corrupted: make the split again")
+            raise ConfigError(
+                f"split file digest {self.sha256[:12]}… does not match its indices ({digest[:12]}…); "
+                "the file was edited or corrupted: make the split again"
+            )
         object.__setattr__(self, "sha256", digest)
 
     @property
@@ -142,15 +150,33 @@ class Split:
         return bool(self.forget_classes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": SPLIT_FORMAT, "dataset": self.dataset, "spec": self.spec, "seed": self.seed,
-                "num_train": self.num_train, "forget_classes": list(self.forget_classes), "sha256": self.sha256,
-                "forget": self.forget.tolist(), "retain": self.retain.tolist(), "test": self.test.tolist()}
+        return {
+            "format": SPLIT_FORMAT,
+            "dataset": self.dataset,
+            "spec": self.spec,
+            "seed": self.seed,
+            "num_train": self.num_train,
+            "forget_classes": list(self.forget_classes),
+            "sha256": self.sha256,
+            "forget": self.forget.tolist(),
+            "retain": self.retain.tolist(),
+            "test": self.test.tolist(),
+        }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Split":
+    def from_dict(cls, d: dict[str, Any]) -> Split:
         try:
-            return cls(d["dataset"], d["spec"], int(d["seed"]), np.asarray(d["forget"]), np.asarray(d["retain"]),
-                       np.asarray(d["test"]), int(d["num_train"]), tuple(d.get("forget_classes", ())), d["sha256"])
+            return cls(
+                d["dataset"],
+                d["spec"],
+                int(d["seed"]),
+                np.asarray(d["forget"]),
+                np.asarray(d["retain"]),
+                np.asarray(d["test"]),
+                int(d["num_train"]),
+                tuple(d.get("forget_classes", ())),
+                d["sha256"],
+            )
         except KeyError as exc:
             raise ConfigError(f"split JSON lacks key {exc}; was it written by `unlearnkit`?") from None
 
@@ -158,7 +184,7 @@ class Split:
         return write_json_atomic(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Split":
+    def load(cls, path: str | os.PathLike) -> Split:
         return cls.from_dict(read_json(path))
 
     def __eq__(self, other: object) -> bool:
@@ -169,19 +195,33 @@ class Split:
 
 
 def split_digest(dataset: str, forget: np.ndarray, retain: np.ndarray, test: np.ndarray) -> str:
-    parts = [dataset.encode(), b"|forget|", np.asarray(forget, np.int64).tobytes(), b"|retain|",
-             np.asarray(retain, np.int64).tobytes(), b"|test|", np.asarray(test, np.int64).tobytes()]
+    parts = [
+        dataset.encode(),
+        b"|forget|",
+        np.asarray(forget, np.int64).tobytes(),
+        b"|retain|",
+        np.asarray(retain, np.int64).tobytes(),
+        b"|test|",
+        np.asarray(test, np.int64).tobytes(),
+    ]
     return sha256_bytes(b"".join(parts))
 
 
-def make_split(dataset: str, train_targets: Any, num_test: int, spec: str | ForgetSpec | None, seed: int = 0,
-               num_classes: int | None = None) -> Split:
+def make_split(
+    dataset: str,
+    train_targets: Any,
+    num_test: int,
+    spec: str | ForgetSpec | None,
+    seed: int = 0,
+    num_classes: int | None = None,
+) -> Split:
     """Build the split for ``spec`` over a training set with labels ``train_targets``.
 
     Every check runs here, before any compute: a class outside [0, K), an empty forget set, a forget set
     equal to the whole training set, duplicate or out-of-range indices.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
+    s: object = seed  # checked as any object: the API is called with whatever the user passes
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= int(s) < 2**63:
         raise ConfigError(f"seed must be an integer in [0, 2^63), got {seed!r}")
     fs = parse_forget_spec(spec)
     y = np.asarray(train_targets, dtype=np.int64)
@@ -193,14 +233,17 @@ def make_split(dataset: str, train_targets: Any, num_test: int, spec: str | Forg
     elif fs.kind == "class":
         bad = [c for c in fs.classes if not 0 <= c < k]
         if bad:
-            raise ConfigError(f"class {bad[0]} is outside [0, {k}) for dataset {dataset!r}; "
-                              f"use a class index from 0 to {k - 1}")
+            raise ConfigError(
+                f"class {bad[0]} is outside [0, {k}) for dataset {dataset!r}; use a class index from 0 to {k - 1}"
+            )
         forget = np.flatnonzero(np.isin(y, fs.classes))
         forget_classes = fs.classes
     elif fs.kind == "random":
-        n_f = int(round(fs.fraction * n))  # type: ignore[operator]
+        n_f = round(fs.fraction * n)  # type: ignore[operator]
         if n_f == 0:
-            raise ConfigError(f"forget spec {fs.source!r} selects no sample of the {n} training images; raise the fraction")
+            raise ConfigError(
+                f"forget spec {fs.source!r} selects no sample of the {n} training images; raise the fraction"
+            )
         if n_f >= n:
             raise ConfigError(f"forget spec {fs.source!r} selects the whole training set; lower the fraction")
         rng = np.random.default_rng(seed)
@@ -213,15 +256,17 @@ def make_split(dataset: str, train_targets: Any, num_test: int, spec: str | Forg
             raise ConfigError(f"forget indices contain duplicates (e.g. {dup}); list each training index once")
         out = idx[(idx < 0) | (idx >= n)]
         if len(out):
-            raise ConfigError(f"forget index {int(out[0])} is outside the training set [0, {n}); "
-                              "indices refer to the training split")
+            raise ConfigError(
+                f"forget index {int(out[0])} is outside the training set [0, {n}); indices refer to the training split"
+            )
         forget = np.sort(idx)
-    if len(forget) == 0:
-        if fs.kind != "none":
-            raise ConfigError(f"forget spec {fs.source!r} selects an empty forget set for dataset {dataset!r}")
+    if len(forget) == 0 and fs.kind != "none":
+        raise ConfigError(f"forget spec {fs.source!r} selects an empty forget set for dataset {dataset!r}")
     if len(forget) >= n:
-        raise ConfigError(f"forget spec {fs.source!r} covers the whole training set ({n} images): nothing would "
-                          "remain to retrain on; forget fewer classes or samples")
+        raise ConfigError(
+            f"forget spec {fs.source!r} covers the whole training set ({n} images): nothing would "
+            "remain to retrain on; forget fewer classes or samples"
+        )
     mask = np.ones(n, dtype=bool)
     mask[forget] = False
     return Split(dataset, str(fs), int(seed), forget, np.flatnonzero(mask), np.arange(num_test), n, forget_classes)
@@ -229,5 +274,6 @@ def make_split(dataset: str, train_targets: Any, num_test: int, spec: str | Forg
 
 def split_for(bundle: Any, spec: str | ForgetSpec | None, seed: int = 0) -> Split:
     """`make_split` for a loaded `DatasetBundle`."""
-    return make_split(bundle.info.name, bundle.train.targets.numpy(), len(bundle.test), spec, seed,
-                      bundle.info.num_classes)
+    return make_split(
+        bundle.info.name, bundle.train.targets.numpy(), len(bundle.test), spec, seed, bundle.info.num_classes
+    )

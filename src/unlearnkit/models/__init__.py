@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,8 +40,15 @@ SPLIT_KEY = "unlearnkit_split_sha256"  # digest of the split the weights were ma
 DATASET_KEY = "unlearnkit_dataset"
 
 
-def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32,
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None, **kwargs: Any) -> nn.Module:
+def create_model(
+    name: str,
+    num_classes: int,
+    in_channels: int = 3,
+    image_size: int = 32,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
     """Build a registered model; its config is kept on ``model.unlearnkit_config`` for checkpoints."""
     if name.startswith("timm:"):
         if not name[5:]:
@@ -53,17 +61,37 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: 
     else:
         builder = MODELS.get(name)
         name = MODELS.canonical(name)
-        validate_model_config({"name": name, "num_classes": num_classes, "in_channels": in_channels,
-                               "image_size": image_size, "mean": list(mean) if mean else None,
-                               "std": list(std) if std else None, "kwargs": dict(kwargs)})
+        validate_model_config(
+            {
+                "name": name,
+                "num_classes": num_classes,
+                "in_channels": in_channels,
+                "image_size": image_size,
+                "mean": list(mean) if mean else None,
+                "std": list(std) if std else None,
+                "kwargs": dict(kwargs),
+            }
+        )
         try:
-            model = builder(num_classes=num_classes, in_channels=in_channels, image_size=image_size,
-                            mean=list(mean) if mean else None, std=list(std) if std else None, **kwargs)
+            model = builder(
+                num_classes=num_classes,
+                in_channels=in_channels,
+                image_size=image_size,
+                mean=list(mean) if mean else None,
+                std=list(std) if std else None,
+                **kwargs,
+            )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"bad option for model {name!r}: {exc}") from None
-    model.unlearnkit_config = {"name": name, "num_classes": num_classes, "in_channels": in_channels,  # type: ignore[assignment]
-                               "image_size": image_size, "mean": list(mean) if mean else None,
-                               "std": list(std) if std else None, "kwargs": dict(kwargs)}
+    model.unlearnkit_config = {
+        "name": name,
+        "num_classes": num_classes,
+        "in_channels": in_channels,  # type: ignore[assignment]
+        "image_size": image_size,
+        "mean": list(mean) if mean else None,
+        "std": list(std) if std else None,
+        "kwargs": dict(kwargs),
+    }
     return model
 
 
@@ -95,14 +123,17 @@ def parse_model_args(name: str, raw: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in raw.items():
         if k not in opts:
-            raise ConfigError(f"model {MODELS.canonical(name)!r} has no option {k!r}; options: "
-                              f"{', '.join(sorted(opts)) or 'none'}")
+            raise ConfigError(
+                f"model {MODELS.canonical(name)!r} has no option {k!r}; options: {', '.join(sorted(opts)) or 'none'}"
+            )
         t = opts[k]
         try:
             out[k] = float(v) if t is float else int(v)
         except ValueError:
-            raise ConfigError(f"--model-arg {k}={v!r}: expected {'a number' if t is float else 'an integer'}, "
-                              f"e.g. {k}={'2.0' if t is float else '16'}") from None
+            raise ConfigError(
+                f"--model-arg {k}={v!r}: expected {'a number' if t is float else 'an integer'}, "
+                f"e.g. {k}={'2.0' if t is float else '16'}"
+            ) from None
     validate_kwargs(MODELS.canonical(name), out)
     return out
 
@@ -120,7 +151,9 @@ def validate_kwargs(name: str, kwargs: dict[str, Any]) -> None:
     opts = model_options(name)
     for k, v in kwargs.items():
         if k not in opts:
-            raise ConfigError(f"bad option for model {name!r}: no option {k!r}; options: {', '.join(sorted(opts)) or 'none'}")
+            raise ConfigError(
+                f"bad option for model {name!r}: no option {k!r}; options: {', '.join(sorted(opts)) or 'none'}"
+            )
         if v is None:
             continue
         if opts[k] is float:
@@ -141,8 +174,10 @@ def validate_model_config(cfg: Any, *, allow_timm: bool = False, source: str = "
         raise CheckpointError(f"{source} has no model name")
     if name.startswith("timm:"):
         if not allow_timm:
-            raise CheckpointError(f"{source} names the timm model {name!r}; timm models are built only when you ask "
-                                  f"for them (--model {name})")
+            raise CheckpointError(
+                f"{source} names the timm model {name!r}; timm models are built only when you ask "
+                f"for them (--model {name})"
+            )
     elif name not in MODELS:
         raise CheckpointError(f"{source} names an unknown model {name!r}; known: {', '.join(MODELS.names())}")
     for key, (lo, hi) in LIMITS.items():
@@ -153,11 +188,16 @@ def validate_model_config(cfg: Any, *, allow_timm: bool = False, source: str = "
         v = cfg.get(key)
         if v is None:
             continue
-        if (not isinstance(v, list) or len(v) != cfg["in_channels"]
-                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
-                or (key == "std" and not all(x > 0 for x in v))):
-            raise ConfigError(f"{source}: {key} must be a list of {cfg['in_channels']} finite numbers"
-                              f"{' > 0' if key == 'std' else ''}, got {v!r}")
+        if (
+            not isinstance(v, list)
+            or len(v) != cfg["in_channels"]
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+            or (key == "std" and not all(x > 0 for x in v))
+        ):
+            raise ConfigError(
+                f"{source}: {key} must be a list of {cfg['in_channels']} finite numbers"
+                f"{' > 0' if key == 'std' else ''}, got {v!r}"
+            )
     kwargs = cfg.get("kwargs", {}) or {}
     if not isinstance(kwargs, dict):
         raise ConfigError(f"{source}: kwargs must be an object, got {kwargs!r}")
@@ -176,18 +216,22 @@ def checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
         try:
             with safe_open(str(p), framework="pt") as fh:
                 meta = dict(fh.metadata() or {})
-        except Exception as exc:  # noqa: BLE001
-            raise CheckpointError(f"checkpoint {p} is corrupt or truncated ({type(exc).__name__}); re-create it or "
-                                  "pass another file") from None
+        except Exception as exc:
+            raise CheckpointError(
+                f"checkpoint {p} is corrupt or truncated ({type(exc).__name__}); re-create it or pass another file"
+            ) from None
     cfg = None
     if META_KEY in meta:
         try:
             cfg = json.loads(meta[META_KEY])
         except ValueError:
             raise CheckpointError(f"checkpoint {p.name}: its stored model config is not valid JSON") from None
-    return {"config": cfg, "role": meta.get(ROLE_KEY), "split_sha256": meta.get(SPLIT_KEY) or None,
-            "dataset": meta.get(DATASET_KEY)}
-
+    return {
+        "config": cfg,
+        "role": meta.get(ROLE_KEY),
+        "split_sha256": meta.get(SPLIT_KEY) or None,
+        "dataset": meta.get(DATASET_KEY),
+    }
 
 
 def model_for_dataset(name: str, info: Any, **kwargs: Any) -> nn.Module:
@@ -239,7 +283,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if p.suffix in (".pt", ".pth", ".bin"):
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any failure means the file is unusable
+        except Exception as exc:
             import pickle
 
             text = str(exc)
@@ -247,14 +291,18 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
                 raise CheckpointError(
                     f"refused {p.name}: it is a pickle that holds more than tensors, and loading it could run code. "
                     "If you trust it, convert it once to safetensors in a separate Python session "
-                    "(safetensors.torch.save_file(state_dict, 'model.safetensors')) and pass that file") from None
-            raise CheckpointError(f"cannot read checkpoint {p.name}: not a readable PyTorch state dict "
-                                  f"({type(exc).__name__}); pass a .safetensors file or a state dict saved with "
-                                  "torch.save(model.state_dict(), path)") from None
+                    "(safetensors.torch.save_file(state_dict, 'model.safetensors')) and pass that file"
+                ) from None
+            raise CheckpointError(
+                f"cannot read checkpoint {p.name}: not a readable PyTorch state dict "
+                f"({type(exc).__name__}); pass a .safetensors file or a state dict saved with "
+                "torch.save(model.state_dict(), path)"
+            ) from None
         if isinstance(obj, dict) and "state_dict" in obj:
             obj = obj["state_dict"]
-        if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                for k, v in obj.items()):
+        if not isinstance(obj, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+        ):
             raise CheckpointError(f"{p.name} does not hold a state dict (a mapping of names to tensors)")
         return obj, {}
     from safetensors import safe_open
@@ -262,10 +310,12 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     try:
         with safe_open(str(p), framework="pt") as fh:
             meta = fh.metadata() or {}
-            state = {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for damaged files
-        raise CheckpointError(f"checkpoint {p} is corrupt or truncated (or not a safetensors file) "
-                              f"({type(exc).__name__}); pass an intact .safetensors (or .pt state dict) file") from None
+            state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - a safetensors handle, not a dict
+    except Exception as exc:
+        raise CheckpointError(
+            f"checkpoint {p} is corrupt or truncated (or not a safetensors file) "
+            f"({type(exc).__name__}); pass an intact .safetensors (or .pt state dict) file"
+        ) from None
     return state, meta
 
 
@@ -274,8 +324,11 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str = "c
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -284,14 +337,23 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str = "c
             parts.append(f"unexpected {unexpected[:3]}{'…' if len(unexpected) > 3 else ''}")
         if shapes:
             parts.append("shape mismatch " + "; ".join(shapes[:3]))
-        raise CheckpointError(f"{source} does not match the model architecture: " + ", ".join(parts) +
-                              ". Use the --model and dataset the checkpoint was trained with.")
+        raise CheckpointError(
+            f"{source} does not match the model architecture: "
+            + ", ".join(parts)
+            + ". Use the --model and dataset the checkpoint was trained with."
+        )
     model.load_state_dict(state)
     return model
 
 
-def load_model(path: str | os.PathLike, *, model: nn.Module | None = None, expect: dict[str, Any] | None = None,
-               device: str | torch.device = "cpu", allow_timm: bool = False) -> nn.Module:
+def load_model(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module | None = None,
+    expect: dict[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+    allow_timm: bool = False,
+) -> nn.Module:
     """Load a checkpoint. Without ``model``, the architecture comes from the file's metadata.
 
     ``expect`` (e.g. ``{"num_classes": 10, "name": "small_cnn", "in_channels": 1, "image_size": 28}``) is checked
@@ -306,28 +368,63 @@ def load_model(path: str | os.PathLike, *, model: nn.Module | None = None, expec
             cfg = json.loads(meta[META_KEY])
         except ValueError:
             raise CheckpointError(f"checkpoint {name}: its stored model config is not valid JSON") from None
-        cfg = validate_model_config(cfg, allow_timm=allow_timm or bool(expect and str(expect.get("name", "")).startswith("timm:")),
-                                    source=f"checkpoint {name}")
+        cfg = validate_model_config(
+            cfg,
+            allow_timm=allow_timm or bool(expect and str(expect.get("name", "")).startswith("timm:")),
+            source=f"checkpoint {name}",
+        )
     if expect and cfg:
         want = dict(expect)
         if want.get("name") and not str(want["name"]).startswith("timm:") and want["name"] in MODELS:
             want["name"] = MODELS.canonical(want["name"])
         wrong = [f"{k}={cfg.get(k)!r} (expected {v!r})" for k, v in want.items() if v is not None and cfg.get(k) != v]
         if wrong:
-            raise CheckpointError(f"checkpoint {name} has {', '.join(wrong)}; pass the matching "
-                                  "--model/--dataset or a checkpoint trained for them")
+            raise CheckpointError(
+                f"checkpoint {name} has {', '.join(wrong)}; pass the matching "
+                "--model/--dataset or a checkpoint trained for them"
+            )
     if model is None:
         if cfg is None:
-            raise CheckpointError(f"{name} carries no unlearnkit model config; pass --model NAME (with the same "
-                                  "--model-arg values it was trained with) so the architecture can be built, or in "
-                                  "Python build the model yourself and pass it as `model=`")
-        model = create_model(cfg["name"], cfg["num_classes"], cfg["in_channels"], cfg["image_size"], cfg.get("mean"),
-                             cfg.get("std"), **cfg.get("kwargs", {}))
+            raise CheckpointError(
+                f"{name} carries no unlearnkit model config; pass --model NAME (with the same "
+                "--model-arg values it was trained with) so the architecture can be built, or in "
+                "Python build the model yourself and pass it as `model=`"
+            )
+        model = create_model(
+            cfg["name"],
+            cfg["num_classes"],
+            cfg["in_channels"],
+            cfg["image_size"],
+            cfg.get("mean"),
+            cfg.get("std"),
+            **cfg.get("kwargs", {}),
+        )
     load_into(model, state, source=f"checkpoint {name}")
     return model.to(device)
 
 
-__all__ = ["DATASET_KEY", "MODELS", "MODEL_SUMMARIES", "ROLE_KEY", "SPLIT_KEY", "checkpoint_info", "model_options",
-           "parse_model_args", "validate_model_config", "Classifier", "Normalize", "ResNet18", "SmallCNN", "TinyViT",
-           "create_model", "load_into", "load_model", "memory_format", "model_config", "model_for_dataset", "num_outputs",
-           "read_checkpoint", "save_model"]
+__all__ = [
+    "DATASET_KEY",
+    "MODELS",
+    "MODEL_SUMMARIES",
+    "ROLE_KEY",
+    "SPLIT_KEY",
+    "Classifier",
+    "Normalize",
+    "ResNet18",
+    "SmallCNN",
+    "TinyViT",
+    "checkpoint_info",
+    "create_model",
+    "load_into",
+    "load_model",
+    "memory_format",
+    "model_config",
+    "model_for_dataset",
+    "model_options",
+    "num_outputs",
+    "parse_model_args",
+    "read_checkpoint",
+    "save_model",
+    "validate_model_config",
+]
