@@ -424,6 +424,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from .evaluation import EvaluationCache
     from .methods import METHODS
     from .pipeline import run_experiment, save_experiment
 
@@ -432,9 +433,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         METHODS.get(name)
     rows: list[list[str]] = []
     noise = None
+    cache = EvaluationCache()  # the original and retrained models are scored once, not once per method
     for name in methods:
         exp = run_experiment("fashion_mnist", "small_cnn", args.forget, name, seed=args.seed, device=args.device,
-                             data_dir=args.data_dir)
+                             data_dir=args.data_dir, eval_cache=cache)
         save_experiment(exp, Path(args.out) / name)
         rec = exp.record
         if not rows:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .errors import ConfigError
 
+if TYPE_CHECKING:
+    import torch
 
-def resolve_device(device: str | None = "auto"):
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     import torch
 
     if device is None or str(device) == "auto":

@@ -10,7 +10,7 @@ import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -25,6 +25,9 @@ from .cache import model_sha256
 from .models import (MODELS, checkpoint_info, create_model, load_into, load_model, read_checkpoint, save_model,
                      validate_kwargs)
 from .oracle import train_or_load
+
+if TYPE_CHECKING:
+    from .evaluation import EvaluationCache
 
 NOISE_FLOOR_SEED_OFFSET = 1000
 
@@ -55,8 +58,11 @@ def run_experiment(dataset: str, model: str, forget: str, method: str, *, overri
                    seed: int = 0, model_kwargs: dict[str, Any] | None = None, metrics: list[str] | None = None,
                    device: str = "auto", data_dir: str | None = None, progress: bool | None = None,
                    original_path: str | None = None, preset: str | None = None, noise_floor: bool = True,
-                   ) -> Experiment:
-    """Run one (dataset, model, forget spec, method, seed) experiment and return its record and model."""
+                   eval_cache: EvaluationCache | None = None) -> Experiment:
+    """Run one (dataset, model, forget spec, method, seed) experiment and return its record and model.
+
+    ``eval_cache`` is shared by the runs of one benchmark (see `unlearnkit.evaluation.EvaluationCache`).
+    """
     from .evaluation import evaluate
 
     MODELS.get(model)
@@ -101,7 +107,8 @@ def run_experiment(dataset: str, model: str, forget: str, method: str, *, overri
     _, preset_source = preset_config(method, bundle.info.name, model, split_kind(forget), preset)
     record = evaluate(unlearned, bundle, split, original=original, retrained=retrained.model, metrics=metrics,
                       device=dev, runtime_seconds=runtime, retrain_seconds=retrained.meta.get("wall_seconds"),
-                      noise_floor=second, method=METHODS.canonical(method), config=m.config.to_dict(), seed=seed)
+                      noise_floor=second, method=METHODS.canonical(method), config=m.config.to_dict(), seed=seed,
+                      cache=eval_cache)
     record.setdefault("method", {})["preset"] = preset_source
     record["model"]["kwargs"] = model_kwargs
     record["model"]["original_recipe"] = original_meta.get("recipe")

@@ -68,7 +68,8 @@ def test_privacy_svc_balanced_accuracy(rng):
 def test_entropy_logreg_member_rate_matches_sklearn(rng):
     er, et, ef = rng.normal(0.2, 0.1, 500), rng.normal(0.8, 0.2, 200), rng.normal(0.5, 0.3, 100)
     clf = LogisticRegression(class_weight="balanced", C=2.0, max_iter=1000).fit(
-        np.r_[er, et][:, None], np.r_[np.ones(500), np.zeros(200)])
+        np.r_[er, et][:, None], np.r_[np.ones(500), np.zeros(200)]
+    )
     expect = 100 * clf.predict(ef[:, None]).mean()
     assert mia.mia_entropy_logreg(er, et, ef)["member_rate"] == pytest.approx(expect)
     assert mia.mia_entropy_logreg(er, et, np.full(10, 0.1))["member_rate"] == 100.0

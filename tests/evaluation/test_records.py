@@ -15,8 +15,16 @@ from unlearnkit.evaluation import aggregate, evaluate, read_record, records_to_f
 
 @pytest.fixture(scope="module")
 def record(bundle, class_split, original, retrained):
-    return evaluate(original, bundle, class_split, retrained=retrained, device="cpu", method="finetune",
-                    config={"lr": 0.1}, runtime_seconds=1.0)
+    return evaluate(
+        original,
+        bundle,
+        class_split,
+        retrained=retrained,
+        device="cpu",
+        method="finetune",
+        config={"lr": 0.1},
+        runtime_seconds=1.0,
+    )
 
 
 def test_round_trip_is_strict_json(tmp_path, record):
@@ -48,8 +56,17 @@ def test_read_rejects_other_schema(tmp_path):
 
 
 def test_run_id_depends_on_seed_and_config(bundle, class_split, original, retrained, record):
-    other = evaluate(original, bundle, class_split, retrained=retrained, device="cpu", method="finetune",
-                     config={"lr": 0.1}, runtime_seconds=1.0, seed=5)
+    other = evaluate(
+        original,
+        bundle,
+        class_split,
+        retrained=retrained,
+        device="cpu",
+        method="finetune",
+        config={"lr": 0.1},
+        runtime_seconds=1.0,
+        seed=5,
+    )
     assert other["run_id"] != record["run_id"]
 
 
@@ -57,15 +74,24 @@ def _fake(seed, fa_u, fa_r, method="m", lr=0.1):
     base = {"accuracy_retain": 90.0, "accuracy_test": 80.0, "mia_efficacy_forget": 10.0}
     um = {"accuracy_forget": fa_u, **base}
     rm = {"accuracy_forget": fa_r, **base}
-    gaps = {"accuracy_forget": abs(fa_u - fa_r), "accuracy_retain": 0.0, "accuracy_test": 0.0,
-            "mia_efficacy_forget": 0.0}
+    gaps = {
+        "accuracy_forget": abs(fa_u - fa_r),
+        "accuracy_retain": 0.0,
+        "accuracy_test": 0.0,
+        "mia_efficacy_forget": 0.0,
+    }
     gaps["avg_gap_to_retrained"] = np.mean(list(gaps.values()))
-    return {"schema_version": "1.0", "seed": seed,
-            "task": {"dataset": "d", "scenario": "random", "forget": {"spec": "random:0.1"}},
-            "model": {"arch": "small_cnn", "config": None}, "method": {"name": method, "config": {"lr": lr}},
-            "evaluation_config": {"mia_flavour": "svc_confidence"},
-            "models": {"unlearned": {"metrics": um}, "retrained": {"metrics": rm}},
-            "gaps_to_retrained": gaps, "noise_floor_avg_gap": 0.1 * seed}
+    return {
+        "schema_version": "1.0",
+        "seed": seed,
+        "task": {"dataset": "d", "scenario": "random", "forget": {"spec": "random:0.1"}},
+        "model": {"arch": "small_cnn", "config": None},
+        "method": {"name": method, "config": {"lr": lr}},
+        "evaluation_config": {"mia_flavour": "svc_confidence"},
+        "models": {"unlearned": {"metrics": um}, "retrained": {"metrics": rm}},
+        "gaps_to_retrained": gaps,
+        "noise_floor_avg_gap": 0.1 * seed,
+    }
 
 
 def test_aggregate_over_seeds():
@@ -99,6 +125,8 @@ def test_records_to_frame(record):
     pd = pytest.importorskip("pandas")
     df = records_to_frame([record, record])
     assert isinstance(df, pd.DataFrame) and len(df) == 2
-    assert df["models.unlearned.metrics.accuracy_forget"].iloc[0] == record["models"]["unlearned"]["metrics"][
-        "accuracy_forget"]
+    assert (
+        df["models.unlearned.metrics.accuracy_forget"].iloc[0]
+        == record["models"]["unlearned"]["metrics"]["accuracy_forget"]
+    )
     assert "gaps_to_retrained.avg_gap_to_retrained" in df.columns

@@ -56,8 +56,9 @@ def test_build_shadows_and_run(bundle):
         calls.append(len(ds))
         return fixed
 
-    shadows = build_ulira_shadows(bundle.train, np.arange(20), 4, train_fn=train_fn,
-                                  unlearn_fn=lambda m, f, r, s: m, seed=0)
+    shadows = build_ulira_shadows(
+        bundle.train, np.arange(20), 4, train_fn=train_fn, unlearn_fn=lambda m, f, r, s: m, seed=0
+    )
     assert shadows.in_mask.shape == (4, 20) and len(shadows.models) == 4
     assert calls == [108 + int(k) for k in shadows.in_mask.sum(1)]  # B (128 − 20) plus the "in" pool examples
     r = ulira_lite(shadows, bundle.train)

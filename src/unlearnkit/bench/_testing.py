@@ -156,7 +156,8 @@ def fake_records(labels: tuple[str, ...] = ("fake_any", "scrub"),
 
 def fake_run(dataset: str, model: str, forget: str, method: str, *, overrides: dict[str, Any], seed: int,
              model_kwargs: dict[str, Any] | None = None, metrics: list[str] | None = None, device: str = "auto",
-             data_dir: str | None = None, progress: bool | None = None, noise_floor: bool = True) -> dict[str, Any]:
+             data_dir: str | None = None, progress: bool | None = None, noise_floor: bool = True,
+             eval_cache: Any = None) -> dict[str, Any]:
     """Stand-in for `unlearnkit.pipeline.run_experiment` with the same signature; sleeps, then fakes a record."""
     calls = os.environ.get("UNLEARNKIT_FAKE_CALLS")
     if calls:

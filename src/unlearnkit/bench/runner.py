@@ -27,13 +27,16 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .._io import sha256_bytes, write_json_atomic, write_text_atomic
 from ..errors import ConfigError, DataNotFoundError, MissingDependencyError
 from ..progress import progress_enabled
 from .records import RECORDS_FILE, append_record, make_readable, read_records, record_key, repair_tail
 from .spec import BenchSpec, Run, RunnerFn, load_spec, plan_runs, resolve_runner
+
+if TYPE_CHECKING:
+    from ..evaluation import EvaluationCache
 
 RUNNER_ENV = "UNLEARNKIT_BENCH_RUNNER"  # "module:function" replacing run_experiment (tests, dry runs)
 _FATAL = (DataNotFoundError, MissingDependencyError, MemoryError)  # no point trying the next run
@@ -132,6 +135,7 @@ def run_bench(spec: BenchSpec | str | os.PathLike, out_dir: str | os.PathLike, *
         make_readable([write_text_atomic(out / "spec.toml", spec.source_text)])
 
         runs = plan_runs(spec)
+        eval_cache = _new_eval_cache()
         for run in runs:
             if run.skip_reason:
                 result.statuses.append(RunStatus(run, "skipped", message=run.skip_reason))
@@ -153,7 +157,7 @@ def run_bench(spec: BenchSpec | str | os.PathLike, out_dir: str | os.PathLike, *
                 for i, status in enumerate(pending, 1):
                     run = status.run
                     bar.describe(escape(f"{run.method.label} {run.forget.spec} s{run.seed}"))
-                    _do_run(run, runner, status, spec, device, data_dir, records_path)
+                    _do_run(run, runner, status, spec, device, data_dir, records_path, eval_cache)
                     tag = "[green]done[/]" if status.status == "done" else "[red]FAILED[/]"
                     extra = status.message if status.status == "failed" else _summary(status)
                     line = f"{escape(run.title)} ({status.wall_seconds:.1f} s){escape(extra or '')}"
@@ -175,14 +179,21 @@ def run_bench(spec: BenchSpec | str | os.PathLike, out_dir: str | os.PathLike, *
     return result
 
 
+def _new_eval_cache() -> EvaluationCache:
+    """One cache per bench: every method of a cell is scored against the same original and retrained models."""
+    from ..evaluation import EvaluationCache
+
+    return EvaluationCache()
+
+
 def _do_run(run: Run, runner: RunnerFn, status: RunStatus, spec: BenchSpec, device: str, data_dir: str | None,
-            records_path: Path) -> None:
+            records_path: Path, eval_cache: EvaluationCache) -> None:
     t = time.perf_counter()
     try:
         result = runner(run.dataset, run.model, run.forget.arg, run.method.name, overrides=dict(run.method.overrides),
                         seed=run.seed, model_kwargs=dict(run.model_args) or None,
                         metrics=list(spec.metrics) if spec.metrics else None, device=device, data_dir=data_dir,
-                        progress=False, noise_floor=run.seed == spec.seeds[0])
+                        progress=False, noise_floor=run.seed == spec.seeds[0], eval_cache=eval_cache)
         record = getattr(result, "record", result)  # run_experiment returns an Experiment(record, unlearned, split)
         if not isinstance(record, dict):
             raise TypeError(f"the runner returned {type(record).__name__}, expected a record dict")

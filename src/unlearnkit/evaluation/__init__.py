@@ -4,6 +4,7 @@
   runtime) with one forward pass per (model, split) and returns a JSON-ready record (evaluation.md §8.2).
 * Audits (population MIAs, relearn time, linear probe, CKA, competition score, U-LiRA-lite) are off by
   default and selected by name in ``metrics=``.
+* `EvaluationCache` remembers forward passes and metric values across `evaluate` calls (one per benchmark).
 * `write_record` / `read_record` / `aggregate` / `records_to_frame` handle records; `noise_floor` gives
   the Avg. Gap between two retrained models.
 * `functional` and `mia` hold the pure functional cores.
@@ -15,14 +16,46 @@ from typing import Any
 
 from . import functional, mia
 from .audits import AUDITS
-from .metrics import KEY_META, METRICS, Metric, MetricInfo, Outputs, metric_infos
-from .records import aggregate, read_record, records_to_frame, run_id, t_interval, write_record
+from .cache import EvaluationCache
 from .cli_support import print_table
-from .suite import DEFAULT_METRICS, EvaluationSuite, evaluate, format_table, noise_floor, resolve_selection
+from .metrics import METRICS, Metric, MetricInfo, MetricOptions, Outputs
+from .records import aggregate, read_record, records_to_frame, run_id, t_interval, write_record
+from .suite import (
+    DEFAULT_METRICS,
+    EvaluationSuite,
+    evaluate,
+    format_table,
+    metric_infos,
+    noise_floor,
+    resolve_selection,
+)
 
-__all__ = ["AUDITS", "DEFAULT_METRICS", "KEY_META", "METRICS", "EvaluationSuite", "Metric", "MetricInfo", "Outputs",
-           "aggregate", "evaluate", "format_table", "functional", "metric_table", "mia", "noise_floor",
-           "print_record_table", "read_record", "records_to_frame", "resolve_selection", "run_id", "t_interval", "write_record"]
+__all__ = [
+    "AUDITS",
+    "DEFAULT_METRICS",
+    "METRICS",
+    "EvaluationCache",
+    "EvaluationSuite",
+    "Metric",
+    "MetricInfo",
+    "MetricOptions",
+    "Outputs",
+    "aggregate",
+    "evaluate",
+    "format_table",
+    "functional",
+    "metric_infos",
+    "metric_table",
+    "mia",
+    "print_record_table",
+    "noise_floor",
+    "read_record",
+    "records_to_frame",
+    "resolve_selection",
+    "run_id",
+    "t_interval",
+    "write_record",
+]
 
 
 def metric_table() -> list[dict[str, Any]]:
@@ -32,12 +65,20 @@ def metric_table() -> list[dict[str, Any]]:
     for name, info in metric_infos().items():
         if info.kind == "audit":
             continue
-        rows.append({"name": name, "unit": info.unit, "direction": info.direction,
-                     "default": "on" if info.default else "off", "section": info.section})
+        rows.append(
+            {
+                "name": name,
+                "unit": info.unit,
+                "direction": info.direction,
+                "default": "on" if info.default else "off",
+                "section": info.section,
+            }
+        )
     for name in AUDITS.names():
         a = AUDITS.get(name)
-        rows.append({"name": f"{name} (audit)", "unit": "-", "direction": "see outputs", "default": "off",
-                     "section": a.section})
+        rows.append(
+            {"name": f"{name} (audit)", "unit": "-", "direction": "see outputs", "default": "off", "section": a.section}
+        )
     return rows
 
 

@@ -10,15 +10,24 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError
 from . import functional as F
 
-__all__ = ["EPS_CAP", "competition_score", "epsilon_max", "epsilon_per_example", "epsilons", "forget_quality",
-           "h_score", "eps_histogram"]
+__all__ = [
+    "EPS_CAP",
+    "competition_score",
+    "eps_histogram",
+    "epsilon_max",
+    "epsilon_per_example",
+    "epsilons",
+    "forget_quality",
+    "h_score",
+]
 
 EPS_CAP = 50.0
 DELTA = 1e-5
@@ -29,11 +38,11 @@ def epsilon_max(n_models: int) -> int:
     """``ceil(ln(N − 1))``: the largest ε that N samples per side can resolve (§2.5); N ≥ 4."""
     if n_models < 4:
         raise ConfigError(f"the competition score needs N ≥ 4 models per side, got {n_models}")
-    return int(math.ceil(math.log(n_models - 1)))
+    return math.ceil(math.log(n_models - 1))
 
 
 def _grid(lo: float, hi: float, per_unit: int) -> np.ndarray:
-    return np.linspace(lo, hi, int(math.ceil(per_unit * (hi - lo))))
+    return np.linspace(lo, hi, math.ceil(per_unit * (hi - lo)))
 
 
 def _rate_ge(sorted_v: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -64,8 +73,14 @@ def _eps_from_rates(fpr: np.ndarray, fnr: np.ndarray, delta: float) -> tuple[flo
     return max(0.0, float(np.nanmax(both))), int(keep.sum())
 
 
-def epsilon_per_example(retrained: Any, unlearned: Any, *, rules: Iterable[str] = ("single", "double"),
-                        thresholds_per_unit: int = 100, delta: float = DELTA) -> float:
+def epsilon_per_example(
+    retrained: Any,
+    unlearned: Any,
+    *,
+    rules: Iterable[str] = ("single", "double"),
+    thresholds_per_unit: int = 100,
+    delta: float = DELTA,
+) -> float:
     """ε of one forget example from the N-vectors of its statistic under retrained and unlearned models (§2.4).
 
     Args:
@@ -102,7 +117,7 @@ def epsilon_per_example(retrained: Any, unlearned: Any, *, rules: Iterable[str] 
         ps, ns = np.sort(p2), np.sort(n2)
         w = ps[-1] - ps[0]
         rights = _grid(ps[0] + w - BUFFER, ps[-1] + BUFFER, thresholds_per_unit)
-        offsets = np.linspace(-w - BUFFER, -w + BUFFER, int(math.ceil(2 * BUFFER * thresholds_per_unit)))
+        offsets = np.linspace(-w - BUFFER, -w + BUFFER, math.ceil(2 * BUFFER * thresholds_per_unit))
         lefts = rights[:, None] + offsets[None, :]
         rr = np.broadcast_to(rights[:, None], lefts.shape)
         tpr, fpr = _rate_in(ps, lefts.ravel(), rr.ravel()), _rate_in(ns, lefts.ravel(), rr.ravel())
@@ -111,8 +126,11 @@ def epsilon_per_example(retrained: Any, unlearned: Any, *, rules: Iterable[str] 
         if k:
             best = max(best, e)
     if survived == 0:
-        warnings.warn("no threshold survived for a competition example (too few distinct values); ε set to the cap",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            "no threshold survived for a competition example (too few distinct values); ε set to the cap",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return EPS_CAP
     return float(min(max(best, 0.0), EPS_CAP))
 
@@ -121,8 +139,9 @@ def epsilons(retrained: Any, unlearned: Any, **kw: Any) -> np.ndarray:
     """ε for every forget example; ``retrained`` and ``unlearned`` have shape (N, n)."""
     r, u = F.as_numpy(retrained, np.float64), F.as_numpy(unlearned, np.float64)
     if r.ndim != 2 or r.shape != u.shape:
-        raise ConfigError(f"retrained and unlearned statistics must both be (N, n) with equal shapes, got "
-                          f"{r.shape} and {u.shape}")
+        raise ConfigError(
+            f"retrained and unlearned statistics must both be (N, n) with equal shapes, got {r.shape} and {u.shape}"
+        )
     epsilon_max(r.shape[0])
     return np.array([epsilon_per_example(r[:, i], u[:, i], **kw) for i in range(r.shape[1])])
 
@@ -148,8 +167,13 @@ def eps_histogram(eps: Any, n_models: int) -> dict[str, int]:
     return out
 
 
-def competition_score(forget_quality_value: float, retain_unlearned: float, retain_retrained: float,
-                      test_unlearned: float, test_retrained: float) -> float:
+def competition_score(
+    forget_quality_value: float,
+    retain_unlearned: float,
+    retain_retrained: float,
+    test_unlearned: float,
+    test_retrained: float,
+) -> float:
     """``F · (RA_U / RA_R) · (TA_U / TA_R)`` (§2.6), no clipping."""
     return float(forget_quality_value * (retain_unlearned / retain_retrained) * (test_unlearned / test_retrained))
 

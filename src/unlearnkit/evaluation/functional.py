@@ -18,9 +18,21 @@ import numpy as np
 from ..errors import ConfigError
 
 __all__ = [
-    "accuracy", "as_numpy", "binary_roc", "confidence", "correctness", "entropy", "js_divergence",
-    "kl_divergence", "linear_cka", "logit_scaled_confidence", "modified_entropy", "modified_entropy_buggy",
-    "roc_auc", "softmax", "tpr_at_fpr",
+    "accuracy",
+    "as_numpy",
+    "binary_roc",
+    "confidence",
+    "correctness",
+    "entropy",
+    "js_divergence",
+    "kl_divergence",
+    "linear_cka",
+    "logit_scaled_confidence",
+    "modified_entropy",
+    "modified_entropy_buggy",
+    "roc_auc",
+    "softmax",
+    "tpr_at_fpr",
 ]
 
 _KL_EPS = 1e-20  # as in the SFR-on reference code (evaluation.md §1.6)
@@ -135,8 +147,10 @@ def kl_divergence(logits_reference: Any, logits_other: Any) -> np.ndarray:
     pr = softmax(logits_reference)
     pu = softmax(logits_other)
     if pr.shape != pu.shape:
-        raise ConfigError(f"cannot compare outputs of shapes {pr.shape} and {pu.shape}; the models must have the "
-                          "same number of classes and see the same samples")
+        raise ConfigError(
+            f"cannot compare outputs of shapes {pr.shape} and {pu.shape}; the models must have the "
+            "same number of classes and see the same samples"
+        )
     return (pr * (np.log(pr + _KL_EPS) - np.log(pu + _KL_EPS))).sum(axis=1)
 
 
@@ -147,8 +161,9 @@ def js_divergence(logits_a: Any, logits_b: Any) -> np.ndarray:
         raise ConfigError(f"cannot compare outputs of shapes {pa.shape} and {pb.shape}")
     m = 0.5 * (pa + pb)
     log_m = np.log(m + _KL_EPS)
-    return 0.5 * (pa * (np.log(pa + _KL_EPS) - log_m)).sum(axis=1) + \
-        0.5 * (pb * (np.log(pb + _KL_EPS) - log_m)).sum(axis=1)
+    return 0.5 * (pa * (np.log(pa + _KL_EPS) - log_m)).sum(axis=1) + 0.5 * (pb * (np.log(pb + _KL_EPS) - log_m)).sum(
+        axis=1
+    )
 
 
 # ----------------------------------------------------------------------------------------- ROC helpers
@@ -229,11 +244,11 @@ def linear_cka(x: Any, y: Any, debiased: bool | None = None) -> float:
     return float(hab / denom) if denom > 0 else float("nan")
 
 
-def _hsic_unbiased(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741 - paper notation
+def _hsic_unbiased(k: np.ndarray, lm: np.ndarray) -> float:
     n = len(k)
     k = k.copy()
-    l = l.copy()
+    lm = lm.copy()
     np.fill_diagonal(k, 0.0)
-    np.fill_diagonal(l, 0.0)
-    kl = k @ l
-    return float((np.trace(kl) + k.sum() * l.sum() / ((n - 1) * (n - 2)) - 2.0 * kl.sum() / (n - 2)) / (n * (n - 3)))
+    np.fill_diagonal(lm, 0.0)
+    kl = k @ lm
+    return float((np.trace(kl) + k.sum() * lm.sum() / ((n - 1) * (n - 2)) - 2.0 * kl.sum() / (n - 2)) / (n * (n - 3)))

@@ -14,7 +14,8 @@ for ``accuracy_test``: for class-wise forgetting, the test images of the remaini
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,7 +25,16 @@ from ..registry import Registry
 from . import functional as F
 from . import mia
 
-__all__ = ["KEY_META", "METRICS", "EVAL_SPLITS", "Metric", "MetricInfo", "Outputs", "register_metric"]
+__all__ = [
+    "DERIVED_KEYS",
+    "EVAL_SPLITS",
+    "METRICS",
+    "Metric",
+    "MetricInfo",
+    "MetricOptions",
+    "Outputs",
+    "register_metric",
+]
 
 EVAL_SPLITS = ("forget", "retain", "test", "test_forgotten_classes")
 
@@ -62,32 +72,69 @@ class MetricInfo:
         return {True: "higher", False: "lower", None: "closer"}[self.higher_is_better]
 
 
-# key -> MetricInfo, for every key any metric, derived quantity or audit can write
-KEY_META: dict[str, MetricInfo] = {}
+@dataclass(frozen=True)
+class MetricOptions:
+    """Options of the streamed metrics; each metric reads the ones that concern it.
 
+    Attributes:
+        reproduce: compute the m_entropy feature with the published bug (§1.4; ``mia_efficacy_forget_m_entropy``).
+        retain_limit: keep only the first ``retain_limit`` retain samples as the SVC's shadow members (§1.4;
+            the ``mia_efficacy_forget*`` metrics). `EvaluationSuite` sets it to the size of the test set.
+    """
 
-def _meta(name: str, unit: str, hib: bool | None, default: bool, section: str, summary: str = "",
-          kind: str = "metric", gap: bool = True) -> None:
-    KEY_META[name] = MetricInfo(name, unit, hib, default, section, summary, kind, gap)
+    reproduce: bool = False
+    retain_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        reproduce: object = self.reproduce  # as passed, whatever the annotation says
+        if not isinstance(reproduce, bool):
+            raise ConfigError(f"metric option reproduce must be True or False, got {reproduce!r}")
+        limit: object = self.retain_limit
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise ConfigError(f"metric option retain_limit must be a non-negative integer or None, got {limit!r}")
+
+    @staticmethod
+    def coerce(options: MetricOptions | Mapping[str, Any] | None) -> MetricOptions:
+        """``options`` as `MetricOptions`; a mapping with an unknown key raises `ConfigError` naming the valid ones."""
+        if options is None:
+            return MetricOptions()
+        if isinstance(options, MetricOptions):
+            return options
+        valid = [f.name for f in fields(MetricOptions)]
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ConfigError(
+                f"unknown metric option {', '.join(map(repr, unknown))}; valid options: {', '.join(valid)}"
+            )
+        return MetricOptions(**options)
 
 
 class Metric(ABC):
-    """Base class of streamed metrics (see the module docstring for the contract)."""
+    """Base class of streamed metrics (see the module docstring for the contract).
+
+    Class attributes: ``name`` (the record key), ``unit``, ``higher_is_better`` (``None`` = closer to the
+    retrained model), ``summary`` (one line for ``unlearnkit list metrics``), ``section`` (of evaluation.md),
+    ``default`` (in the default suite), ``needs``, ``needs_reference``, ``classwise_only`` and ``gap``.
+    """
 
     name: ClassVar[str]
     unit: ClassVar[str] = "%"
     higher_is_better: ClassVar[bool | None] = None
+    summary: ClassVar[str] = ""
+    section: ClassVar[str] = ""
+    default: ClassVar[bool] = False
     needs: ClassVar[frozenset[str]] = frozenset()
     needs_reference: ClassVar[bool] = False
-    default: ClassVar[bool] = False
-    section: ClassVar[str] = ""
-    summary: ClassVar[str] = ""
     classwise_only: ClassVar[bool] = False
     gap: ClassVar[bool] = True
 
-    def __init__(self, **options: Any) -> None:
-        self.options = options
+    def __init__(self, options: MetricOptions | Mapping[str, Any] | None = None) -> None:
+        self.options = MetricOptions.coerce(options)
         self.reset()
+
+    @classmethod
+    def info(cls) -> MetricInfo:
+        return MetricInfo(cls.name, cls.unit, cls.higher_is_better, cls.default, cls.section, cls.summary, gap=cls.gap)
 
     @abstractmethod
     def update(self, split: str, out: Outputs, ref: Outputs | None = None) -> None:
@@ -107,7 +154,6 @@ METRICS: Registry[type[Metric]] = Registry("metric")
 
 def register_metric(cls: type[Metric]) -> type[Metric]:
     METRICS.register(cls.name)(cls)
-    _meta(cls.name, cls.unit, cls.higher_is_better, cls.default, cls.section, cls.summary, gap=cls.gap)
     return cls
 
 
@@ -134,45 +180,64 @@ class _Accuracy(Metric):
 class AccuracyForget(_Accuracy):
     """FA: top-1 accuracy on the forget set with its true labels (§1.1)."""
 
-    name, split, needs, default, section = "accuracy_forget", "forget", frozenset({"forget"}), True, "1.1"
+    name = "accuracy_forget"
     summary = "FA: accuracy on the forget set"
+    section = "1.1"
+    default = True
+    split = "forget"
+    needs = frozenset({"forget"})
 
 
 @register_metric
 class ErrorForget(_Accuracy):
     """UA = 100 − FA (§1.1)."""
 
-    name, split, needs, default, section = "error_forget", "forget", frozenset({"forget"}), True, "1.1"
-    complement = True
+    name = "error_forget"
     summary = "UA = 100 − FA (derived)"
+    section = "1.1"
+    default = True
+    split = "forget"
+    needs = frozenset({"forget"})
+    complement = True
 
 
 @register_metric
 class AccuracyRetain(_Accuracy):
     """RA: accuracy on the whole retain set (§1.2)."""
 
-    name, split, needs, default, section = "accuracy_retain", "retain", frozenset({"retain"}), True, "1.2"
+    name = "accuracy_retain"
     higher_is_better = True
     summary = "RA: accuracy on the retain set"
+    section = "1.2"
+    default = True
+    split = "retain"
+    needs = frozenset({"retain"})
 
 
 @register_metric
 class AccuracyTest(_Accuracy):
     """TA: accuracy on the test set; class-wise: on test images of the remaining classes (§1.3)."""
 
-    name, split, needs, default, section = "accuracy_test", "test", frozenset({"test"}), True, "1.3"
+    name = "accuracy_test"
     higher_is_better = True
     summary = "TA: accuracy on test (remaining classes when class-wise)"
+    section = "1.3"
+    default = True
+    split = "test"
+    needs = frozenset({"test"})
 
 
 @register_metric
 class AccuracyTestForgottenClasses(_Accuracy):
     """Accuracy on test images of the forgotten classes (class-wise only, §1.3); Retrain gives ≈ 0."""
 
-    name, split, default, section = "accuracy_test_forgotten_classes", "test_forgotten_classes", True, "1.3"
+    name = "accuracy_test_forgotten_classes"
+    summary = "accuracy on test images of the forgotten classes (class-wise)"
+    section = "1.3"
+    default = True
+    split = "test_forgotten_classes"
     needs = frozenset({"test_forgotten_classes"})
     classwise_only = True
-    summary = "accuracy on test images of the forgotten classes (class-wise)"
 
 
 @register_metric
@@ -183,11 +248,13 @@ class PerClassAccuracyTest(Metric):
     test set; a class without test images gets ``nan``. No gap is reported (the scalar metrics carry it).
     """
 
-    name, needs, default, section = "per_class_accuracy_test", frozenset({"test", "test_forgotten_classes"}), True, \
-        "1.3"
+    name = "per_class_accuracy_test"
+    summary = "test accuracy per class (list; class-wise)"
+    section = "1.3"
+    default = True
+    needs = frozenset({"test", "test_forgotten_classes"})
     classwise_only = True
     gap = False
-    summary = "test accuracy per class (list; class-wise)"
 
     def reset(self) -> None:
         self.correct: np.ndarray | None = None
@@ -197,7 +264,7 @@ class PerClassAccuracyTest(Metric):
         if split not in self.needs:
             return
         k = out.logits.shape[1]
-        if self.correct is None:
+        if self.correct is None or self.count is None:
             self.correct, self.count = np.zeros(k, np.int64), np.zeros(k, np.int64)
         ok = F.correctness(out.logits, out.labels)
         self.correct += np.bincount(out.labels, weights=ok, minlength=k)[:k].astype(np.int64)
@@ -218,8 +285,9 @@ class _PerSample(Metric):
     def reset(self) -> None:
         self.parts: dict[str, list[np.ndarray]] = {s: [] for s in self.needs}
 
-    def feature(self, out: Outputs) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def feature(self, out: Outputs) -> np.ndarray:
+        """The per-sample attack feature of one batch."""
 
     def update(self, split: str, out: Outputs, ref: Outputs | None = None) -> None:
         if split in self.parts:
@@ -230,32 +298,16 @@ class _PerSample(Metric):
 
 
 class _SvcEfficacy(_PerSample):
-    """MIA-Efficacy with the Sparse/SalUn SVC (§1.4) on one feature."""
+    """MIA-Efficacy with the Sparse/SalUn SVC (§1.4) on the feature of `feature`."""
 
+    section = "1.4"
     needs = frozenset({"retain", "test", "forget"})
-    variant: ClassVar[str] = "confidence"
-
-    def feature(self, out: Outputs) -> np.ndarray:
-        v = self.variant
-        if v == "confidence":
-            return F.confidence(out.logits, out.labels)
-        if v == "correctness":
-            return F.correctness(out.logits, out.labels)
-        p = F.softmax(out.logits, dtype=np.float32)
-        if v == "entropy":
-            return F.entropy(p)
-        if v == "m_entropy":
-            if self.options.get("reproduce", False):
-                return F.modified_entropy_buggy(p, out.labels)
-            return F.modified_entropy(p, out.labels)
-        return p  # prob: the whole probability vector
 
     def update(self, split: str, out: Outputs, ref: Outputs | None = None) -> None:
         # only the first |test| retain samples are shadow members; stop storing once enough are held
-        if split == "retain" and self.options.get("retain_limit") is not None:
-            held = sum(len(a) for a in self.parts["retain"])
-            if held >= self.options["retain_limit"]:
-                return
+        limit = self.options.retain_limit
+        if split == "retain" and limit is not None and sum(len(a) for a in self.parts["retain"]) >= limit:
+            return
         super().update(split, out, ref)
 
     def compute(self) -> dict[str, Any]:
@@ -270,22 +322,70 @@ class _SvcEfficacy(_PerSample):
 class MiaEfficacyForget(_SvcEfficacy):
     """MIA-Efficacy (Sparse/SalUn, §1.4): SVC on the true-label confidence, % of forget labelled non-member."""
 
-    name, default, section = "mia_efficacy_forget", True, "1.4"
+    name = "mia_efficacy_forget"
     summary = "MIA-Efficacy: SVC(C=3, rbf) on confidence, % of forget predicted non-member"
+    default = True
+
+    def feature(self, out: Outputs) -> np.ndarray:
+        return F.confidence(out.logits, out.labels)
 
 
-for _v in ("correctness", "entropy", "m_entropy", "prob"):
-    register_metric(type(f"MiaEfficacyForget_{_v}", (_SvcEfficacy,), {
-        "name": f"mia_efficacy_forget_{_v}", "variant": _v, "section": "1.4",
-        "summary": f"MIA-Efficacy variant with the {_v} feature", "__doc__": f"SVC MIA-Efficacy on the {_v} feature."}))
+@register_metric
+class MiaEfficacyForgetCorrectness(_SvcEfficacy):
+    """SVC MIA-Efficacy on the correctness feature (§1.4)."""
+
+    name = "mia_efficacy_forget_correctness"
+    summary = "MIA-Efficacy variant with the correctness feature"
+
+    def feature(self, out: Outputs) -> np.ndarray:
+        return F.correctness(out.logits, out.labels)
+
+
+@register_metric
+class MiaEfficacyForgetEntropy(_SvcEfficacy):
+    """SVC MIA-Efficacy on the entropy feature (§1.4)."""
+
+    name = "mia_efficacy_forget_entropy"
+    summary = "MIA-Efficacy variant with the entropy feature"
+
+    def feature(self, out: Outputs) -> np.ndarray:
+        return F.entropy(F.softmax(out.logits, dtype=np.float32))
+
+
+@register_metric
+class MiaEfficacyForgetMEntropy(_SvcEfficacy):
+    """SVC MIA-Efficacy on the modified-entropy feature (§1.4); ``reproduce=True`` uses the published bug."""
+
+    name = "mia_efficacy_forget_m_entropy"
+    summary = "MIA-Efficacy variant with the m_entropy feature"
+
+    def feature(self, out: Outputs) -> np.ndarray:
+        p = F.softmax(out.logits, dtype=np.float32)
+        if self.options.reproduce:
+            return F.modified_entropy_buggy(p, out.labels)
+        return F.modified_entropy(p, out.labels)
+
+
+@register_metric
+class MiaEfficacyForgetProb(_SvcEfficacy):
+    """SVC MIA-Efficacy on the whole probability vector (§1.4)."""
+
+    name = "mia_efficacy_forget_prob"
+    summary = "MIA-Efficacy variant with the prob feature"
+
+    def feature(self, out: Outputs) -> np.ndarray:
+        return F.softmax(out.logits, dtype=np.float32)
 
 
 @register_metric
 class MiaPrivacyRetainTest(_PerSample):
     """SVC balanced accuracy (%) of retain-vs-test membership (``SVC_MIA_training_privacy``, §1.4)."""
 
-    name, needs, section, higher_is_better = "mia_privacy_retain_test", frozenset({"retain", "test"}), "1.4", False
+    name = "mia_privacy_retain_test"
+    higher_is_better = False
     summary = "training-privacy SVC MIA, balanced accuracy (→ 50)"
+    section = "1.4"
+    needs = frozenset({"retain", "test"})
 
     def feature(self, out: Outputs) -> np.ndarray:
         return F.confidence(out.logits, out.labels)
@@ -300,9 +400,11 @@ class MiaPrivacyRetainTest(_PerSample):
 class MiaMemberRateEntropyLogreg(_PerSample):
     """SFR-on's MIA (§1.4b): logistic regression on entropy, % of forget labelled member."""
 
-    name, needs, default, section = "mia_member_rate_forget_entropy_logreg", frozenset({"retain", "test", "forget"}), \
-        True, "1.4b"
+    name = "mia_member_rate_forget_entropy_logreg"
     summary = "SFR-on MIA: logistic regression on entropy, % of forget predicted member"
+    section = "1.4b"
+    default = True
+    needs = frozenset({"retain", "test", "forget"})
 
     def feature(self, out: Outputs) -> np.ndarray:
         return F.entropy(F.softmax(out.logits, dtype=np.float32))
@@ -317,12 +419,16 @@ class MiaMemberRateEntropyLogreg(_PerSample):
 
 # ------------------------------------------------------------------------------ divergence to retrained
 class _Divergence(Metric):
-    needs_reference = True
-    higher_is_better = False
     unit = "nats"
+    higher_is_better = False
+    section = "1.6"
+    needs_reference = True
     gap = False
     split: ClassVar[str]
-    fn: ClassVar[str]
+
+    @abstractmethod
+    def divergence(self, ref_logits: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """Per-sample divergence of the model from the retrained model."""
 
     def reset(self) -> None:
         self.total = 0.0
@@ -335,8 +441,7 @@ class _Divergence(Metric):
             raise ConfigError(f"{self.name} needs the retrained model's outputs on {split}")
         if len(ref.labels) != len(out.labels):
             raise ConfigError(f"{self.name}: reference batch has {len(ref.labels)} samples, expected {len(out.labels)}")
-        fn = F.kl_divergence if self.fn == "kl" else F.js_divergence
-        self.total += float(fn(ref.logits, out.logits).sum())
+        self.total += float(self.divergence(ref.logits, out.logits).sum())
         self.count += len(out.labels)
 
     def compute(self) -> dict[str, Any]:
@@ -347,46 +452,113 @@ class _Divergence(Metric):
 class KlToRetrainedForget(_Divergence):
     """Mean ``KL(p_retrained ‖ p_model)`` over the forget set, nats (SFR-on's DKL, §1.6)."""
 
-    name, split, fn, needs, default, section = "kl_to_retrained_forget", "forget", "kl", frozenset({"forget"}), \
-        True, "1.6"
+    name = "kl_to_retrained_forget"
     summary = "DKL: KL(retrained ‖ model) on forget, mean over samples"
+    default = True
+    split = "forget"
+    needs = frozenset({"forget"})
+
+    def divergence(self, ref_logits: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        return F.kl_divergence(ref_logits, logits)
 
 
 @register_metric
 class JsToRetrainedForget(_Divergence):
     """Mean Jensen–Shannon divergence to the retrained model over the forget set, nats (§1.6)."""
 
-    name, split, fn, needs, default, section = "js_to_retrained_forget", "forget", "js", frozenset({"forget"}), \
-        True, "1.6"
+    name = "js_to_retrained_forget"
     summary = "JS divergence to retrained on forget"
+    default = True
+    split = "forget"
+    needs = frozenset({"forget"})
+
+    def divergence(self, ref_logits: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        return F.js_divergence(ref_logits, logits)
 
 
 @register_metric
 class KlToRetrainedTest(_Divergence):
     """Mean ``KL(p_retrained ‖ p_model)`` over the test set used for TA (§1.6, library extension)."""
 
-    name, split, fn, needs, section = "kl_to_retrained_test", "test", "kl", frozenset({"test"}), "1.6"
+    name = "kl_to_retrained_test"
     summary = "KL(retrained ‖ model) on test"
+    split = "test"
+    needs = frozenset({"test"})
+
+    def divergence(self, ref_logits: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        return F.kl_divergence(ref_logits, logits)
 
 
-# --------------------------------------------------------------- derived keys (computed by the suite)
-_meta("avg_gap_to_retrained", "pp", False, True, "1.5", "Avg. Gap: mean |Δ| to retrained of FA, RA, TA, MIA",
-      kind="derived", gap=False)
-_meta("tow_to_retrained", "-", True, False, "1.8", "ToW: Π(1 − |Δ|) of FA, RA, TA as fractions", kind="derived",
-      gap=False)
-_meta("runtime_seconds", "s", False, True, "1.7", "wall-clock of the unlearning run (from the runner)",
-      kind="derived", gap=False)
-_meta("runtime_setup_seconds", "s", False, True, "1.7", "preprocessing part of the runtime", kind="derived", gap=False)
-_meta("runtime_update_seconds", "s", False, True, "1.7", "update part of the runtime", kind="derived", gap=False)
-_meta("speedup_vs_retrained", "×", True, True, "1.7", "runtime(retrained) / runtime(method)", kind="derived",
-      gap=False)
-_meta("noise_floor_avg_gap", "pp", None, False, "7", "Avg. Gap between two retrained models of different seeds",
-      kind="derived", gap=False)
-
-
-def metric_infos() -> dict[str, MetricInfo]:
-    """Every registered key (metrics, derived quantities and audit outputs)."""
-    from . import audits  # noqa: F401 - registers the audit keys
-
-    return dict(KEY_META)
-
+# ----------------------------------------------------------- derived keys (written by the suite and the record)
+DERIVED_KEYS: tuple[MetricInfo, ...] = (
+    MetricInfo(
+        "avg_gap_to_retrained",
+        "pp",
+        False,
+        True,
+        "1.5",
+        "Avg. Gap: mean |Δ| to retrained of FA, RA, TA, MIA",
+        kind="derived",
+        gap=False,
+    ),
+    MetricInfo(
+        "tow_to_retrained",
+        "-",
+        True,
+        False,
+        "1.8",
+        "ToW: Π(1 − |Δ|) of FA, RA, TA as fractions",
+        kind="derived",
+        gap=False,
+    ),
+    MetricInfo(
+        "runtime_seconds",
+        "s",
+        False,
+        True,
+        "1.7",
+        "wall-clock of the unlearning run (from the runner)",
+        kind="derived",
+        gap=False,
+    ),
+    MetricInfo(
+        "runtime_setup_seconds",
+        "s",
+        False,
+        True,
+        "1.7",
+        "preprocessing part of the runtime (from the runner)",
+        kind="derived",
+        gap=False,
+    ),
+    MetricInfo(
+        "runtime_update_seconds",
+        "s",
+        False,
+        True,
+        "1.7",
+        "update part of the runtime (from the runner)",
+        kind="derived",
+        gap=False,
+    ),
+    MetricInfo(
+        "speedup_vs_retrained",
+        "×",
+        True,
+        True,
+        "1.7",
+        "runtime(retrained) / runtime(method)",
+        kind="derived",
+        gap=False,
+    ),
+    MetricInfo(
+        "noise_floor_avg_gap",
+        "pp",
+        None,
+        False,
+        "7",
+        "Avg. Gap between two retrained models of different seeds",
+        kind="derived",
+        gap=False,
+    ),
+)

@@ -14,8 +14,14 @@ from ..errors import ConfigError
 from . import functional as F
 
 __all__ = [
-    "ATTACK_SCORES", "attack_scores", "kit_loss_logreg_mia", "mia_efficacy_svc", "mia_entropy_logreg",
-    "mia_privacy_svc", "population_mia", "svc_attack",
+    "ATTACK_SCORES",
+    "attack_scores",
+    "kit_loss_logreg_mia",
+    "mia_efficacy_svc",
+    "mia_entropy_logreg",
+    "mia_privacy_svc",
+    "population_mia",
+    "svc_attack",
 ]
 
 # C, kernel and gamma of the Sparse/SalUn attacker (§1.4); gamma='auto' = 1 / n_features, not sklearn's 'scale'.
@@ -88,8 +94,9 @@ def svc_attack(shadow_in: Any, shadow_out: Any, targets: list[Any], *, dedupe: b
     return {"predictions": preds, "degenerate_features": degenerate}
 
 
-def mia_efficacy_svc(feature_retain: Any, feature_test: Any, feature_forget: Any, *,
-                     dedupe: bool = True) -> dict[str, Any]:
+def mia_efficacy_svc(
+    feature_retain: Any, feature_test: Any, feature_forget: Any, *, dedupe: bool = True
+) -> dict[str, Any]:
     """MIA-Efficacy of Sparse/SalUn (§1.4): % of forget samples an SVC attacker labels "non-member".
 
     Args:
@@ -120,12 +127,16 @@ def mia_privacy_svc(feature_retain: Any, feature_test: Any, *, dedupe: bool = Tr
     ft, fr = _features(feature_test), _features(feature_retain)
     m = len(ft) // 2
     if m == 0 or len(fr) <= m:
-        raise ConfigError(f"training-privacy MIA needs ≥ 2 test samples and more retain than test/2 samples, "
-                          f"got {len(ft)} test and {len(fr)} retain")
+        raise ConfigError(
+            f"training-privacy MIA needs ≥ 2 test samples and more retain than test/2 samples, "
+            f"got {len(ft)} test and {len(fr)} retain"
+        )
     out = svc_attack(fr[:m], ft[:m], [fr[m:], ft[m:]], dedupe=dedupe)
     p_in, p_out = out["predictions"]
-    return {"mia_privacy": float(100.0 * 0.5 * (p_in.mean() + (1.0 - p_out.mean()))),
-            "degenerate_features": out["degenerate_features"]}
+    return {
+        "mia_privacy": float(100.0 * 0.5 * (p_in.mean() + (1.0 - p_out.mean()))),
+        "degenerate_features": out["degenerate_features"],
+    }
 
 
 def mia_entropy_logreg(entropy_retain: Any, entropy_test: Any, entropy_forget: Any) -> dict[str, Any]:
@@ -213,19 +224,21 @@ def attack_scores(attack: str, logits: Any, labels: Any) -> np.ndarray:
     return ATTACK_SCORES[attack](logits, labels)
 
 
-def population_mia(scores_member: Any, scores_nonmember: Any,
-                   fprs: tuple[float, ...] = (0.01, 0.001), keep_roc: bool = False) -> dict[str, Any]:
+def population_mia(
+    scores_member: Any, scores_nonmember: Any, fprs: tuple[float, ...] = (0.01, 0.001), keep_roc: bool = False
+) -> dict[str, Any]:
     """Threshold attack "member iff score ≥ t" over all t (§3.4).
 
     Returns AUC (Mann–Whitney), TPR at each FPR in ``fprs`` (NaN when the negatives cannot resolve that
     rate), the best balanced accuracy (%), and optionally the ROC arrays.
     """
-    out: dict[str, Any] = {"auc": F.roc_auc(scores_member, scores_nonmember),
-                           "balanced_accuracy": F.balanced_accuracy_best(scores_member, scores_nonmember)}
+    out: dict[str, Any] = {
+        "auc": F.roc_auc(scores_member, scores_nonmember),
+        "balanced_accuracy": F.balanced_accuracy_best(scores_member, scores_nonmember),
+    }
     for f in fprs:
         out[f"tpr_at_fpr_{f:g}"] = F.tpr_at_fpr(scores_member, scores_nonmember, f)
     if keep_roc:
         fpr, tpr, _ = F.binary_roc(scores_member, scores_nonmember)
         out["roc"] = {"fpr": fpr, "tpr": tpr}
     return out
-

@@ -15,27 +15,52 @@ import os
 import platform
 import re
 import subprocess
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
 from .._io import read_json, sha256_json, write_json_atomic
 from ..errors import ConfigError, MissingDependencyError
-from .metrics import KEY_META
+from .metrics import MetricInfo
 
-__all__ = ["SCHEMA_VERSION", "aggregate", "build_record", "read_record", "records_to_frame", "run_id",
-           "t_interval", "write_record"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "aggregate",
+    "build_record",
+    "read_record",
+    "records_to_frame",
+    "run_id",
+    "t_interval",
+    "write_record",
+]
 
 SCHEMA_VERSION = "1.0"
 _ABS_PATH = re.compile(r"^(/|[A-Za-z]:[\\/]|\\\\|~[/\\])")
 
 
-def run_id(dataset: str, split_spec: str, split_sha256: str, model: Any, method: str | None,
-           config: dict[str, Any] | None, seed: int) -> str:
+def run_id(
+    dataset: str,
+    split_spec: str,
+    split_sha256: str,
+    model: Any,
+    method: str | None,
+    config: dict[str, Any] | None,
+    seed: int,
+) -> str:
     """SHA-256 of (dataset, split spec and digest, model, method config, seed): identifies a run for resuming."""
-    return sha256_json({"dataset": dataset, "split": split_spec, "split_sha256": split_sha256, "model": model,
-                        "method": method, "config": config or {}, "seed": seed})
+    return sha256_json(
+        {
+            "dataset": dataset,
+            "split": split_spec,
+            "split_sha256": split_sha256,
+            "model": model,
+            "method": method,
+            "config": config or {},
+            "seed": seed,
+        }
+    )
 
 
 def _clean(v: Any) -> Any:
@@ -70,20 +95,49 @@ def environment(device: Any) -> dict[str, Any]:
     import torch
 
     dev = str(device)
-    name = torch.cuda.get_device_name(device) if getattr(device, "type", "") == "cuda" else platform.processor() or \
-        platform.machine()
-    return {"device": dev, "device_name": name, "torch": torch.__version__, "sklearn": sklearn.__version__,
-            "numpy": np.__version__, "python": platform.python_version(), "num_threads": torch.get_num_threads(),
-            "deterministic": bool(torch.are_deterministic_algorithms_enabled())}
+    name = (
+        torch.cuda.get_device_name(device)
+        if getattr(device, "type", "") == "cuda"
+        else platform.processor() or platform.machine()
+    )
+    return {
+        "device": dev,
+        "device_name": name,
+        "torch": torch.__version__,
+        "sklearn": sklearn.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "num_threads": torch.get_num_threads(),
+        "deterministic": bool(torch.are_deterministic_algorithms_enabled()),
+    }
 
 
-def build_record(*, models: dict[str, Any], singles: dict[str, Any], result: Any, gaps: dict[str, Any], bundle: Any,
-                 split: Any, device: Any, runtime_seconds: float | None, runtime_setup_seconds: float | None,
-                 runtime_update_seconds: float | None, retrain_seconds: float | None, noise_floor: float | None,
-                 method: str | None, config: dict[str, Any] | None, seed: int, mia_flavour: str, reproduce: bool,
-                 streamed: list[str], audits: list[str], timing: dict[str, Any],
-                 model_name: str | None = None) -> dict[str, Any]:
-    """Assemble the §8.2 record from a suite result (used by `evaluate`)."""
+def build_record(
+    *,
+    models: dict[str, Any],
+    singles: dict[str, Any],
+    result: Any,
+    gaps: dict[str, Any],
+    bundle: Any,
+    split: Any,
+    device: Any,
+    runtime_seconds: float | None,
+    runtime_setup_seconds: float | None,
+    runtime_update_seconds: float | None,
+    retrain_seconds: float | None,
+    noise_floor: float | None,
+    method: str | None,
+    config: dict[str, Any] | None,
+    seed: int,
+    mia_flavour: str,
+    reproduce: bool,
+    streamed: list[str],
+    audits: list[str],
+    timing: dict[str, Any],
+    infos: Mapping[str, MetricInfo],
+    model_name: str | None = None,
+) -> dict[str, Any]:
+    """Assemble the §8.2 record from a suite result (used by `evaluate`); ``infos`` gives ``metric_meta``."""
     from .. import __version__
     from ..models import model_config
     from .suite import model_sha256
@@ -92,11 +146,14 @@ def build_record(*, models: dict[str, Any], singles: dict[str, Any], result: Any
     u = models["unlearned"]
     cfg = model_config(u) or {}
     arch = model_name or cfg.get("name") or type(u).__name__
-    model_section = {"arch": arch, "num_params": int(sum(p.numel() for p in u.parameters())),
-                     "config": {k: v for k, v in cfg.items() if k not in ("mean", "std")} or None}
+    model_section = {
+        "arch": arch,
+        "num_params": int(sum(p.numel() for p in u.parameters())),
+        "config": {k: v for k, v in cfg.items() if k not in ("mean", "std")} or None,
+    }
     if "original" in models:
         model_section["original_sha256"] = model_sha256(models["original"])
-    sizes = {"train": int(split.num_train), "test": int(len(split.test))}
+    sizes = {"train": int(split.num_train), "test": len(split.test)}
     kind = split.kind
     rec_models: dict[str, Any] = {}
     for role, m in {**models, **singles}.items():
@@ -106,13 +163,16 @@ def build_record(*, models: dict[str, Any], singles: dict[str, Any], result: Any
         rec_models[role] = entry
     un = rec_models["unlearned"]
     if runtime_seconds is not None:
-        un["runtime_seconds"] = float(runtime_seconds)
-        un["metrics"]["runtime_seconds"] = float(runtime_seconds)
-        if runtime_setup_seconds is not None:
-            un["runtime_setup_seconds"] = float(runtime_setup_seconds)
-            upd = runtime_update_seconds if runtime_update_seconds is not None else \
-                float(runtime_seconds) - float(runtime_setup_seconds)
-            un["runtime_update_seconds"] = float(upd)
+        upd = runtime_update_seconds
+        if upd is None and runtime_setup_seconds is not None:
+            upd = float(runtime_seconds) - float(runtime_setup_seconds)
+        for key, secs in (
+            ("runtime_seconds", runtime_seconds),
+            ("runtime_setup_seconds", runtime_setup_seconds),
+            ("runtime_update_seconds", upd),
+        ):
+            if secs is not None:
+                un[key] = un["metrics"][key] = float(secs)
         if retrain_seconds is not None and runtime_seconds > 0:
             un["speedup_vs_retrained"] = float(retrain_seconds) / float(runtime_seconds)
             un["metrics"]["speedup_vs_retrained"] = un["speedup_vs_retrained"]
@@ -122,27 +182,39 @@ def build_record(*, models: dict[str, Any], singles: dict[str, Any], result: Any
     present = set(gaps) | {k for e in rec_models.values() for k in e["metrics"]}
     if noise_floor is not None:
         present.add("noise_floor_avg_gap")
-    meta = {k: {"unit": KEY_META[k].unit, "higher_is_better": KEY_META[k].higher_is_better}
-            for k in KEY_META if k in present}
+    meta = {
+        k: {"unit": info.unit, "higher_is_better": info.higher_is_better} for k, info in infos.items() if k in present
+    }
     record = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id(info.name, split.spec, split.sha256, model_section["config"] or arch, method, config, seed),
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "package": {"name": "unlearnkit", "version": __version__, "git_sha": _git_sha()},
         "environment": environment(device),
         "task": {
-            "kind": "classification", "scenario": kind, "dataset": info.name, "num_classes": int(info.num_classes),
+            "kind": "classification",
+            "scenario": kind,
+            "dataset": info.name,
+            "num_classes": int(info.num_classes),
             "image_size": int(info.image_size),
             "split": {"protocol": "library", "split_seed": int(split.seed), "sizes": sizes},
-            "forget": {"spec": split.spec, "size": int(len(split.forget)), "indices_sha256": split.sha256,
-                       "classes": list(split.forget_classes) or None},
+            "forget": {
+                "spec": split.spec,
+                "size": len(split.forget),
+                "indices_sha256": split.sha256,
+                "classes": list(split.forget_classes) or None,
+            },
             "test_set_for_accuracy_test": "test_without_forgotten_classes" if split.is_classwise else "test",
         },
         "model": model_section,
         "method": {"name": method, "config": config or {}},
-        "evaluation_config": {"mia_flavour": mia_flavour, "reproduce_bugs": bool(reproduce),
-                              "kl": {"direction": "retrained||model", "sets": ["forget"]},
-                              "metrics": list(streamed), "audits": list(audits)},
+        "evaluation_config": {
+            "mia_flavour": mia_flavour,
+            "reproduce_bugs": bool(reproduce),
+            "kl": {"direction": "retrained||model", "sets": ["forget"]},
+            "metrics": list(streamed),
+            "audits": list(audits),
+        },
         "seed": int(seed),
         "models": rec_models,
         "gaps_to_retrained": gaps,
@@ -163,11 +235,13 @@ def _check_relative(obj: Any, where: str = "record") -> None:
         for i, v in enumerate(obj):
             _check_relative(v, f"{where}[{i}]")
     elif isinstance(obj, str) and _ABS_PATH.match(obj):
-        raise ConfigError(f"{where} holds an absolute path ({obj!r}); records may only reference files by a path "
-                          "relative to the record")
+        raise ConfigError(
+            f"{where} holds an absolute path ({obj!r}); records may only reference files by a path "
+            "relative to the record"
+        )
 
 
-def write_record(record: dict[str, Any], path: str | os.PathLike) -> Path:
+def write_record(record: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write a record as JSON atomically; refuses absolute paths anywhere inside it."""
     if not isinstance(record, dict) or "schema_version" not in record:
         raise ConfigError("not an evaluation record (no schema_version); build it with unlearnkit.evaluate()")
@@ -184,13 +258,15 @@ def read_record(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"cannot read record {path}: {exc}") from exc
     ver = str(rec.get("schema_version", "")) if isinstance(rec, dict) else ""
     if ver.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
-        raise ConfigError(f"record {path} has schema_version {ver or 'none'!r}; this unlearnkit reads "
-                          f"{SCHEMA_VERSION.split('.')[0]}.x")
+        raise ConfigError(
+            f"record {path} has schema_version {ver or 'none'!r}; this unlearnkit reads "
+            f"{SCHEMA_VERSION.split('.')[0]}.x"
+        )
     return rec
 
 
 # --------------------------------------------------------------------------------------- aggregation
-def t_interval(values: Iterable[float], level: float = 0.95) -> dict[str, Any]:
+def t_interval(values: Iterable[float | None], level: float = 0.95) -> dict[str, Any]:
     """mean, sample std (ddof = 1), n and the Student-t interval ``mean ± t_{(1+level)/2, n−1} s/√n``."""
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
     n = len(v)
@@ -208,11 +284,16 @@ def t_interval(values: Iterable[float], level: float = 0.95) -> dict[str, Any]:
 
 def _group_key(rec: dict[str, Any]) -> dict[str, Any]:
     task = rec.get("task", {})
-    return {"dataset": task.get("dataset"), "scenario": task.get("scenario"),
-            "forget_spec": task.get("forget", {}).get("spec"), "model": rec.get("model", {}).get("arch"),
-            "model_config": rec.get("model", {}).get("config"), "method": rec.get("method", {}).get("name"),
-            "method_config": rec.get("method", {}).get("config"),
-            "mia_flavour": rec.get("evaluation_config", {}).get("mia_flavour")}
+    return {
+        "dataset": task.get("dataset"),
+        "scenario": task.get("scenario"),
+        "forget_spec": task.get("forget", {}).get("spec"),
+        "model": rec.get("model", {}).get("arch"),
+        "model_config": rec.get("model", {}).get("config"),
+        "method": rec.get("method", {}).get("name"),
+        "method_config": rec.get("method", {}).get("config"),
+        "mia_flavour": rec.get("evaluation_config", {}).get("mia_flavour"),
+    }
 
 
 def aggregate(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -239,31 +320,53 @@ def aggregate(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(set(seeds)) != len(seeds):
             raise ConfigError(f"group {keys[k]} has duplicate seeds {seeds}; aggregate one record per seed")
 
-        def stats_for(role: str) -> dict[str, Any]:
+        def stats_for(role: str, recs: list[dict[str, Any]] = recs) -> dict[str, Any]:
             names: list[str] = []
             for r in recs:
                 for n, v in r.get("models", {}).get(role, {}).get("metrics", {}).items():
                     if n not in names and (v is None or isinstance(v, (int, float))) and not isinstance(v, bool):
                         names.append(n)
-            return {n: t_interval([r["models"][role]["metrics"].get(n) for r in recs
-                                   if role in r.get("models", {}) and r["models"][role]["metrics"].get(n) is not None])
-                    for n in names}
+            return {
+                n: t_interval(
+                    [
+                        r["models"][role]["metrics"].get(n)
+                        for r in recs
+                        if role in r.get("models", {}) and r["models"][role]["metrics"].get(n) is not None
+                    ]
+                )
+                for n in names
+            }
 
-        entry: dict[str, Any] = {"group": keys[k], "n_seeds": len(recs), "seeds": seeds,
-                                 "metrics": stats_for("unlearned"),
-                                 "reference_metrics": {role: stats_for(role) for role in ("original", "retrained")
-                                                       if any(role in r.get("models", {}) for r in recs)}}
+        entry: dict[str, Any] = {
+            "group": keys[k],
+            "n_seeds": len(recs),
+            "seeds": seeds,
+            "metrics": stats_for("unlearned"),
+            "reference_metrics": {
+                role: stats_for(role)
+                for role in ("original", "retrained")
+                if any(role in r.get("models", {}) for r in recs)
+            },
+        }
         gap_names: list[str] = []
         for r in recs:
             for n in r.get("gaps_to_retrained", {}):
                 if n not in gap_names:
                     gap_names.append(n)
-        entry["gaps_paired"] = {n: t_interval([r["gaps_to_retrained"].get(n) for r in recs
-                                               if r.get("gaps_to_retrained", {}).get(n) is not None])
-                                for n in gap_names if n != "avg_gap_to_retrained"}
-        entry["avg_gap_paired"] = t_interval([r.get("gaps_to_retrained", {}).get("avg_gap_to_retrained")
-                                              for r in recs
-                                              if r.get("gaps_to_retrained", {}).get("avg_gap_to_retrained") is not None])
+        entry["gaps_paired"] = {
+            n: t_interval(
+                [r["gaps_to_retrained"].get(n) for r in recs if r.get("gaps_to_retrained", {}).get(n) is not None]
+            )
+            for n in gap_names
+            if n != "avg_gap_to_retrained"
+        }
+        entry["avg_gap_paired"] = t_interval(
+            [
+                r.get("gaps_to_retrained", {}).get("avg_gap_to_retrained")
+                for r in recs
+                if r.get("gaps_to_retrained", {}).get("avg_gap_to_retrained") is not None
+            ]
+        )
         flavour = keys[k].get("mia_flavour") or "svc_confidence"
         four = (*AVG_GAP_BASE, MIA_FLAVOURS.get(flavour, "mia_efficacy_forget"))
         ref = entry["reference_metrics"].get("retrained", {})
@@ -273,8 +376,9 @@ def aggregate(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             entry["avg_gap_of_means"] = {"value": val, "note": "paper-compatible (gap of seed-averaged metrics)"}
         else:
             entry["avg_gap_of_means"] = {"value": None, "note": "paper-compatible (gap of seed-averaged metrics)"}
-        entry["noise_floor_avg_gap"] = t_interval([r.get("noise_floor_avg_gap") for r in recs
-                                                   if r.get("noise_floor_avg_gap") is not None])
+        entry["noise_floor_avg_gap"] = t_interval(
+            [r.get("noise_floor_avg_gap") for r in recs if r.get("noise_floor_avg_gap") is not None]
+        )
         out.append(entry)
     return out
 
@@ -297,7 +401,7 @@ def flatten_record(record: dict[str, Any], sep: str = ".") -> dict[str, Any]:
     return row
 
 
-def records_to_frame(records: Iterable[dict[str, Any]]):
+def records_to_frame(records: Iterable[dict[str, Any]]) -> Any:
     """A pandas DataFrame with one row per record (needs the optional ``pandas`` extra)."""
     try:
         import pandas as pd

@@ -1,30 +1,47 @@
 """`EvaluationSuite` (one forward pass per (model, split), shared by every metric) and `evaluate`.
 
-The suite evaluates the retrained model first (its outputs on the splits that reference metrics need
-are kept), then every other model with the identical code path, streaming each batch of logits into
-all metrics at once (evaluation.md §8.0). Audits read the logits / features kept for them.
+A suite run is plan → forward → compute: `EvaluationSuite.plan` decides which models × splits need a forward
+pass and which metrics and audits run; each model's forward pass per split (the retrained model first, its
+outputs are the reference) streams every batch of logits into all metrics at once (evaluation.md §8.0); then
+the metrics compute their values and the audits read the logits / features kept for them. Nothing is remembered
+between calls unless an `EvaluationCache` is passed.
 """
 
 from __future__ import annotations
 
-import copy
-from collections import OrderedDict
-
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from itertools import takewhile
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import ConfigError, DivergenceError, IncompatibleError
-from .audits import AUDITS, AuditContext
-from .metrics import EVAL_SPLITS, KEY_META, METRICS, Metric, Outputs
+from .audits import AUDITS, Audit, AuditContext
+from .cache import Batch, EvaluationCache, ForwardKey, ValuesKey
+from .metrics import DERIVED_KEYS, EVAL_SPLITS, METRICS, Metric, MetricInfo, MetricOptions, Outputs
 
-__all__ = ["DEFAULT_METRICS", "MIA_FLAVOURS", "EvaluationSuite", "eval_datasets", "evaluate", "format_table",
-           "noise_floor", "resolve_selection"]
+if TYPE_CHECKING:
+    from ..data import DatasetBundle, ImageDataset, Split
+    from ..oracle import TrainedModel
+    from .ulira import UliraShadows
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "MIA_FLAVOURS",
+    "EvaluationSuite",
+    "SuitePlan",
+    "eval_datasets",
+    "evaluate",
+    "format_table",
+    "metric_infos",
+    "noise_floor",
+    "resolve_selection",
+]
 
 MIA_FLAVOURS = {"svc_confidence": "mia_efficacy_forget", "entropy_logreg": "mia_member_rate_forget_entropy_logreg"}
 AVG_GAP_BASE = ("accuracy_forget", "accuracy_retain", "accuracy_test")
@@ -37,6 +54,22 @@ def _default_metrics() -> list[str]:
 
 DEFAULT_METRICS = tuple(_default_metrics())
 DERIVED_SELECTABLE = ("tow_to_retrained",)
+
+
+def _section_key(info: MetricInfo) -> tuple[tuple[int, str], ...]:
+    """``"1.4b"`` → ``((1, "1"), (4, "4b"))``: numeric section order, ``1.4 < 1.4b < 1.5``."""
+    return tuple((int("".join(takewhile(str.isdigit, p)) or 0), p) for p in info.section.split("."))
+
+
+def metric_infos() -> dict[str, MetricInfo]:
+    """Metadata of every key a record can hold, in evaluation.md section order: the registered metrics, the
+    derived keys (`DERIVED_KEYS`) and the outputs of the registered audits."""
+    infos = [
+        *(METRICS.get(n).info() for n in METRICS.names()),
+        *DERIVED_KEYS,
+        *(o for n in AUDITS.names() for o in AUDITS.get(n).outputs),
+    ]
+    return {i.name: i for i in sorted(infos, key=_section_key)}
 
 
 def resolve_selection(metrics: Sequence[str] | str | None) -> tuple[list[str], list[str], list[str]]:
@@ -65,9 +98,11 @@ def resolve_selection(metrics: Sequence[str] | str | None) -> tuple[list[str], l
         elif n in METRICS:
             (removed.add(METRICS.canonical(n)) if drop else streamed.append(METRICS.canonical(n)))
         else:
-            if n in KEY_META:
-                raise ConfigError(f"{n!r} is computed by the default suite or an audit and cannot be selected on its "
-                                  "own; see `unlearnkit list metrics`")
+            if n in metric_infos():
+                raise ConfigError(
+                    f"{n!r} is computed by the default suite or an audit and cannot be selected on its "
+                    "own; see `unlearnkit list metrics`"
+                )
             METRICS.get(n)  # raises UnknownNameError with did-you-mean
     keep = [x for x in dict.fromkeys(streamed) if x not in removed]
     return keep, [a for a in dict.fromkeys(audits) if a not in removed], [d for d in derived if d not in removed]
@@ -81,16 +116,25 @@ def eval_datasets(bundle: Any, split: Any) -> dict[str, Any]:
     """
     info = bundle.info
     if split.dataset != info.name:
-        raise ConfigError(f"the split was made for dataset {split.dataset!r}, not {info.name!r}; make the split "
-                          "with split_for(bundle, spec, seed)")
+        raise ConfigError(
+            f"the split was made for dataset {split.dataset!r}, not {info.name!r}; make the split "
+            "with split_for(bundle, spec, seed)"
+        )
     if split.num_train != len(bundle.train):
-        raise ConfigError(f"the split indexes a training set of {split.num_train} images but the dataset has "
-                          f"{len(bundle.train)}; make the split for this dataset")
-    for name, idx, n in (("forget", split.forget, len(bundle.train)), ("retain", split.retain, len(bundle.train)),
-                         ("test", split.test, len(bundle.test))):
+        raise ConfigError(
+            f"the split indexes a training set of {split.num_train} images but the dataset has "
+            f"{len(bundle.train)}; make the split for this dataset"
+        )
+    for name, idx, n in (
+        ("forget", split.forget, len(bundle.train)),
+        ("retain", split.retain, len(bundle.train)),
+        ("test", split.test, len(bundle.test)),
+    ):
         if len(idx) == 0:
-            raise ConfigError(f"the {name} set of split {split.spec!r} is empty; evaluation needs non-empty forget, "
-                              "retain and test sets (pass a forget spec such as class:0 or random:0.1)")
+            raise ConfigError(
+                f"the {name} set of split {split.spec!r} is empty; evaluation needs non-empty forget, "
+                "retain and test sets (pass a forget spec such as class:0 or random:0.1)"
+            )
         if idx.min() < 0 or idx.max() >= n:
             raise ConfigError(f"{name} index {int(idx.max())} is outside the dataset ({n} images)")
     test = bundle.test.subset(split.test)
@@ -146,6 +190,56 @@ class SuiteResult:
     timing: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class SuitePlan:
+    """What one suite run computes, decided before any forward pass (`EvaluationSuite.plan`).
+
+    Attributes:
+        roles: models in evaluation order; the retrained model first, its outputs are the reference.
+        metrics: the streamed metrics that can run.
+        audits: the selected audits.
+        splits: splits that need a forward pass, in ``EVAL_SPLITS`` order.
+        reference_splits: splits on which the retrained model's logits are kept for reference metrics.
+        logit_splits: splits on which every model's logits are kept for audits.
+        feature_splits: splits on which penultimate features are kept for audits.
+        problems: missing requirements of explicitly selected metrics and of audits (empty: the plan can run).
+    """
+
+    roles: tuple[str, ...]
+    metrics: tuple[type[Metric], ...]
+    audits: tuple[Audit, ...]
+    splits: tuple[str, ...]
+    reference_splits: frozenset[str]
+    logit_splits: frozenset[str]
+    feature_splits: frozenset[str]
+    problems: tuple[str, ...] = ()
+
+
+@dataclass
+class _Timing:
+    forward: float = 0.0
+    update: float = 0.0
+    compute: dict[str, float] = field(default_factory=dict)
+    audit: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "forward_seconds": self.forward,
+            "update_seconds": self.update,
+            "compute_seconds": self.compute,
+            "audit_seconds": self.audit,
+        }
+
+
+@dataclass
+class _Kept:
+    """Outputs kept beyond their batch: the reference model's logits, and logits / features for audits."""
+
+    reference: dict[str, np.ndarray] = field(default_factory=dict)
+    logits: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    features: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+
 @dataclass
 class EvaluationSuite:
     """A set of streamed metrics and audits evaluated with one forward pass per (model, split).
@@ -153,28 +247,42 @@ class EvaluationSuite:
     Args:
         metrics: streamed metric names (default: the default suite).
         audits: audit names (off by default).
-        metric_options: options passed to every metric (e.g. ``reproduce=True`` for the buggy m_entropy).
-        audit_options: per-audit options, e.g. ``{"relearn_time": {"max_steps": 200}}``.
+        metric_options: options of every metric (`MetricOptions` or a mapping of its fields, e.g.
+            ``{"reproduce": True}`` for the buggy m_entropy); an unknown key raises `ConfigError`.
+        audit_options: per-audit options, e.g. ``{"relearn_time": {"max_steps": 200}}``; an unknown audit or
+            option name raises.
         batch_size: evaluation batch size (BatchNorm is in eval mode, so it does not change results).
     """
 
     metrics: Sequence[str] = DEFAULT_METRICS
     audits: Sequence[str] = ()
-    metric_options: dict[str, Any] = field(default_factory=dict)
-    audit_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metric_options: MetricOptions | Mapping[str, Any] = field(default_factory=MetricOptions)
+    audit_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     batch_size: int = 1024
 
-    def _metric_classes(self) -> list[type[Metric]]:
-        return [METRICS.get(n) for n in self.metrics]
+    def __post_init__(self) -> None:
+        self.metric_options = MetricOptions.coerce(self.metric_options)
+        for name, options in self.audit_options.items():
+            AUDITS.get(name).check_options(options)
 
-    def plan(self, roles: Iterable[str], classwise: bool, extra_models: dict[str, Any] | None = None,
-             explicit: Iterable[str] = ()) -> tuple[list[type[Metric]], list[str]]:
-        """(metric classes that can run, problems): every missing requirement is reported at once."""
+    # ------------------------------------------------------------------------------------------ plan
+    def plan(
+        self,
+        roles: Iterable[str],
+        classwise: bool,
+        extra_models: Mapping[str, Any] | None = None,
+        explicit: Iterable[str] = (),
+    ) -> SuitePlan:
+        """Which models × splits need a forward pass and which metrics and audits run.
+
+        Metrics whose requirements are missing are dropped; every missing requirement of an ``explicit``ly
+        selected metric or of an audit is reported at once in ``problems``.
+        """
         roles = set(roles)
         explicit = set(explicit)
         problems: list[str] = []
         runnable = []
-        for cls in self._metric_classes():
+        for cls in (METRICS.get(n) for n in self.metrics):
             if cls.classwise_only and not classwise:
                 if cls.name in explicit:
                     problems.append(f"metric {cls.name} needs class-wise forgetting (forget spec class:…)")
@@ -184,162 +292,249 @@ class EvaluationSuite:
                     problems.append(f"metric {cls.name} needs the retrained model (pass retrained=)")
                 continue
             runnable.append(cls)
-        for name in self.audits:
-            a = AUDITS.get(name)
-            for r in sorted(a.needs_models - roles):
-                problems.append(f"audit {name} needs the {r} model (pass {r}=)")
-            for e in a.needs_extra:
-                if not (extra_models or {}).get(e):
-                    problems.append(f"audit {name} needs extra_models[{e!r}]")
+        audits = tuple(AUDITS.get(name) for name in self.audits)
+        for a in audits:
+            problems += [f"audit {a.name} needs the {r} model (pass {r}=)" for r in sorted(a.needs_models - roles)]
+            problems += [
+                f"audit {a.name} needs extra_models[{e!r}]" for e in a.needs_extra if not (extra_models or {}).get(e)
+            ]
             if a.classwise_only and not classwise:
-                problems.append(f"audit {name} needs class-wise forgetting")
-        return runnable, problems
+                problems.append(f"audit {a.name} needs class-wise forgetting")
+        logit_splits = frozenset().union(*(a.needs_logits for a in audits))
+        feature_splits = frozenset().union(*(a.needs_features for a in audits))
+        needed = frozenset().union(*(c.needs for c in runnable), logit_splits, feature_splits)
+        order = sorted(roles, key=lambda r: (r != "retrained", ROLE_ORDER.index(r) if r in ROLE_ORDER else 99, r))
+        return SuitePlan(
+            roles=tuple(order),
+            metrics=tuple(runnable),
+            audits=audits,
+            splits=tuple(s for s in EVAL_SPLITS if s in needed and (classwise or s != "test_forgotten_classes")),
+            reference_splits=frozenset().union(*(c.needs for c in runnable if c.needs_reference)),
+            logit_splits=logit_splits,
+            feature_splits=feature_splits,
+            problems=tuple(problems),
+        )
 
-    def run(self, models: dict[str, nn.Module], datasets: dict[str, Any], split: Any, device: torch.device, *,
-            seed: int = 0, extra_models: dict[str, Any] | None = None, train_set: Any = None,
-            metric_classes: list[type[Metric]] | None = None) -> SuiteResult:
-        classes = metric_classes if metric_classes is not None else self.plan(models, split.is_classwise)[0]
-        audits = [AUDITS.get(n) for n in self.audits]
-        avail = [s for s in EVAL_SPLITS if s in datasets]
-        need_splits = set().union(*(c.needs for c in classes), *(a.needs_logits | a.needs_features for a in audits)) \
-            if (classes or audits) else set()
-        ref_splits = set().union(*(c.needs for c in classes if c.needs_reference)) if classes else set()
-        keep_logits = set().union(*(a.needs_logits for a in audits)) if audits else set()
-        keep_feats = set().union(*(a.needs_features for a in audits)) if audits else set()
-        order = sorted(models, key=lambda r: (r != "retrained", ROLE_ORDER.index(r) if r in ROLE_ORDER else 99, r))
-        ref_store: dict[str, np.ndarray] = {}
-        logits_store: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-        feat_store: dict[tuple[str, str], np.ndarray] = {}
+    # ------------------------------------------------------------------------------------------- run
+    def run(
+        self,
+        models: Mapping[str, nn.Module],
+        datasets: Mapping[str, ImageDataset],
+        split: Split,
+        device: torch.device,
+        *,
+        seed: int = 0,
+        extra_models: Mapping[str, Any] | None = None,
+        train_set: ImageDataset | None = None,
+        plan: SuitePlan | None = None,
+        cache: EvaluationCache | None = None,
+    ) -> SuiteResult:
+        """Evaluate ``models`` (role → module) on ``datasets``: plan, then per model a forward pass per split
+        streamed into every metric, then the metric values, then the audits. ``cache`` remembers forward
+        outputs and metric values across calls (``None``: nothing is remembered)."""
+        plan = plan or self.plan(models, split.is_classwise)
+        timing, kept = _Timing(), _Kept()
         values: dict[str, dict[str, Any]] = {}
         diags: dict[str, dict[str, Any]] = {}
-        t_forward = t_update = 0.0
-        t_compute: dict[str, float] = {}
+        options = replace(MetricOptions.coerce(self.metric_options), retain_limit=len(datasets["test"]))
         ref_sha: str | None = None
-        split_sha = getattr(split, "sha256", None)
-        for role in order:
+        for role in plan.roles:
             model = models[role]
             msha = model_sha256(model)
-            insts = [c(**self.metric_options, retain_limit=len(datasets["test"])) if c.name.startswith(
-                "mia_efficacy") else c(**self.metric_options) for c in classes]
-            for s in avail:
-                if s not in need_splits:
-                    continue
-                want_feats = s in keep_feats and hasattr(model, "forward_features") and hasattr(model, "head")
-                chunks_l, chunks_y, chunks_f = [], [], []
-                offset = 0
-                t0 = time.perf_counter()
-                key = (msha, split_sha or id(datasets[s]), s, self.batch_size, want_feats, str(device))
-                for logits, labels, feats in _forward_memo(key, model, datasets[s], device, self.batch_size, want_feats):
-                    t1 = time.perf_counter()
-                    t_forward += t1 - t0
-                    if not np.isfinite(logits).all():
-                        bad = int(np.flatnonzero(~np.isfinite(logits).all(axis=1))[0]) + offset
-                        raise DivergenceError(f"the {role} model produces non-finite logits on the {s} set (sample "
-                                              f"{bad}); the model diverged — check the method's learning rate or the "
-                                              "checkpoint")
-                    out = Outputs(logits, labels, offset)
-                    ref = None
-                    if role != "retrained" and s in ref_store:
-                        rl = ref_store[s][offset: offset + len(labels)]
-                        ref = Outputs(rl, labels, offset)
-                    elif role == "retrained" and s in ref_splits:
-                        ref = out
-                    for m in insts:
-                        if s in m.needs:
-                            m.update(s, out, ref if m.needs_reference else None)
-                    if role == "retrained" and s in ref_splits or s in keep_logits:
-                        chunks_l.append(logits)
-                        chunks_y.append(labels)
-                    if feats is not None:
-                        chunks_f.append(feats)
-                    offset += len(labels)
-                    t0 = time.perf_counter()
-                    t_update += t0 - t1
-                if chunks_l:
-                    cat = np.concatenate(chunks_l)
-                    if role == "retrained" and s in ref_splits:
-                        ref_store[s] = cat
-                    if s in keep_logits:
-                        logits_store[(role, s)] = (cat, np.concatenate(chunks_y))
-                if chunks_f:
-                    feat_store[(role, s)] = np.concatenate(chunks_f)
+            metrics = [cls(options) for cls in plan.metrics]
+            for s in plan.splits:
+                if s in datasets:
+                    batches = self._forward(model, msha, datasets[s], s, split, device, plan, cache)
+                    _feed(role, s, _timed(batches, timing), metrics, plan, kept)
             if role == "retrained":
                 ref_sha = msha
-            vkey = None
-            if split_sha is not None:  # without a split digest there is nothing safe to key on
-                needs_ref = role != "retrained" and any(c.needs_reference for c in classes)
-                vkey = (msha, ref_sha if needs_ref else None, split_sha, tuple(avail), tuple(c.name for c in classes),
-                        repr(sorted(self.metric_options.items())), len(datasets["test"]), str(device))
-            if vkey in _VALUES_MEMO:
-                _VALUES_MEMO.move_to_end(vkey)
-                vals, dg = copy.deepcopy(_VALUES_MEMO[vkey])
-            else:
-                vals, dg = {}, {}
-                for m in insts:
-                    t0 = time.perf_counter()
-                    for k, v in m.compute().items():
-                        (dg if k.endswith("_degenerate") else vals)[k] = v
-                    t_compute[m.name] = t_compute.get(m.name, 0.0) + time.perf_counter() - t0
-                if vkey is not None:
-                    _VALUES_MEMO[vkey] = copy.deepcopy((vals, dg))
-                    while len(_VALUES_MEMO) > FORWARD_MEMO_SIZE:
-                        _VALUES_MEMO.popitem(last=False)
-            values[role] = vals
-            diags[role] = dg
+            key = self._values_key(role, msha, ref_sha, plan, datasets, split, device)
+            values[role], diags[role] = _compute(metrics, key, cache, timing)
         extras: dict[str, Any] = {}
-        t_audit: dict[str, float] = {}
-        if audits:
-            ctx = AuditContext(models=dict(models), datasets=datasets, split=split, device=device, seed=seed,
-                               logits=logits_store, features=feat_store, extra_models=dict(extra_models or {}),
-                               batch_size=self.batch_size, train_set=train_set)
-            for a in audits:
-                ctx.options = dict(self.audit_options.get(a.name, {}))
-                t0 = time.perf_counter()
-                res = a.fn(ctx)
-                t_audit[a.name] = time.perf_counter() - t0
-                for role, kv in res.get("per_model", {}).items():
-                    for k, v in kv.items():
-                        (diags if k.endswith("_censored") else values).setdefault(role, {})[k] = v
-                extras[a.name] = res.get("extras", {})
-        timing = {"forward_seconds": t_forward, "update_seconds": t_update, "compute_seconds": t_compute,
-                  "audit_seconds": t_audit}
-        return SuiteResult(values, diags, extras, timing)
+        if plan.audits:
+            ctx = AuditContext(
+                models=dict(models),
+                datasets=dict(datasets),
+                split=split,
+                device=device,
+                seed=seed,
+                logits=kept.logits,
+                features=kept.features,
+                extra_models=dict(extra_models or {}),
+                batch_size=self.batch_size,
+                train_set=train_set,
+            )
+            extras = _run_audits(plan.audits, ctx, self.audit_options, values, diags, timing)
+        return SuiteResult(values, diags, extras, timing.as_dict())
+
+    def _forward(
+        self,
+        model: nn.Module,
+        msha: str,
+        ds: ImageDataset,
+        part: str,
+        split: Split,
+        device: torch.device,
+        plan: SuitePlan,
+        cache: EvaluationCache | None,
+    ) -> Iterator[Batch]:
+        """The forward pass of one model on one split part, from ``cache`` when it holds it."""
+        want_feats = part in plan.feature_splits and hasattr(model, "forward_features") and hasattr(model, "head")
+        if cache is None:
+            return _forward(model, ds, device, self.batch_size, want_feats)
+        key = (msha, getattr(split, "sha256", None) or id(ds), part, self.batch_size, want_feats, str(device))
+        return _forward_cached(cache, key, model, ds, device, self.batch_size, want_feats)
+
+    def _values_key(
+        self,
+        role: str,
+        msha: str,
+        ref_sha: str | None,
+        plan: SuitePlan,
+        datasets: Mapping[str, ImageDataset],
+        split: Split,
+        device: torch.device,
+    ) -> ValuesKey | None:
+        split_sha = getattr(split, "sha256", None)
+        if split_sha is None:  # without a split digest there is nothing safe to key on
+            return None
+        needs_ref = role != "retrained" and any(c.needs_reference for c in plan.metrics)
+        options = repr(MetricOptions.coerce(self.metric_options))
+        return (
+            msha,
+            ref_sha if needs_ref else None,
+            split_sha,
+            tuple(s for s in EVAL_SPLITS if s in datasets),
+            tuple(c.name for c in plan.metrics),
+            options,
+            len(datasets["test"]),
+            str(device),
+        )
 
 
-_FORWARD_MEMO: "OrderedDict[tuple, list[tuple]]" = OrderedDict()
-FORWARD_MEMO_SIZE = 24
-# Metric values per (model hash, reference model hash, split, metric set, options): the same original and
-# retrained models are scored once per method in a benchmark, and the SVC attack dominates that cost. Every
-# default metric is a deterministic function of the two models' outputs on the split, so a hit is exact.
-_VALUES_MEMO: "OrderedDict[tuple, tuple[dict[str, Any], dict[str, Any]]]" = OrderedDict()
+# ----------------------------------------------------------------------------------- forward and compute
+def _timed(batches: Iterator[Batch], timing: _Timing) -> Iterator[Batch]:
+    """``batches``, adding the time spent producing each to ``timing.forward`` and consuming it to ``.update``."""
+    t0 = time.perf_counter()
+    for item in batches:
+        t1 = time.perf_counter()
+        timing.forward += t1 - t0
+        yield item
+        t0 = time.perf_counter()
+        timing.update += t0 - t1
 
 
-def _forward_memo(key: tuple, model: nn.Module, ds: Any, device: torch.device, batch_size: int, want_features: bool):
-    """`_forward`, remembered per (model weights hash, split, split part): a benchmark evaluates the same original
-    and retrained models once per method, and their outputs do not change. Bounded LRU, in-process only."""
-    if key in _FORWARD_MEMO:
-        _FORWARD_MEMO.move_to_end(key)
-        yield from _FORWARD_MEMO[key]
+def _feed(role: str, part: str, batches: Iterable[Batch], metrics: list[Metric], plan: SuitePlan, kept: _Kept) -> None:
+    """Stream one model's batches on one split part into every metric; keep what references and audits read."""
+    keep_logits = (role == "retrained" and part in plan.reference_splits) or part in plan.logit_splits
+    chunks_l, chunks_y, chunks_f = [], [], []
+    offset = 0
+    for logits, labels, feats in batches:
+        if not np.isfinite(logits).all():
+            bad = int(np.flatnonzero(~np.isfinite(logits).all(axis=1))[0]) + offset
+            raise DivergenceError(
+                f"the {role} model produces non-finite logits on the {part} set (sample {bad}); the "
+                "model diverged — check the method's learning rate or the checkpoint"
+            )
+        out = Outputs(logits, labels, offset)
+        ref = None
+        if role != "retrained" and part in kept.reference:
+            ref = Outputs(kept.reference[part][offset : offset + len(labels)], labels, offset)
+        elif role == "retrained" and part in plan.reference_splits:
+            ref = out
+        for m in metrics:
+            if part in m.needs:
+                m.update(part, out, ref if m.needs_reference else None)
+        if keep_logits:
+            chunks_l.append(logits)
+            chunks_y.append(labels)
+        if feats is not None:
+            chunks_f.append(feats)
+        offset += len(labels)
+    if chunks_l:
+        cat = np.concatenate(chunks_l)
+        if role == "retrained" and part in plan.reference_splits:
+            kept.reference[part] = cat
+        if part in plan.logit_splits:
+            kept.logits[(role, part)] = (cat, np.concatenate(chunks_y))
+    if chunks_f:
+        kept.features[(role, part)] = np.concatenate(chunks_f)
+
+
+def _compute(
+    metrics: list[Metric], key: ValuesKey | None, cache: EvaluationCache | None, timing: _Timing
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(values, diagnostics) of one model's metrics, from ``cache`` when it holds ``key``."""
+    if cache is not None and key is not None:
+        hit = cache.values(key)
+        if hit is not None:
+            return hit
+    vals: dict[str, Any] = {}
+    dg: dict[str, Any] = {}
+    for m in metrics:
+        t0 = time.perf_counter()
+        for k, v in m.compute().items():
+            (dg if k.endswith("_degenerate") else vals)[k] = v
+        timing.compute[m.name] = timing.compute.get(m.name, 0.0) + time.perf_counter() - t0
+    if cache is not None and key is not None:
+        cache.put_values(key, (vals, dg))
+    return vals, dg
+
+
+def _run_audits(
+    audits: Sequence[Audit],
+    ctx: AuditContext,
+    options: Mapping[str, Mapping[str, Any]],
+    values: dict[str, dict[str, Any]],
+    diags: dict[str, dict[str, Any]],
+    timing: _Timing,
+) -> dict[str, Any]:
+    """Run every audit; per-model outputs go into ``values`` (``*_censored`` into ``diags``); returns the extras."""
+    extras: dict[str, Any] = {}
+    for a in audits:
+        ctx.options = dict(options.get(a.name, {}))
+        t0 = time.perf_counter()
+        res = a.fn(ctx)
+        timing.audit[a.name] = time.perf_counter() - t0
+        for role, kv in res.get("per_model", {}).items():
+            for k, v in kv.items():
+                (diags if k.endswith("_censored") else values).setdefault(role, {})[k] = v
+        extras[a.name] = res.get("extras", {})
+    return extras
+
+
+def _forward_cached(
+    cache: EvaluationCache,
+    key: ForwardKey,
+    model: nn.Module,
+    ds: ImageDataset,
+    device: torch.device,
+    batch_size: int,
+    want_features: bool,
+) -> Iterator[Batch]:
+    """`_forward`, answered from ``cache`` when it holds ``key``; a complete pass is stored there."""
+    hit = cache.forward(key)
+    if hit is not None:
+        yield from hit
         return
     chunks = []
     for item in _forward(model, ds, device, batch_size, want_features):
         chunks.append(item)
         yield item
-    _FORWARD_MEMO[key] = chunks
-    while len(_FORWARD_MEMO) > FORWARD_MEMO_SIZE:
-        _FORWARD_MEMO.popitem(last=False)
+    cache.put_forward(key, chunks)
 
 
 @torch.inference_mode()
-def _forward(model: nn.Module, ds: Any, device: torch.device, batch_size: int, want_features: bool):
+def _forward(
+    model: nn.Module, ds: ImageDataset, device: torch.device, batch_size: int, want_features: bool
+) -> Iterator[Batch]:
     from ..data.loading import iter_batches
-
     from ..models import memory_format
 
     was = model.training
     model.eval()
     fmt = memory_format(model)
-    model.to(memory_format=fmt)  # layout only: values are unchanged, inference is ~3x faster on CPU
+    model.to(memory_format=fmt)  # type: ignore[call-overload]  # layout only: same values, ~3x faster on CPU
     try:
         for x, y in iter_batches(ds, batch_size, device=device):
             x = x.contiguous(memory_format=fmt)
@@ -360,12 +555,14 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def compute_gaps(unlearned: dict[str, Any], retrained: dict[str, Any], mia_flavour: str = "svc_confidence"
-                 ) -> dict[str, Any]:
+def compute_gaps(
+    unlearned: dict[str, Any], retrained: dict[str, Any], mia_flavour: str = "svc_confidence"
+) -> dict[str, Any]:
     """|unlearned − retrained| for every shared metric with a gap, plus ``avg_gap_to_retrained`` (§1.5)."""
     gaps: dict[str, Any] = {}
+    infos = metric_infos()
     for k, v in unlearned.items():
-        info = KEY_META.get(k)
+        info = infos.get(k)
         if info is None or not info.gap or k not in retrained:
             continue
         if _is_num(v) and _is_num(retrained[k]):
@@ -381,8 +578,17 @@ def tow(unlearned: dict[str, Any], retrained: dict[str, Any]) -> float:
     return float(np.prod([1 - abs(unlearned[k] - retrained[k]) / 100.0 for k in AVG_GAP_BASE]))
 
 
-def noise_floor(retrained_a: Any, retrained_b: Any, bundle: Any, split: Any, device: Any = "auto", *,
-                mia_flavour: str = "svc_confidence", batch_size: int = 1024) -> float:
+def noise_floor(
+    retrained_a: nn.Module | TrainedModel,
+    retrained_b: nn.Module | TrainedModel,
+    bundle: DatasetBundle,
+    split: Split,
+    device: str | torch.device = "auto",
+    *,
+    mia_flavour: str = "svc_confidence",
+    batch_size: int = 1024,
+    cache: EvaluationCache | None = None,
+) -> float:
     """Avg. Gap between two retrained models of different seeds (§7): gaps smaller than this are noise."""
     from ..device import resolve_device
 
@@ -391,11 +597,12 @@ def noise_floor(retrained_a: Any, retrained_b: Any, bundle: Any, split: Any, dev
     if a is None or b is None:
         raise ConfigError("noise_floor needs two retrained models")
     datasets = eval_datasets(bundle, split)
-    suite = EvaluationSuite(metrics=[m for m in DEFAULT_METRICS if not METRICS.get(m).needs_reference],
-                            batch_size=batch_size)
+    suite = EvaluationSuite(
+        metrics=[m for m in DEFAULT_METRICS if not METRICS.get(m).needs_reference], batch_size=batch_size
+    )
     dev = resolve_device(device)
     _check_classes({"retrained": a, "retrained_2": b}, bundle.info.num_classes)
-    res = suite.run({"retrained": a, "unlearned": b}, datasets, split, dev)
+    res = suite.run({"retrained": a, "unlearned": b}, datasets, split, dev, cache=cache)
     gaps = compute_gaps(res.metrics["unlearned"], res.metrics["retrained"], mia_flavour)
     if "avg_gap_to_retrained" not in gaps:
         raise ConfigError("the noise floor could not be computed (a gap metric is NaN)")
@@ -409,19 +616,96 @@ def _check_classes(models: dict[str, nn.Module], num_classes: int) -> None:
         if k is not None and k != num_classes:
             problems.append(f"the {role} model has {k} outputs but the dataset has {num_classes} classes")
     if problems:
-        raise IncompatibleError(problems + ["all models must be trained for the same dataset and classes"])
+        raise IncompatibleError([*problems, "all models must be trained for the same dataset and classes"])
 
 
 # --------------------------------------------------------------------------------------------- evaluate
-def evaluate(unlearned: Any, bundle: Any, split: Any, *, original: Any = None, retrained: Any = None,
-             metrics: Sequence[str] | str | None = None, device: Any = "auto", runtime_seconds: float | None = None,
-             runtime_setup_seconds: float | None = None, retrain_seconds: float | None = None,
-             noise_floor: float | Any = None, method: str | None = None, config: dict[str, Any] | None = None,
-             seed: int | None = None, extra_models: dict[str, Any] | None = None,
-             mia_flavour: str = "svc_confidence", reproduce: bool = False,
-             audit_options: dict[str, dict[str, Any]] | None = None, batch_size: int = 1024,
-             retrained_split_sha256: str | None = None, runtime_update_seconds: float | None = None,
-             model_name: str | None = None) -> dict[str, Any]:
+ExtraModels = Mapping[str, "nn.Module | Sequence[nn.Module] | UliraShadows"]
+
+
+@dataclass
+class _Models:
+    """The models of one `evaluate` call, sorted by how the suite uses them."""
+
+    roles: dict[str, nn.Module]  # unlearned, original, retrained: the record's model roles
+    singles: dict[str, nn.Module]  # single extra models, evaluated as more roles (e.g. retrained_2)
+    lists: dict[str, Any]  # extra model lists and shadows, read by audits only
+    retrained_meta: dict[str, Any]
+    noise_floor: nn.Module | None  # a second retrained model to compute the noise floor from
+
+
+def _collect_models(
+    unlearned: nn.Module | TrainedModel,
+    original: nn.Module | TrainedModel | None,
+    retrained: nn.Module | TrainedModel | None,
+    extra_models: ExtraModels | None,
+    noise_floor: float | nn.Module | TrainedModel | None,
+) -> _Models:
+    u, _ = _unwrap(unlearned, "unlearned")
+    if u is None:
+        raise ConfigError("evaluate needs the unlearned model")
+    o, _ = _unwrap(original, "original")
+    r, r_meta = _unwrap(retrained, "retrained")
+    roles = {"unlearned": u}
+    roles.update({k: m for k, m in (("original", o), ("retrained", r)) if m is not None})
+    singles: dict[str, nn.Module] = {}
+    lists: dict[str, Any] = {}
+    for k, v in (extra_models or {}).items():
+        if isinstance(v, nn.Module):
+            if k in roles:
+                raise ConfigError(f"extra_models key {k!r} clashes with a model role; use another name")
+            singles[k] = v
+        else:
+            lists[k] = v
+    nf_model = None
+    if noise_floor is not None and not isinstance(noise_floor, (int, float)):
+        nf_model, _ = _unwrap(noise_floor, "noise-floor retrained")
+        if r is None:
+            raise ConfigError("computing the noise floor from a second retrained model needs retrained=")
+    return _Models(roles, singles, lists, r_meta, nf_model)
+
+
+def _check_retrained_split(models: _Models, split: Split, retrained_split_sha256: str | None) -> None:
+    r = models.roles.get("retrained")
+    want = (
+        retrained_split_sha256
+        or models.retrained_meta.get("split_sha256")
+        or getattr(r, "unlearnkit_split_sha256", None)
+    )
+    if r is not None and want and want != split.sha256:
+        raise IncompatibleError(
+            f"the retrained model was trained for split {want[:12]}… but the evaluated split is "
+            f"{split.sha256[:12]}… ({split.spec}, seed {split.seed}); retrain on this split "
+            "(unlearnkit train --forget …) or evaluate the split it was made for"
+        )
+
+
+def evaluate(
+    unlearned: nn.Module | TrainedModel,
+    bundle: DatasetBundle,
+    split: Split,
+    *,
+    original: nn.Module | TrainedModel | None = None,
+    retrained: nn.Module | TrainedModel | None = None,
+    metrics: Sequence[str] | str | None = None,
+    device: str | torch.device = "auto",
+    runtime_seconds: float | None = None,
+    runtime_setup_seconds: float | None = None,
+    runtime_update_seconds: float | None = None,
+    retrain_seconds: float | None = None,
+    noise_floor: float | nn.Module | TrainedModel | None = None,
+    method: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    extra_models: ExtraModels | None = None,
+    mia_flavour: str = "svc_confidence",
+    reproduce: bool = False,
+    audit_options: Mapping[str, Mapping[str, Any]] | None = None,
+    batch_size: int = 1024,
+    retrained_split_sha256: str | None = None,
+    model_name: str | None = None,
+    cache: EvaluationCache | None = None,
+) -> dict[str, Any]:
     """Evaluate an unlearned model (and the original / retrained ones) and return a §8.2 record.
 
     Every model goes through the identical code path; each metric reads the same single forward pass per
@@ -436,7 +720,8 @@ def evaluate(unlearned: Any, bundle: Any, split: Any, *, original: Any = None, r
         metrics: metric and audit names (default: the default suite; see `resolve_selection`).
         device: ``auto``, ``cpu``, ``cuda`` …
         runtime_seconds: wall-clock of the unlearning run (§1.7, measured by the runner).
-        runtime_setup_seconds: its preprocessing part.
+        runtime_setup_seconds: its preprocessing part (measured by the runner).
+        runtime_update_seconds: its update part (measured by the runner; default: runtime − setup).
         retrain_seconds: wall-clock of training the retrained model (for ``speedup_vs_retrained``).
         noise_floor: the noise floor (float), or a second retrained model to compute it from (§7).
         method: method name for the record.
@@ -449,8 +734,9 @@ def evaluate(unlearned: Any, bundle: Any, split: Any, *, original: Any = None, r
         audit_options: per-audit options, e.g. ``{"relearn_time": {"max_steps": 200}}``.
         batch_size: evaluation batch size.
         retrained_split_sha256: split digest the retrained model was trained for; refused if it differs.
-        runtime_update_seconds: update part of the runtime (default: runtime − setup).
         model_name: architecture name for the record (default: from the model's config).
+        cache: an `EvaluationCache` shared by the calls of one benchmark (the same original and retrained
+            models are then run and scored once); ``None`` remembers nothing.
 
     Returns:
         The record (a JSON-serialisable dict); write it with `unlearnkit.evaluation.write_record`.
@@ -464,43 +750,23 @@ def evaluate(unlearned: Any, bundle: Any, split: Any, *, original: Any = None, r
     explicit = set()
     if metrics is not None:
         explicit = {n.strip() for n in (metrics.split(",") if isinstance(metrics, str) else metrics)}
-    u, _ = _unwrap(unlearned, "unlearned")
-    if u is None:
-        raise ConfigError("evaluate needs the unlearned model")
-    o, _ = _unwrap(original, "original")
-    r, r_meta = _unwrap(retrained, "retrained")
-    models: dict[str, nn.Module] = {"unlearned": u}
-    if o is not None:
-        models["original"] = o
-    if r is not None:
-        models["retrained"] = r
-    singles: dict[str, nn.Module] = {}
-    lists: dict[str, Any] = {}
-    for k, v in (extra_models or {}).items():
-        if isinstance(v, nn.Module):
-            if k in models:
-                raise ConfigError(f"extra_models key {k!r} clashes with a model role; use another name")
-            singles[k] = v
-        else:
-            lists[k] = v
-    nf_model = None
-    if noise_floor is not None and not isinstance(noise_floor, (int, float)):
-        nf_model, _ = _unwrap(noise_floor, "noise-floor retrained")
-        if r is None:
-            raise ConfigError("computing the noise floor from a second retrained model needs retrained=")
+    models = _collect_models(unlearned, original, retrained, extra_models, noise_floor)
+    r = models.roles.get("retrained")
 
     # ---- checks before any compute
     datasets = eval_datasets(bundle, split)
-    _check_classes({**models, **singles, **({"noise-floor retrained": nf_model} if nf_model is not None else {})},
-                   bundle.info.num_classes)
-    want = retrained_split_sha256 or r_meta.get("split_sha256") or getattr(r, "unlearnkit_split_sha256", None)
-    if r is not None and want and want != split.sha256:
-        raise IncompatibleError(f"the retrained model was trained for split {want[:12]}… but the evaluated split is "
-                                f"{split.sha256[:12]}… ({split.spec}, seed {split.seed}); retrain on this split "
-                                "(unlearnkit train --forget …) or evaluate the split it was made for")
-    suite = EvaluationSuite(metrics=streamed, audits=audit_names, metric_options={"reproduce": reproduce},
-                            audit_options=dict(audit_options or {}), batch_size=batch_size)
-    classes, problems = suite.plan(models, split.is_classwise, lists, explicit)
+    nf_role = {"noise-floor retrained": models.noise_floor} if models.noise_floor is not None else {}
+    _check_classes({**models.roles, **models.singles, **nf_role}, bundle.info.num_classes)
+    _check_retrained_split(models, split, retrained_split_sha256)
+    suite = EvaluationSuite(
+        metrics=streamed,
+        audits=audit_names,
+        metric_options=MetricOptions(reproduce=reproduce),
+        audit_options=dict(audit_options or {}),
+        batch_size=batch_size,
+    )
+    plan = suite.plan({**models.roles, **models.singles}, split.is_classwise, models.lists, explicit)
+    problems = list(plan.problems)
     if "tow_to_retrained" in derived and r is None:
         problems.append("tow_to_retrained needs the retrained model")
     if problems:
@@ -508,9 +774,19 @@ def evaluate(unlearned: Any, bundle: Any, split: Any, *, original: Any = None, r
     dev = resolve_device(device)
 
     # ---- compute
+    seed = split.seed if seed is None else seed
     t0 = time.perf_counter()
-    res = suite.run({**models, **singles}, datasets, split, dev, seed=split.seed if seed is None else seed,
-                    extra_models=lists, train_set=bundle.train, metric_classes=classes)
+    res = suite.run(
+        {**models.roles, **models.singles},
+        datasets,
+        split,
+        dev,
+        seed=seed,
+        extra_models=models.lists,
+        train_set=bundle.train,
+        plan=plan,
+        cache=cache,
+    )
     eval_seconds = time.perf_counter() - t0
     gaps: dict[str, Any] = {}
     if r is not None:
@@ -520,16 +796,35 @@ def evaluate(unlearned: Any, bundle: Any, split: Any, *, original: Any = None, r
     nf = None
     if isinstance(noise_floor, (int, float)) and not isinstance(noise_floor, bool):
         nf = float(noise_floor)
-    elif nf_model is not None:
-        nf = globals()["noise_floor"](r, nf_model, bundle, split, dev, mia_flavour=mia_flavour, batch_size=batch_size)
+    elif models.noise_floor is not None and r is not None:
+        nf = globals()["noise_floor"](
+            r, models.noise_floor, bundle, split, dev, mia_flavour=mia_flavour, batch_size=batch_size, cache=cache
+        )
     timing = dict(res.timing, total_seconds=eval_seconds)
     return build_record(
-        models=models, singles=singles, result=res, gaps=gaps, bundle=bundle, split=split, device=dev,
-        runtime_seconds=runtime_seconds, runtime_setup_seconds=runtime_setup_seconds,
-        runtime_update_seconds=runtime_update_seconds, retrain_seconds=retrain_seconds, noise_floor=nf,
-        method=method, config=config, seed=split.seed if seed is None else seed, mia_flavour=mia_flavour,
-        reproduce=reproduce, streamed=[c.name for c in classes], audits=audit_names, timing=timing,
-        model_name=model_name)
+        models=models.roles,
+        singles=models.singles,
+        result=res,
+        gaps=gaps,
+        bundle=bundle,
+        split=split,
+        device=dev,
+        runtime_seconds=runtime_seconds,
+        runtime_setup_seconds=runtime_setup_seconds,
+        runtime_update_seconds=runtime_update_seconds,
+        retrain_seconds=retrain_seconds,
+        noise_floor=nf,
+        method=method,
+        config=dict(config) if config is not None else None,
+        seed=seed,
+        mia_flavour=mia_flavour,
+        reproduce=reproduce,
+        streamed=[c.name for c in plan.metrics],
+        audits=audit_names,
+        timing=timing,
+        model_name=model_name,
+        infos=metric_infos(),
+    )
 
 
 # ------------------------------------------------------------------------------------------- printing
@@ -542,7 +837,8 @@ def format_table(record: dict[str, Any]) -> list[dict[str, Any]]:
         for k, v in models.get(role, {}).get("metrics", {}).items():
             if k not in keys and not isinstance(v, (list, tuple, dict)):  # per-class lists go to the report
                 keys.append(k)
-    order = {k: i for i, k in enumerate(KEY_META)}
+    infos = metric_infos()
+    order = {k: i for i, k in enumerate(infos)}
     keys.sort(key=lambda k: order.get(k, len(order)))
 
     def cell(v: Any) -> Any:
@@ -550,16 +846,33 @@ def format_table(record: dict[str, Any]) -> list[dict[str, Any]]:
 
     rows = []
     for k in keys:
-        info = KEY_META.get(k)
+        info = infos.get(k)
         unit = f" ({info.unit})" if info and info.unit not in ("-", "") else ""
-        rows.append({"metric": k + unit,
-                     **{role: cell(models.get(role, {}).get("metrics", {}).get(k)) for role in ROLE_ORDER},
-                     "gap": cell(gaps.get(k))})
+        rows.append(
+            {
+                "metric": k + unit,
+                **{role: cell(models.get(role, {}).get("metrics", {}).get(k)) for role in ROLE_ORDER},
+                "gap": cell(gaps.get(k)),
+            }
+        )
     if "avg_gap_to_retrained" in gaps:
-        rows.append({"metric": "avg_gap_to_retrained (pp)", "original": "–", "retrained": 0.0,
-                     "unlearned": cell(gaps["avg_gap_to_retrained"]), "gap": "–"})
+        rows.append(
+            {
+                "metric": "avg_gap_to_retrained (pp)",
+                "original": "–",
+                "retrained": 0.0,
+                "unlearned": cell(gaps["avg_gap_to_retrained"]),
+                "gap": "–",
+            }
+        )
     if record.get("noise_floor_avg_gap") is not None:
-        rows.append({"metric": "noise_floor_avg_gap (pp)", "original": "–", "retrained": "–",
-                     "unlearned": cell(record["noise_floor_avg_gap"]), "gap": "–"})
+        rows.append(
+            {
+                "metric": "noise_floor_avg_gap (pp)",
+                "original": "–",
+                "retrained": "–",
+                "unlearned": cell(record["noise_floor_avg_gap"]),
+                "gap": "–",
+            }
+        )
     return rows
-

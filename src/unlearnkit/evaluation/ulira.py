@@ -12,8 +12,9 @@ and unlearns the shadows with callables you pass, so it stays cheap on tiny data
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -43,8 +44,9 @@ def _log_normal(x: np.ndarray, mu: np.ndarray, sigma: np.ndarray | float) -> np.
     return -0.5 * np.log(2 * np.pi * s**2) - 0.5 * ((x - mu) / s) ** 2
 
 
-def ulira_from_statistics(phi: Any, in_mask: Any, *, fix_variance: bool = True,
-                          fprs: tuple[float, ...] = (0.01, 0.001)) -> dict[str, Any]:
+def ulira_from_statistics(
+    phi: Any, in_mask: Any, *, fix_variance: bool = True, fprs: tuple[float, ...] = (0.01, 0.001)
+) -> dict[str, Any]:
     """Leave-one-model-out U-LiRA over a (N_sh, n) matrix of φ and the (N_sh, n) membership mask.
 
     Args:
@@ -89,10 +91,14 @@ def ulira_from_statistics(phi: Any, in_mask: Any, *, fix_variance: bool = True,
     pos, neg = scores[valid & m], scores[valid & ~m]
     if len(pos) == 0 or len(neg) == 0:
         raise ConfigError("U-LiRA found no scorable in/out pairs; use more shadows or a larger pool")
-    out: dict[str, Any] = {"ulira_auc": F.roc_auc(pos, neg),
-                           "ulira_balanced_accuracy": F.balanced_accuracy_best(pos, neg),
-                           "n_pairs": int(valid.sum()), "n_shadow": n_sh, "n_pool": int(x.shape[1]),
-                           "variance": "global" if fix_variance else "per_example"}
+    out: dict[str, Any] = {
+        "ulira_auc": F.roc_auc(pos, neg),
+        "ulira_balanced_accuracy": F.balanced_accuracy_best(pos, neg),
+        "n_pairs": int(valid.sum()),
+        "n_shadow": n_sh,
+        "n_pool": int(x.shape[1]),
+        "variance": "global" if fix_variance else "per_example",
+    }
     for f in fprs:
         out[f"ulira_tpr_at_fpr_{f:g}"] = F.tpr_at_fpr(pos, neg, f)
     per_ex = []
@@ -107,9 +113,15 @@ def ulira_from_statistics(phi: Any, in_mask: Any, *, fix_variance: bool = True,
     return out
 
 
-def build_ulira_shadows(train_set: Any, pool: Any, n_shadow: int, *,
-                        train_fn: Callable[[Any, int], Any],
-                        unlearn_fn: Callable[[Any, Any, Any, int], Any], seed: int = 0) -> UliraShadows:
+def build_ulira_shadows(
+    train_set: Any,
+    pool: Any,
+    n_shadow: int,
+    *,
+    train_fn: Callable[[Any, int], Any],
+    unlearn_fn: Callable[[Any, Any, Any, int], Any],
+    seed: int = 0,
+) -> UliraShadows:
     """Train and unlearn ``n_shadow`` shadows with the "target pool" design of §3.3.
 
     Args:
@@ -135,8 +147,9 @@ def build_ulira_shadows(train_set: Any, pool: Any, n_shadow: int, *,
     return UliraShadows(models, pool, in_mask)
 
 
-def ulira_lite(shadows: UliraShadows, train_set: Any, *, device: Any = "cpu", fix_variance: bool = True,
-               batch_size: int = 1024) -> dict[str, Any]:
+def ulira_lite(
+    shadows: UliraShadows, train_set: Any, *, device: Any = "cpu", fix_variance: bool = True, batch_size: int = 1024
+) -> dict[str, Any]:
     """U-LiRA-lite from unlearned shadows: φ of every pool example on every shadow, then the LOMO attack."""
     from ..training import predict_logits
 
