@@ -23,7 +23,8 @@ _LAZY = {
     "Recipe": "unlearnkit.training", "train": "unlearnkit.training",
     "train_or_load": "unlearnkit.oracle",
     "evaluate": "unlearnkit.evaluation",
-    "create_method": "unlearnkit.methods", "unlearn": "unlearnkit.methods", "Method": "unlearnkit.methods",
+    "create_method": "unlearnkit.methods", "Method": "unlearnkit.methods",
+    "unlearn": "unlearnkit.runner", "run_method": "unlearnkit.runner",
     "GradientMethod": "unlearnkit.methods",
 }
 _LISTS = {"list_datasets": ("unlearnkit.data", "DATASETS"), "list_models": ("unlearnkit.models", "MODELS"),

@@ -83,18 +83,10 @@ def _build(cls: type, name: str, **extra: Any) -> Any:
     return cls(cls.Config.build(values, name))
 
 
-def _context(model: nn.Module, seed: int = 0):
-    from .methods.base import RunContext, frozen_copy
-
-    torch.manual_seed(seed)
-    return RunContext("cpu", seed, original=frozen_copy(model))
-
-
 def _run(cls: type, name: str, data: Any, model: nn.Module, seed: int = 0) -> nn.Module:
-    import copy
+    from .runner import run_method
 
-    work = copy.deepcopy(model)
-    return _build(cls, name).unlearn(work, data, _context(model, seed))
+    return run_method(_build(cls, name), model, data, device="cpu", seed=seed).model
 
 
 def check_runs(cls_or_name: Any) -> None:
@@ -114,8 +106,8 @@ def check_runs(cls_or_name: Any) -> None:
 
 
 def check_input_untouched(cls_or_name: Any) -> None:
-    """`unlearnkit.methods.unlearn` leaves the input model bit-identical."""
-    from .methods import unlearn
+    """`unlearnkit.unlearn` leaves the input model bit-identical."""
+    from .runner import unlearn
 
     cls, name = _method_class(cls_or_name)
     model = tiny_model(trained=True)
@@ -133,14 +125,33 @@ def check_deterministic(cls_or_name: Any) -> None:
     cls, name = _method_class(cls_or_name)
     model = tiny_model(trained=True)
     data = tiny_data()
-    method = _build(cls, name)
-    import copy
-
-    a = method.unlearn(copy.deepcopy(model), data, _context(model, 3)).state_dict()
-    b = method.unlearn(copy.deepcopy(model), data, _context(model, 3)).state_dict()
+    a = _run(cls, name, data, model, seed=3).state_dict()
+    b = _run(cls, name, data, model, seed=3).state_dict()
     diff = [k for k in a if not torch.equal(a[k], b[k])]
     if diff:
         raise AssertionError(f"{name}: two runs with seed 3 differ in {diff[:3]}…")
+
+
+def check_changes_weights(cls_or_name: Any) -> None:
+    """The method actually edits the model: a method that returns its input unchanged fails the contract."""
+    cls, name = _method_class(cls_or_name)
+    model = tiny_model(trained=True)
+    out = _run(cls, name, tiny_data(), model)
+    before, after = model.state_dict(), out.state_dict()
+    if all(k in before and before[k].shape == v.shape and torch.equal(before[k], v) for k, v in after.items()):
+        raise AssertionError(f"{name}: the returned model is identical to the input (nothing was unlearned)")
+
+
+def check_final_loop(cls_or_name: Any) -> None:
+    """A `GradientMethod` keeps the shared loop: ``unlearn``, ``batches`` and ``total_steps`` are not redefined."""
+    from .methods.base import FINAL_LOOP_METHODS, GradientMethod
+
+    cls, name = _method_class(cls_or_name)
+    if not issubclass(cls, GradientMethod):
+        return
+    replaced = [m for m in FINAL_LOOP_METHODS if getattr(cls, m) is not getattr(GradientMethod, m)]
+    if replaced:
+        raise AssertionError(f"{name}: redefines {', '.join(replaced)} of the shared loop; use Phase and the hooks")
 
 
 def check_config(cls_or_name: Any) -> None:
@@ -179,7 +190,8 @@ def check_respects_requirements(cls_or_name: Any) -> None:
     _run(cls, name, data, tiny_model(trained=True))
 
 
-CHECKS = (check_runs, check_input_untouched, check_deterministic, check_config, check_respects_requirements)
+CHECKS = (check_runs, check_input_untouched, check_deterministic, check_changes_weights, check_final_loop, check_config,
+          check_respects_requirements)
 
 
 def check_method(cls_or_name: Any) -> None:

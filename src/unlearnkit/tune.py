@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import itertools
 import logging
 import math
@@ -27,8 +27,9 @@ from .data.datasets import DatasetBundle, load_dataset
 from .data.splits import Split, split_for
 from .device import resolve_device
 from .errors import ConfigError
-from .methods import METHODS, RunContext, UnlearnData, create_method, frozen_copy
+from .methods import METHODS, UnlearnData, create_method
 from .oracle import train_or_load
+from .runner import run_method
 from .training import accuracy
 
 logger = logging.getLogger(__name__)
@@ -118,9 +119,7 @@ def tune(method: str, dataset: str | DatasetBundle, model: str, forget: str, gri
     configs = grid_configs(grid)
     for cfg in configs:  # validate every config before any training
         create_method(name, dataset=bundle.info.name, model=model, kind=split.kind, **{**(base or {}), **cfg})
-    data = UnlearnData(forget=bundle.train.subset(split.forget), retain=bundle.train.subset(split.retain),
-                       test=bundle.test.subset(split.test), split=split, augment=bundle.info.augment,
-                       num_classes=bundle.info.num_classes)
+    data = dataclasses.replace(UnlearnData.from_split(bundle, split), test=bundle.test.subset(split.test))
     totals = [0.0] * len(configs)
     failures: list[str] = []
     for seed in seeds:
@@ -128,10 +127,8 @@ def tune(method: str, dataset: str | DatasetBundle, model: str, forget: str, gri
         retrained = train_or_load(bundle, model, split, seed=seed, device=dev).model
         for i, cfg in enumerate(configs):
             m = create_method(name, dataset=bundle.info.name, model=model, kind=split.kind, **{**(base or {}), **cfg})
-            ctx = RunContext(dev, seed, original=frozen_copy(original))
-            torch.manual_seed(seed)
             try:
-                out = m.unlearn(copy.deepcopy(original), data, ctx)
+                out = run_method(m, original, data, device=dev, seed=seed).model
                 gap = avg_gap(out, retrained, bundle, split, dev)
             except DivergenceError as exc:
                 logger.info("tune %s %s seed %d diverged: %s", name, cfg, seed, exc)

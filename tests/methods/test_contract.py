@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
 from unlearnkit.errors import ConfigError
@@ -18,7 +20,7 @@ def test_contract(name: str, check) -> None:
 @pytest.mark.parametrize("name", METHODS.names())
 def test_smoke_config_is_valid(name: str) -> None:
     cls = METHODS.get(name)
-    assert isinstance(cls.smoke_config, dict)
+    assert isinstance(cls.smoke_config, Mapping)
     create_method(name, **cls.smoke_config)  # builds without a ConfigError
 
 
@@ -53,3 +55,38 @@ def test_check_method_reports_a_broken_method() -> None:
 
     with pytest.raises(AssertionError, match="check_respects_requirements"):
         check_method(ReadsRetain)
+
+
+def test_contract_fails_a_method_that_changes_nothing() -> None:
+    from unlearnkit.methods.base import Method, MethodConfig
+
+    class DoesNothing(Method):
+        """Satisfies every other check: runs, deterministic, leaves its input untouched."""
+
+        Config = MethodConfig
+
+        def unlearn(self, model, data, ctx=None):
+            return model
+
+    with pytest.raises(AssertionError, match="check_changes_weights: .*identical to the input"):
+        check_method(DoesNothing)
+
+
+@pytest.mark.parametrize("final", ["unlearn", "batches", "total_steps"])
+def test_gradient_methods_cannot_replace_the_shared_loop(final: str) -> None:
+    from unlearnkit.methods.base import GradientMethod
+
+    with pytest.raises(TypeError, match=f"overrides {final} of GradientMethod"):
+        type("MyLoop", (GradientMethod,), {final: lambda self, *a, **k: None})
+
+
+def test_contract_fails_a_loop_patched_in_after_definition() -> None:
+    from unlearnkit.methods.finetune import FineTune
+    from unlearnkit.testing import check_final_loop
+
+    class Patched(FineTune):
+        pass
+
+    Patched.total_steps = lambda self, data: 1  # type: ignore[method-assign]
+    with pytest.raises(AssertionError, match="redefines total_steps"):
+        check_final_loop(Patched)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from unlearnkit.errors import DivergenceError
-from unlearnkit.methods import RunContext, UnlearnData, create_method, frozen_copy, unlearn
+from unlearnkit.methods import RunContext, UnlearnData, create_method, frozen_copy
+from unlearnkit.runner import unlearn
 from unlearnkit.testing import RaisingDataset, tiny_data, tiny_model
 
 

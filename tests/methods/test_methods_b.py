@@ -109,11 +109,12 @@ def test_salun_restore_keeps_frozen_weights_bit_identical_despite_momentum_and_w
 
 def test_salun_fixed_wrong_labels_never_equal_the_true_label(trained):
     data = tiny_data("random:0.25")
-    m = create_method("salun", relabel="fixed_wrong")
+    m = create_method("salun", variant="fixed_wrong")
     m.setup(copy.deepcopy(trained), data, _ctx(trained))
     n_f = len(data.forget)
-    assert torch.all(m.joint_.targets[:n_f] != data.forget.targets)
-    assert torch.equal(m.joint_.targets[n_f:], data.retain.targets)
+    assert torch.all(m.union_.targets[:n_f] != data.forget.targets)
+    assert torch.equal(m.union_.targets[n_f:], data.retain.targets)
+    assert [p.source for p in m.schedule()] == [m.union_]  # RL's relabelled union, as a Phase source
 
 
 # --------------------------------------------------------------------------------------------------- SCRUB
@@ -125,7 +126,7 @@ def test_scrub_max_steps_only_in_the_first_msteps_epochs_and_min_steps_every_epo
     loss = m.loss
 
     def recording_loss(model, batch, phase, ctx):
-        seen.append((m.epoch_, phase.name, m.lr_at(0, 1)))
+        seen.append((ctx.epoch, phase.name, m.lr_at(0, 1, ctx.epoch)))
         return loss(model, batch, phase, ctx)
 
     m.loss = recording_loss  # type: ignore[method-assign]
@@ -181,7 +182,8 @@ def test_bad_teacher_targets_are_competent_on_retain_and_incompetent_on_forget(t
     m = create_method("bt", temperature=2.0, batch_size=16, retain_fraction=0.5)
     ctx = _ctx(trained)
     m.setup(copy.deepcopy(trained), data, ctx)
-    batches = list(m.batches(Phase("distill", "forget"), data, ctx))
+    (phase,) = m.schedule()
+    batches = [m.split_batch(b) for b in m.batches(phase, data, ctx)]
     assert sum(len(b.forget[1]) for b in batches) == len(data.forget)
     assert sum(len(b.retain[1]) for b in batches) == round(0.5 * len(data.retain))
     batch = next(b for b in batches if len(b.forget[1]) and len(b.retain[1]))

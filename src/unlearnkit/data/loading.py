@@ -1,8 +1,10 @@
-"""Fast batching over in-memory image tensors, with seeded training-only augmentation."""
+"""Batching: a fast path over in-memory image tensors (seeded training-only augmentation), and a DataLoader
+path for any other map-style torch Dataset (its own transforms run afresh on every pass, optionally in workers).
+"""
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -63,6 +65,62 @@ def iter_batches(
         if augment is not None and (augment.crop_padding or augment.hflip):
             x = augment_batch(x, augment, generator)
         yield x.to(device, non_blocking=True), data.targets[idx].to(device, non_blocking=True)
+
+
+def _collate(batch: Sequence[tuple[object, object]]) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = zip(*batch, strict=True)
+    return torch.stack([torch.as_tensor(x) for x in xs]).float(), torch.as_tensor([int(y) for y in ys])  # type: ignore[call-overload]
+
+
+def stream_batches(
+    ds: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    augment: Augment | None = None,
+    device: torch.device | str = "cpu",
+    num_workers: int = 0,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One pass over ``ds`` in batches on ``device``: `iter_batches` for an `ImageDataset`; for any other
+    Dataset a `DataLoader` (shuffled with a seed drawn from ``generator``), so the dataset's own transforms
+    (e.g. a torchvision augmentation) give fresh samples on every pass. ``augment`` applies to both paths.
+    """
+    if isinstance(ds, ImageDataset):
+        yield from iter_batches(ds, batch_size, shuffle=shuffle, generator=generator, augment=augment, device=device)
+        return
+    from torch.utils.data import DataLoader
+
+    g = None
+    if shuffle:
+        g = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g, num_workers=num_workers,
+                        collate_fn=_collate, pin_memory=torch.device(device).type == "cuda",
+                        persistent_workers=False)
+    for x, y in loader:
+        if augment is not None and (augment.crop_padding or augment.hflip):
+            x = augment_batch(x, augment, generator)
+        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def sample_batch(ds: Dataset, n: int, *, generator: torch.Generator | None, augment: Augment | None = None,
+                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` examples of ``ds`` drawn uniformly with replacement (the partner batch of a paired step)."""
+    idx = torch.randint(0, len(ds), (n,), generator=generator)  # type: ignore[arg-type]
+    if isinstance(ds, ImageDataset):
+        return next(iter_batches(ds.subset(idx.numpy()), n, generator=generator, augment=augment, device=device))
+    x, y = _collate([ds[int(i)] for i in idx])
+    if augment is not None and (augment.crop_padding or augment.hflip):
+        x = augment_batch(x, augment, generator)
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def cycle_batches(ds: Dataset, batch_size: int, **kw: object) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless shuffled batches of ``ds``, reshuffled on every pass (``stream_batches`` keywords)."""
+    if len(ds) == 0:  # type: ignore[arg-type]
+        raise ValueError("cannot cycle over an empty dataset")
+    while True:
+        yield from stream_batches(ds, batch_size, shuffle=True, **kw)  # type: ignore[arg-type]
 
 
 def num_batches(ds: Dataset, batch_size: int, drop_last: bool = False) -> int:

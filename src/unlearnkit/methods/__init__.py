@@ -6,14 +6,10 @@ module once, explicitly, so registration is predictable.
 
 from __future__ import annotations
 
-import copy
 import importlib
 import tomllib
 from importlib import resources
 from typing import Any
-
-from torch import nn
-from torch.utils.data import Dataset
 
 from ..errors import ConfigError
 from ..registry import Registry
@@ -105,31 +101,6 @@ def create_method(name: str, /, *, dataset: str | None = None, model: str | None
     return cls(cls.Config.build(values, METHODS.canonical(name)))
 
 
-def unlearn(model: nn.Module, forget: Dataset, retain: Dataset | None = None, method: str | Method = "ft", *,
-            test: Dataset | None = None, original: nn.Module | None = None, split: Any = None,
-            device: str = "auto", seed: int = 0, progress: bool | None = False, **config: Any) -> nn.Module:
-    """Unlearn ``forget`` from a copy of ``model``; the input model is never modified.
-
-    Example:
-        >>> import unlearnkit, torch
-        >>> from unlearnkit.testing import tiny_data, tiny_model
-        >>> data = tiny_data()
-        >>> out = unlearnkit.unlearn(tiny_model(), data.forget, data.retain, method="ft", epochs=1, device="cpu")
-        >>> isinstance(out, torch.nn.Module)
-        True
-    """
-    import torch
-
-    m = create_method(method, **config) if isinstance(method, str) else method
-    if config and not isinstance(method, str):
-        raise ConfigError("pass config options only with a method name, or build the method with create_method")
-    work = copy.deepcopy(model)
-    ctx = RunContext(device, seed, original=frozen_copy(model if original is None else original), progress=progress)
-    torch.manual_seed(seed)
-    data = UnlearnData(forget=forget, retain=retain, test=test, split=split)
-    return m.unlearn(work, data, ctx)
-
-
 def method_table() -> list[dict[str, str]]:
     """Name, summary, requirements and paper of every method (for `unlearnkit list methods`)."""
     rows = []
@@ -147,4 +118,4 @@ _load_all()
 
 __all__ = ["METHODS", "Batch", "GradientConfig", "GradientMethod", "Method", "MethodConfig", "Phase", "Requirements",
            "RunContext", "StepOutput", "UnlearnData", "create_method", "frozen_copy", "get_method_class",
-           "load_presets", "method_table", "preset_config", "register", "unlearn"]
+           "load_presets", "method_table", "preset_config", "register"]

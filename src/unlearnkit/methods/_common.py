@@ -18,6 +18,23 @@ def trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
+def reinitialize_(model: nn.Module, seed: int) -> nn.Module:
+    """Call ``reset_parameters()`` on every module that has one (BatchNorm statistics too), seeded by ``seed``.
+
+    The draw happens on the CPU under a forked CPU generator and the model then returns to its device, so
+    the result is the same on every device and no global generator (CPU or CUDA) is touched.
+    """
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    model.cpu()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in model.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+    return model.to(device)
+
+
 def flatten(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Iterator, Literal
+from collections.abc import Iterable
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..data.datasets import ImageDataset, to_float
-from ..data.loading import as_image_dataset, iter_batches
+from ..data.datasets import ImageDataset
+from ..data.loading import as_image_dataset
 from . import register
+from ._common import reinitialize_
+from .random_label import concat_images
 from .base import (Batch, GradientConfig, GradientMethod, Phase, Requirements, RunContext, StepOutput, UnlearnData,
                    frozen_copy)
 
@@ -36,20 +39,9 @@ class BadTeacherConfig(GradientConfig):
 
 
 def random_init_copy(model: nn.Module, seed: int) -> nn.Module:
-    """A frozen, eval-mode copy of ``model`` with every ``reset_parameters`` module re-initialised from ``seed``.
-
-    Built on CPU under a forked RNG, so the global random state is untouched and the result does not depend
-    on the device. Input normalisation (buffers only) is kept.
-    """
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    fresh = copy.deepcopy(model).cpu()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for m in fresh.modules():
-            reset = getattr(m, "reset_parameters", None)
-            if callable(reset):
-                reset()
-    return frozen_copy(fresh.to(device))
+    """A frozen, eval-mode copy of ``model`` re-initialised from ``seed`` (see `reinitialize_`: the same on every
+    device, no global generator touched). Input normalisation (buffers only) is kept."""
+    return frozen_copy(reinitialize_(copy.deepcopy(model), seed))
 
 
 @register("bt", aliases=("bad_teacher", "blindspot"))
@@ -100,33 +92,21 @@ class BadTeacher(GradientMethod):
         n_keep = int(round(c.retain_fraction * len(retain)))
         keep = torch.randperm(len(retain), generator=ctx.rng)[:n_keep]
         retain = retain.subset(keep.numpy())
-        if forget.images.dtype == retain.images.dtype:
-            images = torch.cat([forget.images, retain.images])
-        else:
-            images = torch.cat([to_float(forget.images), to_float(retain.images)])
+        images = concat_images(forget.images, retain.images)
         # Targets hold the row index; membership and true labels are looked up per batch.
         self.mix_ = ImageDataset(images, torch.arange(len(images)))
         self.is_forget_ = torch.cat([torch.ones(len(forget), dtype=torch.bool), torch.zeros(n_keep, dtype=torch.bool)])
         self.labels_ = torch.cat([forget.targets, retain.targets])
 
     def schedule(self) -> Iterable[Phase]:
-        yield Phase("distill", "forget", self.config.epochs)
+        yield Phase("distill", self.mix_, self.config.epochs)
 
-    def batches(self, phase: Phase, data: UnlearnData, ctx: RunContext) -> Iterator[Batch]:
-        c = self.config
-        aug = data.augment if c.augment else None
-        for x, idx in iter_batches(self.mix_, c.batch_size, shuffle=True, generator=ctx.rng, augment=aug,
-                                   device=ctx.device):
-            idx = idx.cpu()
-            u, y = self.is_forget_[idx], self.labels_[idx].to(x.device)
-            uf = u.to(x.device)
-            yield Batch(forget=(x[uf], y[uf]), retain=(x[~uf], y[~uf]))
-
-    def total_steps(self, data: UnlearnData) -> int:
-        c = self.config
-        n = len(data.forget) + int(round(c.retain_fraction * len(data.retain or [])))  # type: ignore[arg-type]
-        total = c.epochs * -(-n // c.batch_size)
-        return min(total, c.max_steps) if c.max_steps is not None else total
+    def split_batch(self, batch: Batch) -> Batch:
+        """A batch of the mixed set, split by membership into its forget part and its retain part."""
+        x, idx = batch.mixed  # type: ignore[misc]
+        idx = idx.cpu()
+        u, y = self.is_forget_[idx].to(x.device), self.labels_[idx].to(x.device)
+        return Batch(forget=(x[u], y[u]), retain=(x[~u], y[~u]))
 
     @torch.no_grad()
     def soft_targets(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,13 +120,14 @@ class BadTeacher(GradientMethod):
 
     def loss(self, model: nn.Module, batch: Batch, phase: Phase, ctx: RunContext) -> StepOutput:
         tau = self.config.temperature
+        batch = self.split_batch(batch) if batch.mixed is not None else batch
         q_f, q_r = self.soft_targets(batch)
         x = torch.cat([batch.forget[0], batch.retain[0]])  # type: ignore[index]
         log_s = F.log_softmax(model(x) / tau, dim=1)
         # Sum over batch and classes divided by B·K: the official code's ``reduction="mean"`` (written out,
         # because PyTorch deprecates that reduction for kl_div); it only rescales the lr by 1/K.
         loss = F.kl_div(log_s, torch.cat([q_f, q_r]), reduction="sum") / log_s.numel()
-        return StepOutput(loss, {"kl": float(loss.detach())})
+        return StepOutput(loss, {"kl": loss.detach()})
 
 
 __all__ = ["BadTeacher", "BadTeacherConfig", "random_init_copy"]

@@ -1,27 +1,33 @@
-"""The method contract: `Method` (one required `unlearn`) and `GradientMethod` (the shared, instrumented loop).
+"""The method contract: `Method` (one required `unlearn`) and `GradientMethod` (the shared, final loop).
 
 A method file reads like the paper's algorithm box: it declares a frozen, typed ``Config`` and its
-``requires``, and overrides a few hooks. The loop services (device, seeding, progress, divergence guard)
-live here and in `RunContext`.
+``requires``, describes its schedule as `Phase`s and overrides a few hooks. The loop services (device,
+progress, divergence guard, deferred logging) live here and in `RunContext`; seeding, copying and timing
+live in `unlearnkit.runner`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
+import itertools
 import math
+import time
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable, Iterator, Literal, Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from ..data.datasets import Augment, ImageDataset
-from ..data.loading import as_image_dataset, iter_batches
+from ..data.loading import as_image_dataset, cycle_batches, iter_batches, sample_batch, stream_batches
 from ..device import resolve_device
 from ..errors import ConfigError, DivergenceError, IncompatibleError
 from ..progress import progress_bar
@@ -36,7 +42,8 @@ class UnlearnData:
     """What a method may read: the forget set, the retain set, and optionally test data and the split.
 
     ``augment`` is the training augmentation of the dataset (used only where a config asks for it).
-    ``num_classes`` defaults to the model's output size.
+    ``num_classes`` defaults to the model's output size. Any map-style torch ``Dataset`` of (image, label)
+    works; our in-memory `ImageDataset` takes a faster path.
     """
 
     forget: Dataset
@@ -45,6 +52,12 @@ class UnlearnData:
     split: Any = None  # unlearnkit.data.Split, when known
     augment: Augment | None = None
     num_classes: int | None = None
+
+    @classmethod
+    def from_split(cls, bundle: Any, split: Any) -> UnlearnData:
+        """The forget/retain/test sets of a `DatasetBundle` under a `Split`, with its augmentation and classes."""
+        return cls(forget=bundle.train.subset(split.forget), retain=bundle.train.subset(split.retain),
+                   test=bundle.test, split=split, augment=bundle.info.augment, num_classes=bundle.info.num_classes)
 
     @property
     def split_kind(self) -> SplitKind:
@@ -59,16 +72,23 @@ class UnlearnData:
 
 @dataclass(frozen=True)
 class Batch:
-    """What `GradientMethod` hooks receive: (images, labels) pairs already on the run's device."""
+    """What `GradientMethod` hooks receive: (images, labels) pairs already on the run's device.
+
+    ``mixed`` holds a batch of a dataset the method built itself in ``setup`` (a `Phase` whose source is a
+    Dataset, e.g. RL's relabelled forget ∪ retain set).
+    """
 
     forget: tuple[torch.Tensor, torch.Tensor] | None = None
     retain: tuple[torch.Tensor, torch.Tensor] | None = None
+    mixed: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
 class StepOutput:
+    """The loss to back-propagate and named components to log (tensors or floats; converted lazily)."""
+
     loss: torch.Tensor
-    logs: Mapping[str, float] = field(default_factory=dict)
+    logs: Mapping[str, float | torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,47 +101,141 @@ class Requirements:
     split_kinds: frozenset[str] = frozenset({"random", "class"})
 
 
+Source = Literal["forget", "retain", "paired", "paired_retain", "interleaved"]
+
+
 @dataclass(frozen=True)
 class Phase:
-    """One stage of a schedule: ``source`` says which data it iterates.
+    """One stage of a schedule, as data: what it iterates, for how long, in which batches.
 
-    * ``forget`` / ``retain``: one pass over that set;
-    * ``paired``: one pass over the forget set, each batch paired with a retain batch drawn with ``ctx.rng``;
-    * ``paired_retain``: one pass over the retain set, each batch paired with a random forget batch.
+    ``source``:
+
+    * ``forget`` / ``retain``: passes over that set;
+    * ``paired``: passes over the forget set, each batch paired with a retain batch drawn with ``ctx.rng``;
+    * ``paired_retain``: passes over the retain set, each batch paired with a random forget batch;
+    * ``interleaved``: ``steps`` steps, each with the next batch of an endless (reshuffled) retain stream and,
+      every ``forget_every``-th step (steps 0, k, 2k, …), the next batch of an endless forget stream;
+    * a ``Dataset`` the method built in ``setup``: passes over it, batches in ``Batch.mixed``.
+
+    Length: ``epochs`` passes over the anchor set, or exactly ``steps`` steps when ``steps`` is set (the
+    anchor set is then cycled). ``batch_size`` overrides the config's. ``epoch`` is the schedule's epoch
+    number that hooks see (``ctx.epoch``, ``lr_at``); by default the loop counts passes from 1.
     """
 
     name: str
-    source: Literal["forget", "retain", "paired", "paired_retain"]
+    source: Source | Dataset
     epochs: int = 1
+    steps: int | None = None
+    batch_size: int | None = None
+    epoch: int | None = None
+    forget_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.source == "interleaved" and self.steps is None:
+            raise ConfigError(f"phase {self.name!r}: an interleaved phase needs steps=…")
+        if self.epochs < 0 or (self.steps is not None and self.steps < 0) or self.forget_every < 1:
+            raise ConfigError(f"phase {self.name!r}: epochs and steps must be ≥ 0 and forget_every ≥ 1")
 
 
 # --------------------------------------------------------------------------------------------- context
+class NonFiniteLossError(Exception):
+    """A loss turned NaN or inf (handled by the loop: rollback or `DivergenceError`)."""
+
+
 class RunContext:
-    """The only way methods reach the outside world: device, RNG, original model, logging, budget."""
+    """The only way methods reach the outside world: device, RNG, original model, logging, budget, cache.
+
+    Args:
+        device: where the run happens (``auto`` = cuda when present).
+        seed: seeds ``rng``, the generator every random draw of a method goes through.
+        original: a frozen copy of the original model (teachers), when the method needs one.
+        progress: show a progress bar (None: follow ``UNLEARNKIT_PROGRESS``).
+        max_steps: an external step budget (e.g. a tuning time limit).
+        log_every: convert logged tensors to floats (a host sync) every this many steps; the default is 1 on
+            the CPU and 50 on a GPU, so a GPU run does not wait for the device on every step.
+        amp: ``"bf16"`` runs the losses under `torch.autocast` with bfloat16 (CUDA or CPU); None: full precision.
+        num_workers: DataLoader workers for Datasets that are not in-memory `ImageDataset`s.
+    """
 
     def __init__(self, device: str | torch.device = "cpu", seed: int = 0, *, original: nn.Module | None = None,
-                 progress: bool | None = False, max_steps: int | None = None) -> None:
+                 progress: bool | None = False, max_steps: int | None = None, log_every: int | None = None,
+                 amp: Literal["bf16"] | None = None, num_workers: int = 0) -> None:
+        if amp not in (None, "bf16"):
+            raise ConfigError(f"amp must be None or 'bf16', got {amp!r} (fp16 would need a gradient scaler)")
         self.device = resolve_device(device)
         self.seed = seed
         self.rng = torch.Generator().manual_seed(seed)
         self.original = original
         self.progress = progress
         self.max_steps = max_steps
+        self.log_every = log_every or (1 if self.device.type == "cpu" else 50)
+        self.amp = amp
+        self.num_workers = num_workers
         self.steps = 0
-        self.history: list[dict[str, float]] = []
+        self.epoch = 0
+        self.events: dict[str, float] = {}
+        self._history: list[dict[str, float]] = []
+        self._pending: list[dict[str, Any]] = []
+        self._bad: list[tuple[torch.Tensor, str]] = []
 
     @classmethod
-    def local(cls, device: str | torch.device = "cpu", seed: int = 0, **kw: Any) -> "RunContext":
+    def local(cls, device: str | torch.device = "cpu", seed: int = 0, **kw: Any) -> RunContext:
         return cls(device, seed, **kw)
 
-    def log(self, **scalars: float) -> None:
-        self.history.append({k: float(v) for k, v in scalars.items()})
+    # --- logging without per-step host syncs ------------------------------------------------------
+    def log(self, **scalars: float | torch.Tensor) -> None:
+        """Record scalars of this step; tensors are converted in batches of ``log_every`` steps."""
+        self._pending.append(scalars)
+        if len(self._pending) >= self.log_every:
+            self.flush()
 
+    def flush(self) -> None:
+        """Convert pending log entries to floats and raise on a deferred non-finite loss (one host sync)."""
+        self._history.extend({k: float(v) for k, v in entry.items()} for entry in self._pending)
+        self._pending.clear()
+        bad, self._bad = self._bad, []
+        for flag, what in bad:
+            if not bool(flag):
+                raise NonFiniteLossError(f"non-finite {what}")
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        self.flush()
+        return self._history
+
+    def check_finite(self, loss: torch.Tensor, what: str) -> None:
+        """Raise `NonFiniteLossError` when ``loss`` is NaN/inf: at once on the CPU, at the next flush on a GPU."""
+        what = f"{what} at step {self.steps}"
+        if self.log_every <= 1 or self.device.type == "cpu":
+            if not torch.isfinite(loss.detach()):
+                raise NonFiniteLossError(f"non-finite {what} ({float(loss.detach())})")
+        else:
+            self._bad.append((torch.isfinite(loss.detach()).all(), what))
+
+    # --- budget, precision, events ----------------------------------------------------------------
     def should_stop(self) -> bool:
         return self.max_steps is not None and self.steps >= self.max_steps
 
-    def autocast(self):  # noqa: ANN201 - context manager
-        return torch.autocast(self.device.type, enabled=False)
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bfloat16 autocast when ``amp="bf16"``, else a no-op."""
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def emit(self, event: str) -> None:
+        """Mark a point of the run (``setup_end``): the device is synced and the time remembered."""
+        self.synchronize()
+        self.events[event] = time.perf_counter()
+
+    def cache(self, namespace: str, version: int = 1) -> Any:
+        """The library's verified tensor cache for ``namespace`` (`unlearnkit.cache.TensorCache`)."""
+        from ..cache import TensorCache
+
+        return TensorCache(namespace, version=version)
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
@@ -262,7 +376,7 @@ class Method(ABC):
     name: ClassVar[str] = ""  # set by the registry
     #: Tiny config overrides that make the method finish in seconds on `unlearnkit.testing.tiny_data()`; used by
     #: the contract suite and `unlearnkit.testing.check_method` (for example ``{"epochs": 1}``).
-    smoke_config: ClassVar[dict[str, Any]] = {}
+    smoke_config: ClassVar[Mapping[str, Any]] = MappingProxyType({})
 
     def __init__(self, config: MethodConfig | None = None, /, **overrides: Any) -> None:
         if config is None:
@@ -300,23 +414,38 @@ class Method(ABC):
         return f"{type(self).__name__}({self._config})"
 
 
-class GradientMethod(Method):
-    """Template for methods that update weights with an optimizer over batches.
+#: The parts of `GradientMethod` that are the shared loop: a subclass that redefines one is refused.
+FINAL_LOOP_METHODS = ("unlearn", "batches", "total_steps")
 
-    Override ``loss`` (required), and optionally ``setup``, ``schedule``, ``after_backward``,
-    ``make_optimizer``, ``training_step``, ``teardown``. ``train_mode`` says whether BatchNorm runs in
-    train mode during updates (methods.md states this per method).
+
+class GradientMethod(Method):
+    """Template for methods that update weights with an optimizer over batches; ``unlearn`` is the shared loop.
+
+    A method describes its schedule as data (``schedule`` yields `Phase`s) and overrides hooks: ``loss``
+    (required); optionally ``setup``, ``after_backward``, ``after_step``, ``make_optimizer``, ``lr_at``,
+    ``training_step``, ``on_epoch_end``, ``finalize``, ``teardown``. ``unlearn``, ``batches`` and
+    ``total_steps`` are final (defining them in a subclass raises `TypeError`). ``train_mode`` says whether
+    BatchNorm runs in train mode during updates.
     """
 
     Config: ClassVar[type[MethodConfig]] = GradientConfig
     train_mode: ClassVar[bool] = True
     guard_divergence: ClassVar[bool] = False  # ascent-type methods set True: collapse check is on by default
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        overridden = [name for name in FINAL_LOOP_METHODS if name in vars(cls)]
+        if overridden:
+            raise TypeError(f"{cls.__name__} overrides {', '.join(overridden)} of GradientMethod, the shared loop; "
+                            "describe the schedule with Phase(source=…, epochs=…/steps=…, batch_size=…) and use the "
+                            "hooks (setup, loss, training_step, on_epoch_end, finalize) instead")
+
     # --- hooks ---------------------------------------------------------------------------------
     def setup(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> None:
-        """Build masks, teachers or statistics before the loop."""
+        """Build masks, teachers, statistics or datasets (for `Phase` sources) before the loop."""
 
     def schedule(self) -> Iterable[Phase]:
+        """The phases, in order (called after ``setup``)."""
         yield Phase("main", "paired", self.config.epochs)
 
     def loss(self, model: nn.Module, batch: Batch, phase: Phase, ctx: RunContext) -> torch.Tensor | StepOutput:
@@ -325,12 +454,16 @@ class GradientMethod(Method):
     def after_backward(self, model: nn.Module, ctx: RunContext) -> None:
         """Edit gradients (masking, projection) before the optimizer step."""
 
+    def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, ctx: RunContext) -> None:
+        """Edit weights or optimizer state after the optimizer step (re-apply a mask, reset frozen weights)."""
+
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         c = self.config
         return make_optimizer([p for p in model.parameters() if p.requires_grad], c.optimizer, c.lr, c.momentum,
                               c.weight_decay)
 
-    def lr_at(self, step: int, total: int) -> float:
+    def lr_at(self, step: int, total: int, epoch: int) -> float:
+        """Learning rate of optimizer step ``step`` (from 0) of ``total``, in schedule epoch ``epoch``."""
         c = self.config
         if c.schedule == "cosine":
             return c.lr * 0.5 * (1 + math.cos(math.pi * step / max(total, 1)))
@@ -338,16 +471,26 @@ class GradientMethod(Method):
 
     def training_step(self, model: nn.Module, batch: Batch, phase: Phase, optimizer: torch.optim.Optimizer,
                       ctx: RunContext) -> StepOutput:
-        out = self.loss(model, batch, phase, ctx)
+        """One update: loss (under ``ctx.autocast()``), finite check, backward, ``after_backward``, step,
+        ``after_step``."""
+        with ctx.autocast():
+            out = self.loss(model, batch, phase, ctx)
         if isinstance(out, torch.Tensor):
             out = StepOutput(out)
-        if not torch.isfinite(out.loss.detach()):
-            raise _NonFinite(f"non-finite loss {float(out.loss.detach())} in phase {phase.name!r} at step {ctx.steps}")
+        ctx.check_finite(out.loss, f"loss in phase {phase.name!r}")
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         self.after_backward(model, ctx)
         optimizer.step()
+        self.after_step(model, optimizer, ctx)
         return out
+
+    def on_epoch_end(self, model: nn.Module, phase: Phase, ctx: RunContext) -> None:
+        """Called after each complete pass of a phase (``ctx.epoch`` says which), e.g. to keep a checkpoint."""
+
+    def finalize(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> nn.Module:
+        """Last edit after the loop and before the divergence check (rewind to a checkpoint, prune)."""
+        return model
 
     def teardown(self, ctx: RunContext) -> None:
         """Drop learned state (attributes ending in ``_``)."""
@@ -355,43 +498,59 @@ class GradientMethod(Method):
             delattr(self, k)
 
     # --- the loop (final) ------------------------------------------------------------------------
+    def _source(self, phase: Phase, data: UnlearnData, which: str) -> Dataset | None:
+        """The dataset a phase reads for ``which`` (``anchor`` or ``partner``); sets are touched only when read."""
+        src = phase.source
+        if not isinstance(src, str):
+            return src if which == "anchor" else None
+        name = {("forget", "anchor"): "forget", ("paired", "anchor"): "forget", ("paired_retain", "partner"): "forget",
+                ("interleaved", "partner"): "forget", ("retain", "anchor"): "retain", ("paired", "partner"): "retain",
+                ("paired_retain", "anchor"): "retain", ("interleaved", "anchor"): "retain"}.get((src, which))
+        ds = getattr(data, name) if name else None
+        if ds is None and which == "anchor":
+            raise IncompatibleError(f"`{self.name}` phase {phase.name!r} iterates the {name} set, but none was given")
+        return ds
+
+    def _batch_size(self, phase: Phase) -> int:
+        return phase.batch_size or self.config.batch_size
+
     def batches(self, phase: Phase, data: UnlearnData, ctx: RunContext) -> Iterator[Batch]:
-        c = self.config
-        aug = data.augment if c.augment else None
-        dev = ctx.device
-        # Materialise only the sets this phase reads: a method that does not need the retain set never touches it.
-        forget = as_image_dataset(data.forget) if phase.source != "retain" else None
-        retain = (as_image_dataset(data.retain) if data.retain is not None and phase.source != "forget" else None)
-        if phase.source == "forget":
-            for fb in iter_batches(forget, c.batch_size, shuffle=True, generator=ctx.rng, augment=aug, device=dev):
-                yield Batch(forget=fb)
-        elif phase.source == "retain":
-            if retain is None:
-                raise IncompatibleError(f"`{self.name}` phase {phase.name!r} iterates the retain set, but none was given")
-            for rb in iter_batches(retain, c.batch_size, shuffle=True, generator=ctx.rng, augment=aug, device=dev):
-                yield Batch(retain=rb)
+        """One pass of ``phase`` (or all its ``steps`` when it counts steps), as `Batch`es on ``ctx.device``."""
+        bs = self._batch_size(phase)
+        kw: dict[str, Any] = {"generator": ctx.rng, "augment": data.augment if self.config.augment else None,
+                              "device": ctx.device}
+        anchor = self._source(phase, data, "anchor")
+        partner = self._source(phase, data, "partner")
+        src = phase.source if isinstance(phase.source, str) else "mixed"
+        if phase.steps is not None:
+            stream = itertools.islice(cycle_batches(anchor, bs, num_workers=ctx.num_workers, **kw), phase.steps)
         else:
-            anchor, other = (forget, retain) if phase.source == "paired" else (retain, forget)
-            if anchor is None:
-                raise IncompatibleError(f"`{self.name}` phase {phase.name!r} iterates the retain set, but none was given")
-            for ab in iter_batches(anchor, c.batch_size, shuffle=True, generator=ctx.rng, augment=aug, device=dev):
-                ob = None
-                if other is not None and len(other):
-                    idx = torch.randint(0, len(other), (len(ab[1]),), generator=ctx.rng)
-                    ob = next(iter_batches(other.subset(idx.numpy()), len(idx), generator=ctx.rng, augment=aug,
-                                           device=dev))
-                yield Batch(forget=ab, retain=ob) if phase.source == "paired" else Batch(forget=ob, retain=ab)
+            stream = stream_batches(anchor, bs, shuffle=True, num_workers=ctx.num_workers, **kw)  # type: ignore[arg-type]
+        if src == "interleaved":
+            forget_stream = cycle_batches(partner, bs, num_workers=ctx.num_workers, **kw)  # type: ignore[arg-type]
+            for t in range(phase.steps or 0):
+                fb = next(forget_stream) if t % phase.forget_every == 0 else None
+                yield Batch(forget=fb, retain=next(stream))
+            return
+        for ab in stream:
+            if src == "mixed":
+                yield Batch(mixed=ab)
+            elif src in ("forget", "retain"):
+                yield Batch(**{src: ab})
+            else:
+                pb = sample_batch(partner, len(ab[1]), **kw) if partner is not None and len(partner) else None  # type: ignore[arg-type]
+                yield Batch(forget=ab, retain=pb) if src == "paired" else Batch(forget=pb, retain=ab)
+
+    def _phase_steps(self, phase: Phase, data: UnlearnData) -> int:
+        if phase.steps is not None:
+            return phase.steps
+        anchor = self._source(phase, data, "anchor")
+        return phase.epochs * -(-len(anchor) // self._batch_size(phase))  # type: ignore[arg-type]
 
     def total_steps(self, data: UnlearnData) -> int:
+        """Optimizer steps of the whole schedule, capped by ``max_steps`` (valid once ``setup`` has run)."""
+        total = sum(self._phase_steps(ph, data) for ph in self.schedule())
         c = self.config
-
-        def size(source: str) -> int:
-            # Only the sets a phase iterates are measured (len() of the retain set counts as reading it).
-            if source in ("forget", "paired"):
-                return len(data.forget)  # type: ignore[arg-type]
-            return len(data.retain) if data.retain is not None else 0  # type: ignore[arg-type]
-
-        total = sum(ph.epochs * -(-size(ph.source) // c.batch_size) for ph in self.schedule())
         return min(total, c.max_steps) if c.max_steps is not None else total
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: RunContext | None = None) -> nn.Module:
@@ -399,36 +558,54 @@ class GradientMethod(Method):
         self.check_compatible(model, data, ctx)
         c = self.config
         model.to(ctx.device)
-        backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        # A rollback copy only when rollback is asked for, and in host memory.
+        backup = ({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                  if c.on_divergence == "rollback" else None)
         try:
             self.setup(model, data, ctx)
             optimizer = self.make_optimizer(model)
+            phases = list(self.schedule())
             total = self.total_steps(data)
-            step = 0
-            with progress_bar(self.name or type(self).__name__, total, ctx.progress) as bar:
-                for phase in self.schedule():
-                    for _ in range(phase.epochs):
-                        for batch in self.batches(phase, data, ctx):
-                            if (c.max_steps is not None and step >= c.max_steps) or ctx.should_stop():
-                                break
-                            for g in optimizer.param_groups:
-                                g["lr"] = self.lr_at(step, total)
-                            model.train(self.train_mode)
-                            out = self.training_step(model, batch, phase, optimizer, ctx)
-                            step += 1
-                            ctx.steps += 1
-                            ctx.log(step=step, loss=float(out.loss.detach()), **out.logs)
-                            bar.advance()
+            ctx.emit("setup_end")
+            self._loop(model, data, ctx, phases, optimizer, total)
+            ctx.flush()
+            model = self.finalize(model, data, ctx)
             model.eval()
             why = _nonfinite_parameter(model) or self._collapse_reason(model, data, ctx)
             if why:
                 self._diverged(model, backup, why)
-        except _NonFinite as exc:
+        except NonFiniteLossError as exc:
             self._diverged(model, backup, str(exc))
         finally:
             self.teardown(ctx)
         model.eval()
         return model
+
+    def _loop(self, model: nn.Module, data: UnlearnData, ctx: RunContext, phases: list[Phase],
+              optimizer: torch.optim.Optimizer, total: int) -> None:
+        max_steps = self.config.max_steps
+        step, passes = 0, 0
+        with progress_bar(self.name or type(self).__name__, total, ctx.progress) as bar:
+            for phase in phases:
+                for e in range(1 if phase.steps is not None else phase.epochs):
+                    passes += 1
+                    ctx.epoch = phase.epoch + e if phase.epoch is not None else passes
+                    complete = True
+                    for batch in self.batches(phase, data, ctx):
+                        if (max_steps is not None and step >= max_steps) or ctx.should_stop():
+                            complete = False
+                            break
+                        lr = self.lr_at(step, total, ctx.epoch)
+                        for g in optimizer.param_groups:
+                            g["lr"] = lr
+                        model.train(self.train_mode)
+                        out = self.training_step(model, batch, phase, optimizer, ctx)
+                        step += 1
+                        ctx.steps += 1
+                        ctx.log(step=step, loss=out.loss.detach(), **out.logs)
+                        bar.advance()
+                    if complete:
+                        self.on_epoch_end(model, phase, ctx)
 
     # --- divergence safety -------------------------------------------------------------------------
     def _collapse_reason(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> str | None:
@@ -446,10 +623,10 @@ class GradientMethod(Method):
             return f"{where} accuracy collapsed to {acc:.1f}% (floor {floor:g}%)"
         return None
 
-    def _diverged(self, model: nn.Module, backup: dict[str, torch.Tensor], why: str) -> None:
+    def _diverged(self, model: nn.Module, backup: dict[str, torch.Tensor] | None, why: str) -> None:
         hint = (f"`{self.name}` diverged: {why}. Lower lr or epochs (e.g. --set lr=…), or set "
                 "on_divergence=rollback to return the input weights instead.")
-        if self.config.on_divergence == "rollback":
+        if backup is not None:
             model.load_state_dict(backup)
             warnings.warn(hint + " Rolled back to the input weights.", RuntimeWarning, stacklevel=3)
             return
@@ -459,15 +636,9 @@ class GradientMethod(Method):
 DEFAULT_COLLAPSE_FLOOR = 20.0
 
 
-class _NonFinite(Exception):
-    pass
-
-
 def _nonfinite_parameter(model: nn.Module) -> str | None:
-    for name, p in model.named_parameters():
-        if not torch.isfinite(p.detach()).all():
-            return f"parameter {name!r} holds non-finite values"
-    return None
+    bad = next((n for n, p in model.named_parameters() if not torch.isfinite(p.detach()).all()), None)
+    return f"parameter {bad!r} holds non-finite values" if bad else None
 
 
 def infer_num_classes(model: nn.Module, data: UnlearnData | None = None) -> int:
@@ -486,18 +657,18 @@ def infer_num_classes(model: nn.Module, data: UnlearnData | None = None) -> int:
 
 @torch.no_grad()
 def retain_accuracy_sample(model: nn.Module, retain: Dataset, ctx: RunContext, n: int = 1024) -> float:
-    data = as_image_dataset(retain)
     g = torch.Generator().manual_seed(ctx.seed + 7919)
-    idx = torch.randperm(len(data), generator=g)[:n].numpy()
+    idx = torch.randperm(len(retain), generator=g)[:n].numpy()  # type: ignore[arg-type]
+    sub = retain.subset(idx) if isinstance(retain, ImageDataset) else as_image_dataset(Subset(retain, idx.tolist()))
     was = model.training
     model.eval()
-    correct = 0
-    sub = data.subset(idx)
+    correct = torch.zeros((), dtype=torch.long, device=ctx.device)
     for x, y in iter_batches(sub, 512, device=ctx.device):
-        correct += int((model(x).argmax(1) == y).sum())
+        correct += (model(x).argmax(1) == y).sum()
     model.train(was)
-    return 100.0 * correct / max(len(sub), 1)
+    return 100.0 * int(correct) / max(len(sub), 1)
 
 
-__all__ = ["Batch", "GradientConfig", "GradientMethod", "ImageDataset", "Method", "MethodConfig", "Phase",
-           "Requirements", "RunContext", "StepOutput", "UnlearnData", "frozen_copy", "infer_num_classes"]
+__all__ = ["FINAL_LOOP_METHODS", "Batch", "GradientConfig", "GradientMethod", "ImageDataset", "Method",
+           "MethodConfig", "NonFiniteLossError", "Phase", "Requirements", "RunContext", "StepOutput", "UnlearnData",
+           "frozen_copy", "infer_num_classes"]

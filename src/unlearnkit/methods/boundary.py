@@ -148,7 +148,7 @@ class BoundaryShrink(GradientMethod):
         x, y = batch.forget  # type: ignore[misc]
         y_nbr = neighbour_labels(self.probe_, x, y, **self.attack_kwargs())
         loss = F.cross_entropy(model(x), y_nbr)
-        return StepOutput(loss, {"attack_success": float((y_nbr != y).float().mean())})
+        return StepOutput(loss, {"attack_success": (y_nbr != y).float().mean()})
 
 
 # ------------------------------------------------------------------------------------------------ expand
@@ -200,10 +200,6 @@ class BoundaryExpand(GradientMethod):
     summary: ClassVar[str] = "train D_f into an extra shadow class, then prune it (class-wise)"
     smoke_config: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 32}
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._final_shadow: tuple[torch.Tensor, torch.Tensor] | None = None
-
     def setup(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> None:
         _, head = _head(model)
         self.num_classes_ = head.out_features
@@ -237,25 +233,21 @@ class BoundaryExpand(GradientMethod):
         x, _ = batch.forget  # type: ignore[misc]
         target = torch.full((len(x),), self.num_classes_, dtype=torch.long, device=x.device)
         loss = F.cross_entropy(self.widened_logits(model, x), target)
-        return StepOutput(loss, {"shadow_loss": float(loss.detach())})
+        return StepOutput(loss, {"shadow_loss": loss.detach()})
+
+    def finalize(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> nn.Module:
+        """Prune the shadow class: it lives outside the model, so removing the hook is all it takes; with
+        ``reference_parity`` the shadow row is kept as a K + 1-th output instead."""
+        self.hook_.remove()
+        if self.config.reference_parity:
+            _attach_shadow(model, self.shadow_weight_.detach().clone(), self.shadow_bias_.detach().clone())
+        return model
 
     def teardown(self, ctx: RunContext) -> None:
         hook = getattr(self, "hook_", None)
         if hook is not None:
-            hook.remove()
-        if self.config.reference_parity and hasattr(self, "shadow_weight_"):
-            self._final_shadow = (self.shadow_weight_.detach().clone(), self.shadow_bias_.detach().clone())
+            hook.remove()  # removing twice is harmless; needed when the loop failed before finalize
         super().teardown(ctx)
-
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: RunContext | None = None) -> nn.Module:
-        self._final_shadow = None
-        try:
-            model = super().unlearn(model, data, ctx)
-            if self.config.reference_parity and self._final_shadow is not None:
-                _attach_shadow(model, *self._final_shadow)
-        finally:
-            self._final_shadow = None
-        return model
 
 
 def _attach_shadow(model: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> None:

@@ -158,6 +158,7 @@ class FisherForgetting(Method):
         num_classes = infer_num_classes(model, data)
         with torch.enable_grad():
             fisher = self.fisher_diagonal(model, data, ctx)
+        ctx.emit("setup_end")
         if data.split_kind == "class":
             forget_classes = data.forget_classes
         elif self.config.reference_parity:

@@ -99,16 +99,13 @@ class L1Sparse(GradientMethod):
         if gamma == 0:
             return StepOutput(ce, {"gamma": 0.0})
         l1 = sum(p.abs().sum() for p in model.parameters() if p.requires_grad)
-        return StepOutput(ce + gamma * l1, {"gamma": gamma, "l1": float(l1.detach())})
+        return StepOutput(ce + gamma * l1, {"gamma": gamma, "l1": l1.detach()})
 
     def after_backward(self, model: nn.Module, ctx: RunContext) -> None:
         params = dict(model.named_parameters())
-        for name, m in getattr(self, "masks_", {}).items():
+        for name, m in self.masks_.items():
             if params[name].grad is not None:
                 params[name].grad.mul_(m)
 
-    def training_step(self, model: nn.Module, batch: Batch, phase: Phase, optimizer: torch.optim.Optimizer,
-                      ctx: RunContext) -> StepOutput:
-        out = super().training_step(model, batch, phase, optimizer, ctx)
-        apply_masks_(model, getattr(self, "masks_", {}))  # weight decay and momentum must not revive pruned weights
-        return out
+    def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, ctx: RunContext) -> None:
+        apply_masks_(model, self.masks_)  # weight decay and momentum must not revive pruned weights

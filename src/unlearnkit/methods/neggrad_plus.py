@@ -79,4 +79,4 @@ class NegGradPlus(GradientMethod):
         if anchor is not None:
             dist = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
             loss = loss + 0.5 * self.config.l2_to_original * dist
-        return StepOutput(loss, {"retain_loss": float(retain_loss.detach()), "forget_loss": float(forget_loss.detach())})
+        return StepOutput(loss, {"retain_loss": retain_loss.detach(), "forget_loss": forget_loss.detach()})

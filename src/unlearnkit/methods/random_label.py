@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..data.datasets import ImageDataset
-from ..data.loading import as_image_dataset, iter_batches
+from ..data.datasets import ImageDataset, to_float
+from ..data.loading import as_image_dataset
 from . import register
-from .base import Batch, GradientConfig, GradientMethod, Phase, RunContext, UnlearnData, infer_num_classes
+from .base import Batch, GradientConfig, GradientMethod, Phase, RunContext, StepOutput, UnlearnData, infer_num_classes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +44,13 @@ def wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator |
         raise ValueError("random wrong labels need at least 2 classes")
     shift = torch.randint(1, num_classes, y.shape, generator=generator)
     return (y.cpu() + shift) % num_classes
+
+
+def concat_images(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Stack two image tensors; uint8 and float images meet as floats in [0, 1] (never a cast to uint8)."""
+    if a.dtype == b.dtype:
+        return torch.cat([a, b])
+    return torch.cat([to_float(a), to_float(b)])
 
 
 @register("rl", aliases=("random_label", "random_labels"))
@@ -77,38 +84,24 @@ class RandomLabel(GradientMethod):
             forget = as_image_dataset(data.forget)
             retain = as_image_dataset(data.retain)  # type: ignore[arg-type]
             relabelled = wrong_labels(forget.targets, self.num_classes_, ctx.rng)
-            images = torch.cat([forget.images, retain.images.to(forget.images.dtype)])
-            self.union_ = ImageDataset(images, torch.cat([relabelled, retain.targets]))
+            self.union_ = ImageDataset(concat_images(forget.images, retain.images),
+                                       torch.cat([relabelled, retain.targets]))
 
     def schedule(self) -> Iterable[Phase]:
         if self.config.variant == "fixed_wrong":
-            yield Phase("relabelled_union", "retain", self.config.epochs)
+            yield Phase("relabelled_union", self.union_, self.config.epochs)
             return
         for _ in range(self.config.epochs):
             yield Phase("forget_random_labels", "forget", 1)
             yield Phase("retain", "retain", 1)
 
-    def batches(self, phase: Phase, data: UnlearnData, ctx: RunContext) -> Iterator[Batch]:
-        if phase.name != "relabelled_union":
-            yield from super().batches(phase, data, ctx)
-            return
-        aug = data.augment if self.config.augment else None
-        for b in iter_batches(self.union_, self.config.batch_size, shuffle=True, generator=ctx.rng, augment=aug,
-                              device=ctx.device):
-            yield Batch(retain=b)
-
-    def total_steps(self, data: UnlearnData) -> int:
-        c = self.config
-        if c.variant != "fixed_wrong":
-            return super().total_steps(data)
-        n = len(data.forget) + len(data.retain)  # type: ignore[arg-type]
-        total = c.epochs * -(-n // c.batch_size)
-        return min(total, c.max_steps) if c.max_steps is not None else total
-
-    def loss(self, model: nn.Module, batch: Batch, phase: Phase, ctx: RunContext) -> torch.Tensor:
+    def loss(self, model: nn.Module, batch: Batch, phase: Phase, ctx: RunContext) -> StepOutput:
         if phase.name == "forget_random_labels":
             x, _ = batch.forget  # type: ignore[misc]
+            # Fresh uniform labels per batch; they may coincide with the true label (reference RL).
             y = torch.randint(0, self.num_classes_, (len(x),), generator=ctx.rng).to(x.device)
-            return F.cross_entropy(model(x), y)
-        x, y = batch.retain  # type: ignore[misc]
-        return F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(model(x), y)
+            return StepOutput(loss, {"forget_loss": loss.detach()})
+        x, y = batch.mixed if batch.mixed is not None else batch.retain  # type: ignore[misc]
+        loss = F.cross_entropy(model(x), y)
+        return StepOutput(loss, {"retain_loss": loss.detach()})

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-import torch
 from torch import nn
 
 from ..training import Recipe, train
 from . import register
+from ._common import reinitialize_
 from .base import Method, MethodConfig, RunContext, UnlearnData
 
 
@@ -38,20 +38,6 @@ class RetrainConfig(MethodConfig):
 
     def recipe(self) -> Recipe:
         return Recipe(**self.to_dict())
-
-
-def reinitialize_(model: nn.Module, seed: int) -> nn.Module:
-    """Call ``reset_parameters()`` on every module that has one, under ``torch.manual_seed(seed)``.
-
-    The global RNG state is restored afterwards. BatchNorm running statistics are reset too.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for module in model.modules():
-            reset = getattr(module, "reset_parameters", None)
-            if callable(reset):
-                reset()
-    return model
 
 
 @register("retrain", aliases=("rt",))

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Iterator
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..data.loading import as_image_dataset, iter_batches
+from ..data.loading import as_image_dataset
 from ..errors import ConfigError
 from ..training import accuracy
 from . import register
@@ -103,51 +104,25 @@ class Scrub(GradientMethod):
     smoke_config: ClassVar[dict[str, Any]] = {"epochs": 2, "msteps": 1, "forget_batch_size": 16, "batch_size": 32}
     guard_divergence: ClassVar[bool] = True
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._checkpoints: list[dict[str, torch.Tensor]] | None = None
-        self._model: nn.Module | None = None
-
     # --- schedule ---------------------------------------------------------------------------------
     def schedule(self) -> Iterable[Phase]:
         c = self.config
         for epoch in range(1, c.epochs + 1):
             if epoch <= c.msteps:
-                yield Phase("max", "forget")
-            yield Phase("min", "retain")
+                yield Phase("max", "forget", batch_size=c.forget_batch_size, epoch=epoch)
+            yield Phase("min", "retain", epoch=epoch)
 
     def setup(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> None:
         self.teacher_ = ctx.original
-        self.epoch_ = 0
-        self.last_phase_: str | None = None
+        # SCRUB+R: held-out reference data checked before any update; a checkpoint after every full epoch.
+        self.rewind_ref_ = self._rewind_reference(data) if self.config.rewind else None
+        self.checkpoints_: list[dict[str, torch.Tensor]] = []
 
-    def batches(self, phase: Phase, data: UnlearnData, ctx: RunContext) -> Iterator[Batch]:
-        # An epoch starts with its max phase, or with a min phase that does not follow a max phase.
-        if phase.name == "max" or self.last_phase_ != "max":
-            self.epoch_ += 1
-        self.last_phase_ = phase.name
-        c = self.config
-        aug = data.augment if c.augment else None
-        if phase.name == "max":
-            for fb in iter_batches(as_image_dataset(data.forget), c.forget_batch_size, shuffle=True,
-                                   generator=ctx.rng, augment=aug, device=ctx.device):
-                yield Batch(forget=fb)
-            return
-        yield from super().batches(phase, data, ctx)
-        if self._checkpoints is not None and self._model is not None:  # end of a full epoch (SCRUB+R)
-            self._checkpoints.append({k: v.detach().clone() for k, v in self._model.state_dict().items()})
-
-    def total_steps(self, data: UnlearnData) -> int:
-        c = self.config
-        n_f, n_r = len(data.forget), len(data.retain or [])  # type: ignore[arg-type]
-        total = (min(c.msteps, c.epochs) * -(-n_f // c.forget_batch_size) + c.epochs * -(-n_r // c.batch_size))
-        return min(total, c.max_steps) if c.max_steps is not None else total
-
-    def lr_at(self, step: int, total: int) -> float:
+    def lr_at(self, step: int, total: int, epoch: int) -> float:
         c = self.config
         if c.schedule == "cosine":
-            return super().lr_at(step, total)
-        passed = sum(1 for m in c.lr_milestones if self.epoch_ > m)
+            return super().lr_at(step, total, epoch)
+        passed = sum(1 for m in c.lr_milestones if epoch > m)
         return c.lr * c.lr_decay ** passed
 
     # --- losses -----------------------------------------------------------------------------------
@@ -158,26 +133,23 @@ class Scrub(GradientMethod):
             with torch.no_grad():
                 t = self.teacher_(x)
             kl = kl_teacher_student(t, model(x), tau)
-            return StepOutput(-kl, {"forget_kl": float(kl.detach())})
+            return StepOutput(-kl, {"forget_kl": kl.detach()})
         c = self.config
         x, y = batch.retain  # type: ignore[misc]
         with torch.no_grad():
             t = self.teacher_(x)
         s = model(x)
         ce, kl = F.cross_entropy(s, y), kl_teacher_student(t, s, tau)
-        return StepOutput(c.gamma * ce + c.alpha * kl, {"retain_ce": float(ce.detach()), "retain_kl": float(kl.detach())})
+        return StepOutput(c.gamma * ce + c.alpha * kl, {"retain_ce": ce.detach(), "retain_kl": kl.detach()})
 
     # --- SCRUB+R ----------------------------------------------------------------------------------
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: RunContext | None = None) -> nn.Module:
-        if not self.config.rewind:
-            return super().unlearn(model, data, ctx)
-        ref_set = self._rewind_reference(data)
-        self._checkpoints, self._model = [], model
-        try:
-            model = super().unlearn(model, data, ctx)
-            self._rewind(model, data, ref_set, ctx)
-        finally:
-            self._checkpoints, self._model = None, None
+    def on_epoch_end(self, model: nn.Module, phase: Phase, ctx: RunContext) -> None:
+        if self.rewind_ref_ is not None and phase.name == "min":  # the end of a full epoch
+            self.checkpoints_.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    def finalize(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> nn.Module:
+        if self.rewind_ref_ is not None:
+            self._rewind(model, data, self.rewind_ref_, ctx)
         return model
 
     @staticmethod
@@ -194,20 +166,19 @@ class Scrub(GradientMethod):
             test = test.subset(keep)
         return test
 
-    def _rewind(self, model: nn.Module, data: UnlearnData, ref_set: Any, ctx: RunContext | None) -> None:
+    def _rewind(self, model: nn.Module, data: UnlearnData, ref_set: Any, ctx: RunContext) -> None:
         device = next(model.parameters()).device
         e_ref = 100.0 - accuracy(model, ref_set, device=device)
         final = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        best, best_gap, best_i = final, math.inf, len(self._checkpoints or [])
-        for i, state in enumerate([*(self._checkpoints or []), final]):
+        best, best_gap, best_i = final, math.inf, len(self.checkpoints_)
+        for i, state in enumerate([*self.checkpoints_, final]):
             model.load_state_dict(state)
             gap = abs((100.0 - accuracy(model, data.forget, device=device)) - e_ref)
             if gap < best_gap:
                 best, best_gap, best_i = state, gap, i
         model.load_state_dict(best)
         model.eval()
-        if ctx is not None:
-            ctx.log(rewind_epoch=best_i + 1, rewind_reference_error=e_ref)
+        ctx.log(rewind_epoch=best_i + 1, rewind_reference_error=e_ref)
 
 
 __all__ = ["Scrub", "ScrubConfig", "kl_teacher_student"]

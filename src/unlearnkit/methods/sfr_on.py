@@ -2,33 +2,27 @@
 
 from __future__ import annotations
 
-import collections
-import hashlib
 import math
-import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ClassVar, Iterator, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import oracle
-from .._io import atomic_write, sha256_json
-from ..data.datasets import Augment, ImageDataset
-from ..data.loading import as_image_dataset, iter_batches
-from ..progress import progress_bar
+from ..cache import dataset_digest, model_sha256
+from ..data.datasets import ImageDataset
+from ..data.loading import as_image_dataset
 from . import register
-from .base import GradientConfig, GradientMethod, Requirements, RunContext, UnlearnData
+from ._saliency import fisher_diagonal
+from .base import Batch, GradientConfig, GradientMethod, Phase, Requirements, RunContext, StepOutput, UnlearnData
 
 #: Bumped whenever the Fisher estimate changes, so stale cache files are never read.
 FISHER_VERSION = 1
 #: Numerical floor of the adaptive weights and of the Fisher ratio (both 1e-15 in the reference code).
 EPS = 1e-15
 
-#: How many Fisher diagonals were computed and how many were read from the cache in this process.
-fisher_stats: collections.Counter[str] = collections.Counter()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,94 +82,10 @@ def alpha_at(step: int, n_iters: int, alpha0: float, decay: bool = True) -> floa
     return alpha0 * (1 + math.cos(math.pi * step / n_iters)) / 2
 
 
-def batch_fisher(model: nn.Module, data: ImageDataset, batch_size: int, *, generator: torch.Generator,
-                 augment: Augment | None, device: torch.device) -> dict[str, torch.Tensor]:
-    """Mean over batches of the squared gradient of the batch-mean CE, per named parameter (eval mode).
-
-    A batch-level empirical Fisher diagonal as in the reference code, not a per-sample one.
-    """
-    was = model.training
-    model.eval()
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    acc = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
-    n_batches = 0
-    for x, y in iter_batches(data, batch_size, shuffle=True, generator=generator, augment=augment, device=device):
-        model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        for n, p in params.items():
-            if p.grad is not None:
-                acc[n] += p.grad.detach().float() ** 2
-        n_batches += 1
-    model.zero_grad(set_to_none=True)
-    model.train(was)
-    fisher_stats["computed"] += 1
-    return {n: (a / max(n_batches, 1)).cpu() for n, a in acc.items()}
-
-
 def saliency_mask(forget_fisher: dict[str, torch.Tensor], retain_fisher: dict[str, torch.Tensor],
                   gamma: float) -> dict[str, torch.Tensor]:
     """Binary mask 1[(F_f + 1e-15) / (F_r + 1e-15) ≥ γ]: weights more important to forget than to retain."""
     return {n: ((forget_fisher[n] + EPS) / (retain_fisher[n] + EPS) >= gamma).float() for n in forget_fisher}
-
-
-def _tensor_digest(h: Any, t: torch.Tensor) -> None:
-    t = t.detach().cpu().contiguous()
-    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-    if t.numel():
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-
-
-def model_digest(model: nn.Module) -> str:
-    """SHA-256 of the whole state dict (parameters and BatchNorm buffers): the Fisher depends on both."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        _tensor_digest(h, t)
-    return h.hexdigest()
-
-
-def data_digest(*datasets: ImageDataset) -> str:
-    """SHA-256 of the images and labels of the given sets (the forget/retain split in effect)."""
-    h = hashlib.sha256()
-    for ds in datasets:
-        _tensor_digest(h, ds.images)
-        _tensor_digest(h, ds.targets)
-    return h.hexdigest()
-
-
-def fisher_cache_path(key: str) -> Path:
-    return oracle.cache_dir() / "fisher" / key[:2] / f"{key}.safetensors"
-
-
-def _load_fishers(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as exc:  # noqa: BLE001 - a damaged cache file is recomputed, whatever the error type
-        warnings.warn(f"ignoring unreadable Fisher cache file {path.name} ({type(exc).__name__}); recomputing it",
-                      RuntimeWarning, stacklevel=3)
-        return None
-    forget = {k[len("forget/"):]: v for k, v in tensors.items() if k.startswith("forget/")}
-    retain = {k[len("retain/"):]: v for k, v in tensors.items() if k.startswith("retain/")}
-    return forget, retain
-
-
-def _save_fishers(path: Path, forget: dict[str, torch.Tensor], retain: dict[str, torch.Tensor],
-                  meta: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    state = {f"forget/{n}": t.contiguous() for n, t in forget.items()}
-    state.update({f"retain/{n}": t.contiguous() for n, t in retain.items()})
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
-
-
-def _cycle(ds: ImageDataset, batch_size: int, generator: torch.Generator, augment: Augment | None,
-           device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless shuffled batches, reshuffled on every pass (the reference code's ``cycle`` over a loader)."""
-    while True:
-        yield from iter_batches(ds, batch_size, shuffle=True, generator=generator, augment=augment, device=device)
 
 
 def _clip_(grads: list[torch.Tensor], max_norm: float) -> None:
@@ -185,15 +95,6 @@ def _clip_(grads: list[torch.Tensor], max_norm: float) -> None:
     if coef < 1:
         for g in grads:
             g.mul_(coef)
-
-
-class _NonFiniteLoss(Exception):
-    pass
-
-
-def _nonfinite_parameter(model: nn.Module) -> str | None:
-    bad = next((n for n, p in model.named_parameters() if not torch.isfinite(p.detach()).all()), None)
-    return f"parameter {bad!r} holds non-finite values" if bad else None
 
 
 # ------------------------------------------------------------------------------------------ the method
@@ -266,26 +167,46 @@ class SFRon(GradientMethod):
         c = self.config
         use_aug = c.augment if c.fisher_augment is None else c.fisher_augment
         aug = data.augment if use_aug else None
-        key: str | None = None
-        path: Path | None = None
-        if c.fisher_cache:
-            key = sha256_json({"version": FISHER_VERSION, "model": model_digest(model),
-                               "data": data_digest(forget, retain), "batch_size": c.batch_size, "augment": aug,
-                               "seed": ctx.seed})
-            path = fisher_cache_path(key)
-        if path is not None and path.is_file():
-            loaded = _load_fishers(path)
+        cache = ctx.cache("fisher", version=FISHER_VERSION) if c.fisher_cache else None
+        key = None
+        if cache is not None:
+            key = cache.key(model=model_sha256(model), forget=dataset_digest(forget), retain=dataset_digest(retain),
+                            batch_size=c.batch_size, augment=aug, seed=ctx.seed)
+            loaded = cache.load(key)
             names = {n for n, p in model.named_parameters() if p.requires_grad}
-            if loaded is not None and set(loaded[0]) == names and set(loaded[1]) == names:
-                fisher_stats["loaded"] += 1
-                return loaded
+            if loaded is not None and {k.partition("/")[2] for k in loaded} == names:
+                return ({k[7:]: v for k, v in loaded.items() if k.startswith("forget/")},
+                        {k[7:]: v for k, v in loaded.items() if k.startswith("retain/")})
         # A generator of its own, so a cached and a fresh run consume ctx.rng identically.
         gen = torch.Generator().manual_seed(ctx.seed)
-        f_f = batch_fisher(model, forget, c.batch_size, generator=gen, augment=aug, device=ctx.device)
-        f_r = batch_fisher(model, retain, c.batch_size, generator=gen, augment=aug, device=ctx.device)
-        if path is not None and key is not None:
-            _save_fishers(path, f_f, f_r, {"key": key, "n_forget": str(len(forget)), "n_retain": str(len(retain))})
+        kw: dict[str, Any] = {"batch_size": c.batch_size, "device": ctx.device, "augment": aug, "generator": gen,
+                              "shuffle": True}
+        f_f, f_r = fisher_diagonal(model, forget, **kw), fisher_diagonal(model, retain, **kw)
+        if cache is not None and key is not None:
+            cache.save(key, {**{f"forget/{n}": t for n, t in f_f.items()}, **{f"retain/{n}": t for n, t in f_r.items()}},
+                       {"n_forget": str(len(forget)), "n_retain": str(len(retain))})
         return f_f, f_r
+
+    def setup(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> None:
+        c = self.config
+        self.mask_: dict[str, torch.Tensor] | None = None
+        self.mask_fraction_ = 1.0
+        if c.use_mask:
+            forget, retain = as_image_dataset(data.forget), as_image_dataset(data.retain)  # type: ignore[arg-type]
+            f_f, f_r = self.fishers(model, forget, retain, data, ctx)
+            self.mask_ = {n: m.to(ctx.device) for n, m in saliency_mask(f_f, f_r, c.gamma).items()}
+            total = sum(m.numel() for m in self.mask_.values())
+            self.mask_fraction_ = sum(float(m.sum()) for m in self.mask_.values()) / max(total, 1)
+        self.t_ = 0
+        self.prev_ = [p.detach().clone() for p in model.parameters()] if c.slow_weight_beta < 1 else None
+
+    def schedule(self) -> Iterable[Phase]:
+        c = self.config
+        yield Phase("fast_slow", "interleaved", steps=c.n_iters, forget_every=c.forget_freq)
+
+    def lr_at(self, step: int, total: int, epoch: int) -> float:
+        # CosineAnnealingLR(T_max=n_iters), stepped per iteration: the schedule spans n_iters even under max_steps.
+        return super().lr_at(step, self.config.n_iters, epoch)
 
     # --- the two steps ----------------------------------------------------------------------------
     def forget_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -301,120 +222,80 @@ class SFRon(GradientMethod):
                 p.grad.mul_(self.mask_[n])
 
     def forget_step(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], alpha: float,
-                    optimizer: torch.optim.Optimizer) -> float:
+                    optimizer: torch.optim.Optimizer, ctx: RunContext) -> torch.Tensor:
         """Fast step: descend −α_t F, masked, then clipped (forget step only)."""
-        f = self.forget_loss(model, *batch)
-        if not torch.isfinite(f.detach()):
-            raise _NonFiniteLoss(f"non-finite forget loss {float(f.detach())}")
+        with ctx.autocast():
+            f = self.forget_loss(model, *batch)
+        ctx.check_finite(f, "forget loss")
         optimizer.zero_grad(set_to_none=True)
         (-alpha * f).backward()
         self._mask_grads(model)
         if self.config.max_norm is not None:
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], self.config.max_norm)
         optimizer.step()
-        return float(f.detach())
+        return f.detach()
 
     def remain_step(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
-                    optimizer: torch.optim.Optimizer) -> float:
+                    optimizer: torch.optim.Optimizer, ctx: RunContext) -> torch.Tensor:
         """Slow step: plain CE descent on a retain batch, every weight, no clipping."""
-        loss = F.cross_entropy(model(batch[0]), batch[1])
-        if not torch.isfinite(loss.detach()):
-            raise _NonFiniteLoss(f"non-finite retain loss {float(loss.detach())}")
+        with ctx.autocast():
+            loss = F.cross_entropy(model(batch[0]), batch[1])
+        ctx.check_finite(loss, "retain loss")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return float(loss.detach())
+        return loss.detach()
 
     def joint_step(self, model: nn.Module, fbatch: tuple[torch.Tensor, torch.Tensor] | None,
-                   rbatch: tuple[torch.Tensor, torch.Tensor], alpha: float,
-                   optimizer: torch.optim.Optimizer) -> tuple[float, float]:
+                   rbatch: tuple[torch.Tensor, torch.Tensor], alpha: float, optimizer: torch.optim.Optimizer,
+                   ctx: RunContext) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Ablation without interleave: one step on L_r − α_t F; mask and clip touch the forget gradient only."""
         params = [p for p in model.parameters() if p.requires_grad]
         names = [n for n, p in model.named_parameters() if p.requires_grad]
-        f_val = math.nan
+        f_val = None
         grads = [torch.zeros_like(p) for p in params]
         if fbatch is not None:
             f = self.forget_loss(model, *fbatch)
-            if not torch.isfinite(f.detach()):
-                raise _NonFiniteLoss(f"non-finite forget loss {float(f.detach())}")
+            ctx.check_finite(f, "forget loss")
             gf = torch.autograd.grad(-alpha * f, params, allow_unused=True)
-            grads = [torch.zeros_like(p) if g is None else g for g, p in zip(gf, params)]
+            grads = [torch.zeros_like(p) if g is None else g for g, p in zip(gf, params, strict=True)]
             if self.mask_ is not None:
-                grads = [g * self.mask_[n] for g, n in zip(grads, names)]
+                grads = [g * self.mask_[n] for g, n in zip(grads, names, strict=True)]
             if self.config.max_norm is not None:
                 _clip_(grads, self.config.max_norm)
-            f_val = float(f.detach())
+            f_val = f.detach()
         loss = F.cross_entropy(model(rbatch[0]), rbatch[1])
-        if not torch.isfinite(loss.detach()):
-            raise _NonFiniteLoss(f"non-finite retain loss {float(loss.detach())}")
+        ctx.check_finite(loss, "retain loss")
         gr = torch.autograd.grad(loss, params, allow_unused=True)
         optimizer.zero_grad(set_to_none=True)
-        for p, g, r in zip(params, grads, gr):
+        for p, g, r in zip(params, grads, gr, strict=True):
             p.grad = g if r is None else g + r
         optimizer.step()
-        return f_val, float(loss.detach())
+        return f_val, loss.detach()
 
-    # --- the loop ---------------------------------------------------------------------------------
-    def total_steps(self, data: UnlearnData) -> int:
+    # --- one iteration of the shared loop: a fast step every forget_every-th iteration, then a slow step ---
+    def training_step(self, model: nn.Module, batch: Batch, phase: Phase, optimizer: torch.optim.Optimizer,
+                      ctx: RunContext) -> StepOutput:
         c = self.config
-        return min(c.n_iters, c.max_steps) if c.max_steps is not None else c.n_iters
-
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: RunContext | None = None) -> nn.Module:
-        ctx = ctx or RunContext.local()
-        self.check_compatible(model, data, ctx)
-        c = self.config
-        model.to(ctx.device)
-        backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        forget, retain = as_image_dataset(data.forget), as_image_dataset(data.retain)  # type: ignore[arg-type]
-        try:
-            self.mask_: dict[str, torch.Tensor] | None = None
-            mask_fraction = 1.0
-            if c.use_mask:
-                f_f, f_r = self.fishers(model, forget, retain, data, ctx)
-                self.mask_ = {n: m.to(ctx.device) for n, m in saliency_mask(f_f, f_r, c.gamma).items()}
-                total = sum(m.numel() for m in self.mask_.values())
-                mask_fraction = sum(float(m.sum()) for m in self.mask_.values()) / max(total, 1)
-            optimizer = self.make_optimizer(model)
-            aug = data.augment if c.augment else None
-            it_f = _cycle(forget, c.batch_size, ctx.rng, aug, ctx.device)
-            it_r = _cycle(retain, c.batch_size, ctx.rng, aug, ctx.device)
-            prev = ([p.detach().clone() for p in model.parameters()] if c.slow_weight_beta < 1 else None)
-            with progress_bar(self.name or type(self).__name__, self.total_steps(data), ctx.progress) as bar:
-                for t in range(c.n_iters):
-                    if (c.max_steps is not None and t >= c.max_steps) or ctx.should_stop():
-                        break
-                    lr = self.lr_at(t, c.n_iters)  # CosineAnnealingLR(T_max=n_iters), stepped per iteration
-                    for g in optimizer.param_groups:
-                        g["lr"] = lr
-                    model.train()
-                    is_forget = t % c.forget_freq == 0
-                    alpha = alpha_at(t, c.n_iters, c.alpha0, c.decay_alpha) if is_forget else 0.0
-                    if c.interleave:
-                        f_loss = self.forget_step(model, next(it_f), alpha, optimizer) if is_forget else math.nan
-                        r_loss = self.remain_step(model, next(it_r), optimizer)
-                    else:
-                        f_loss, r_loss = self.joint_step(model, next(it_f) if is_forget else None, next(it_r), alpha,
-                                                         optimizer)
-                    if prev is not None:
-                        with torch.no_grad():
-                            for p, q in zip(model.parameters(), prev):
-                                p.mul_(c.slow_weight_beta).add_(q, alpha=1 - c.slow_weight_beta)
-                                q.copy_(p)
-                    ctx.steps += 1
-                    logs = {"forget_loss": f_loss} if is_forget else {}  # no NaN placeholders in the history
-                    ctx.log(step=t + 1, loss=r_loss, retain_loss=r_loss, forget_step=float(is_forget), alpha=alpha,
-                            lr=lr, mask_fraction=mask_fraction, **logs)
-                    bar.advance()
-            model.eval()
-            why = _nonfinite_parameter(model) or self._collapse_reason(model, data, ctx)
-            if why:
-                self._diverged(model, backup, why)
-        except _NonFiniteLoss as exc:
-            self._diverged(model, backup, f"{exc} at iteration {ctx.steps}")
-        finally:
-            self.teardown(ctx)
-        model.eval()
-        return model
+        is_forget = batch.forget is not None
+        alpha = alpha_at(self.t_, c.n_iters, c.alpha0, c.decay_alpha) if is_forget else 0.0
+        if c.interleave:
+            f_loss = self.forget_step(model, batch.forget, alpha, optimizer, ctx) if is_forget else None  # type: ignore[arg-type]
+            r_loss = self.remain_step(model, batch.retain, optimizer, ctx)  # type: ignore[arg-type]
+        else:
+            f_loss, r_loss = self.joint_step(model, batch.forget, batch.retain, alpha, optimizer, ctx)  # type: ignore[arg-type]
+        if self.prev_ is not None:
+            with torch.no_grad():
+                for p, q in zip(model.parameters(), self.prev_, strict=True):
+                    p.mul_(c.slow_weight_beta).add_(q, alpha=1 - c.slow_weight_beta)
+                    q.copy_(p)
+        self.t_ += 1
+        logs: dict[str, float | torch.Tensor] = {"retain_loss": r_loss, "forget_step": float(is_forget),
+                                                 "alpha": alpha, "lr": optimizer.param_groups[0]["lr"],
+                                                 "mask_fraction": self.mask_fraction_}
+        if f_loss is not None:  # no NaN placeholders in the history
+            logs["forget_loss"] = f_loss
+        return StepOutput(r_loss, logs)
 
 
-__all__ = ["SFRon", "SFRonConfig", "alpha_at", "batch_fisher", "fisher_stats", "forget_weights", "saliency_mask"]
+__all__ = ["SFRon", "SFRonConfig", "alpha_at", "forget_weights", "saliency_mask"]

@@ -115,6 +115,7 @@ class SSD(Method):
         c = self.config
         model.to(ctx.device)
         i_f, i_d = self.importances(model, data, ctx)
+        ctx.emit("setup_end")
         counts = dampen(trainable_parameters(model), i_f, i_d, alpha=c.selection_weighting, lam=c.dampening_constant)
         total = sum(t.numel() for t in i_f.values())
         ctx.log(dampened=sum(counts.values()), parameters=total)
