@@ -40,7 +40,7 @@ demo: setup data
 lint: setup
 	@status=0; \
 	echo "ruff check ."; $(BIN)/ruff check . || status=1; \
-	echo "ruff format --check ."; $(BIN)/ruff format --check . || status=1; \
+	echo "ruff format --check ."; $(BIN)/ruff format --check --output-format=concise . || status=1; \
 	exit $$status
 
 typecheck: setup
