@@ -318,12 +318,36 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_record(record: dict[str, Any], title: str | None = None) -> None:
+    """A record as a table: metric | original | retrained | unlearned | gap."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .evaluation import format_table
+
+    cols = ("metric", "original", "retrained", "unlearned", "gap")
+    table = Table(title=title)
+    for col in cols:
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for r in format_table(record):
+        table.add_row(*[f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols])
+    Console().print(table)
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluation.cli_support import eval_command  # type: ignore[import-not-found]
+    from .evaluation import write_record
+    from .evaluation.checkpoints import evaluate_checkpoints
 
     _check_eval_checkpoints(args)
 
-    return eval_command(args)
+    record = evaluate_checkpoints(args.model, args.retrained, dataset=args.dataset, forget=args.forget, seed=args.seed,
+                                  original=args.original, metrics=args.metrics, device=args.device,
+                                  data_dir=args.data_dir)
+    path = write_record(record, Path(args.out) / "record.json")
+    task = record["task"]
+    _print_record(record, title=f"{task['dataset']} {task['forget']['spec']} seed {args.seed}")
+    print(f"record: {path}")
+    return 0
 
 
 def _check_eval_checkpoints(args: argparse.Namespace) -> None:
@@ -362,7 +386,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ._io import check_output_dir
-    from .evaluation import print_record_table
     from .models import MODELS, parse_model_args
     from .pipeline import run_experiment, save_experiment
 
@@ -375,7 +398,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     exp = run_experiment(args.dataset, args.model, args.forget, args.method, overrides=overrides, seed=args.seed,
                          model_kwargs=model_kwargs, metrics=args.metrics.split(",") if args.metrics else None,
                          device=args.device, data_dir=args.data_dir, original_path=args.original, preset=args.preset)
-    print_record_table(exp.record)
+    _print_record(exp.record)
     save_experiment(exp, out)
     for w in exp.record.get("warnings", []):
         print(f"unlearnkit run: warning: {w}", file=sys.stderr)
@@ -466,15 +489,31 @@ def _demo_row(name: str, m: dict[str, Any], seconds: float | None, gap: float | 
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench.runner import bench_command  # type: ignore[import-not-found]
+    """0 when every run is recorded or skipped, 1 when some failed, 130 on Ctrl-C."""
+    from .bench.runner import run_bench
+    from .bench.spec import load_spec
 
-    return bench_command(args)
+    spec = load_spec(args.spec)
+    try:
+        result = run_bench(spec, args.out, device=args.device, data_dir=args.data_dir,
+                           progress=False if args.no_progress else None)
+    except KeyboardInterrupt:
+        return 130
+    print(json.dumps(result.summary()))
+    if result.count("failed"):
+        print(f"unlearnkit bench: {result.count('failed')} run(s) failed (see bench.json); rerun the same command "
+              "to retry them", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .bench.report import report_command  # type: ignore[import-not-found]
+    from .bench.report import build_report
 
-    return report_command(args)
+    out = build_report(args.dir, args.out)
+    print(json.dumps({"report": str(out / "report.html"), "tables": str(out / "tables.md"),
+                      "csv": str(out / "tables.csv")}))
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

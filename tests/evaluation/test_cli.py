@@ -17,15 +17,31 @@ def checkpoints(tmp_path, original, retrained, class_split):
     paths = {}
     for role, m in (("original", original), ("retrained", retrained), ("unlearned", retrained)):
         paths[role] = save_model(m, tmp_path / role / "model.safetensors")
-    (tmp_path / "retrained" / "meta.json").write_text(json.dumps({"role": "retrained", "wall_seconds": 12.0,
-                                                                  "split_sha256": class_split.sha256}))
+    (tmp_path / "retrained" / "meta.json").write_text(
+        json.dumps({"role": "retrained", "wall_seconds": 12.0, "split_sha256": class_split.sha256})
+    )
     return paths
 
 
 def _args(tmp_path, p, *extra):
-    return ["eval", "--dataset", "synthetic", "--forget", "class:1", "--model", str(p["unlearned"]),
-            "--retrained", str(p["retrained"]), "--original", str(p["original"]), "--out", str(tmp_path / "out"),
-            "--device", "cpu", *extra]
+    return [
+        "eval",
+        "--dataset",
+        "synthetic",
+        "--forget",
+        "class:1",
+        "--model",
+        str(p["unlearned"]),
+        "--retrained",
+        str(p["retrained"]),
+        "--original",
+        str(p["original"]),
+        "--out",
+        str(tmp_path / "out"),
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def test_eval_writes_record_and_prints_table(tmp_path, checkpoints, capsys):
@@ -66,3 +82,28 @@ def test_eval_missing_checkpoint(tmp_path, checkpoints, capsys):
     checkpoints["original"] = tmp_path / "nope.safetensors"
     assert main(_args(tmp_path, checkpoints)) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_library_does_not_import_the_cli():
+    """argparse handling and rich tables live in `unlearnkit.cli`; no other module imports them."""
+    import ast
+    from pathlib import Path
+
+    import unlearnkit
+
+    root = Path(unlearnkit.__file__).parent
+    banned = {"argparse", "rich.table", "unlearnkit.cli"}
+    found = []
+    for path in root.rglob("*.py"):
+        if path.name == "cli.py" and path.parent == root:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [("." * node.level) + (node.module or "")]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            found += [f"{path.relative_to(root)}: {n}" for n in names if n in banned or n.lstrip(".") == "cli"]
+    assert found == []

@@ -14,16 +14,16 @@
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import io
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .._io import write_json_atomic, write_text_atomic
 from ..errors import ConfigError, MissingDependencyError
@@ -100,9 +100,14 @@ def identity(rec: dict[str, Any]) -> dict[str, Any]:
     model = b.get("model") or _dig(rec, "model", "arch") or "?"
     if margs:
         model = f"{model}({', '.join(f'{k}={v}' for k, v in sorted(margs.items()))})"
-    return {"dataset": b.get("dataset") or _dig(rec, "task", "dataset") or "?", "model": model,
-            "forget": b.get("forget") or _forget_text(_dig(rec, "task", "forget", "spec")),
-            "method": method, "label": b.get("label") or method, "seed": b.get("seed", rec.get("seed"))}
+    return {
+        "dataset": b.get("dataset") or _dig(rec, "task", "dataset") or "?",
+        "model": model,
+        "forget": b.get("forget") or _forget_text(_dig(rec, "task", "forget", "spec")),
+        "method": method,
+        "label": b.get("label") or method,
+        "seed": b.get("seed", rec.get("seed")),
+    }
 
 
 def metric_value(rec: dict[str, Any], role: str, key: str) -> float | None:
@@ -122,8 +127,10 @@ def metric_value(rec: dict[str, Any], role: str, key: str) -> float | None:
             return None
         v = _first(metrics.get(key), model.get(key))
         if v is None:  # derived from the two recorded runtimes when the record does not state it
-            rt, ut = metric_value(rec, "retrained", "runtime_seconds"), metric_value(rec, "unlearned",
-                                                                                      "runtime_seconds")
+            rt, ut = (
+                metric_value(rec, "retrained", "runtime_seconds"),
+                metric_value(rec, "unlearned", "runtime_seconds"),
+            )
             v = rt / ut if rt and ut else None
         return v
     if key in ("kl_to_retrained_forget",) and role != "unlearned":
@@ -199,7 +206,7 @@ def _mean_per_class(lists: list[list[float]]) -> list[float] | None:
     lists = [x for x in lists if x]
     if not lists or len({len(x) for x in lists}) != 1:
         return None
-    return [sum(col) / len(col) for col in zip(*lists)]
+    return [sum(col) / len(col) for col in zip(*lists, strict=True)]
 
 
 def aggregate(records: list[dict[str, Any]]) -> list[Scenario]:
@@ -222,21 +229,48 @@ def aggregate(records: list[dict[str, Any]]) -> list[Scenario]:
             if not any(_dig(r, "models", role, "metrics") for r in base):
                 continue
             skip = {"noise_floor_avg_gap"} if role == "original" else set()
-            rows.append(Row(label, role, role, sorted(baseline, key=str),
-                            {c.key: None if c.key in skip else summarize(metric_value(r, role, c.key) for r in base)
-                             for c in COLUMNS},
-                            per_class=_mean_per_class([per_class(r, role) or [] for r in base])))
+            rows.append(
+                Row(
+                    label,
+                    role,
+                    role,
+                    sorted(baseline, key=str),
+                    {
+                        c.key: None if c.key in skip else summarize(metric_value(r, role, c.key) for r in base)
+                        for c in COLUMNS
+                    },
+                    per_class=_mean_per_class([per_class(r, role) or [] for r in base]),
+                )
+            )
         for label, rs in by_label.items():
             m = {c.key: summarize(metric_value(r, "unlearned", c.key) for r in rs) for c in COLUMNS}
             m["avg_gap_of_means"] = _gap_of_means(rs)
             gaps = {k: summarize(gap_value(r, k) for r in rs) for k in GAP_KEYS}
-            rows.append(Row(label, "method", identity(rs[0])["method"], sorted((identity(r)["seed"] for r in rs),
-                                                                                key=str),
-                            m, gaps, per_class=_mean_per_class([per_class(r, "unlearned") or [] for r in rs])))
-        devices = sorted({str(_dig(r, "environment", "device_name") or _dig(r, "environment", "device"))
-                          for r in recs if _dig(r, "environment")})
-        flavours = sorted({str(_dig(r, "evaluation_config", "mia_flavour")) for r in recs
-                           if _dig(r, "evaluation_config", "mia_flavour")})
+            rows.append(
+                Row(
+                    label,
+                    "method",
+                    identity(rs[0])["method"],
+                    sorted((identity(r)["seed"] for r in rs), key=str),
+                    m,
+                    gaps,
+                    per_class=_mean_per_class([per_class(r, "unlearned") or [] for r in rs]),
+                )
+            )
+        devices = sorted(
+            {
+                str(_dig(r, "environment", "device_name") or _dig(r, "environment", "device"))
+                for r in recs
+                if _dig(r, "environment")
+            }
+        )
+        flavours = sorted(
+            {
+                str(_dig(r, "evaluation_config", "mia_flavour"))
+                for r in recs
+                if _dig(r, "evaluation_config", "mia_flavour")
+            }
+        )
         scenarios.append(Scenario(dataset, model, forget, rows, len(recs), devices, flavours))
     return scenarios
 
@@ -283,21 +317,23 @@ def within_floor(row: Row) -> bool:
 def table_rows(sc: Scenario) -> tuple[list[str], list[dict[str, Any]]]:
     """Headers and rows (``{"label", "kind", "n", "cells"}``) of one scenario's table."""
     headers = ["Method", "n", *[c.header for c in COLUMNS]]
-    rows = [{"label": r.label, "kind": r.kind, "n": len(r.seeds), "cells": [cell(r, c) for c in COLUMNS]}
-            for r in sc.rows]
+    rows = [
+        {"label": r.label, "kind": r.kind, "n": len(r.seeds), "cells": [cell(r, c) for c in COLUMNS]} for r in sc.rows
+    ]
     return headers, rows
 
 
 def footnotes(sc: Scenario) -> list[str]:
     seeds = sorted({s for r in sc.rows for s in r.seeds}, key=str)
-    floor = next((r.metrics.get("noise_floor_avg_gap") for r in sc.rows if r.metrics.get("noise_floor_avg_gap")),
-                 None)
-    notes = [f"Cells: mean ± sample std over seeds (n per row; seeds {', '.join(map(str, seeds))}); "
-             "in parentheses the mean per-seed absolute gap to the retrained model of the same seed (pp).",
-             "Avg. gap: mean over seeds of the per-seed average of the four gaps (FA, RA, TA, MIA-Eff.); "
-             "* Avg. gap of means: the paper-compatible gap between seed means.",
-             "† the method's avg. gap is within the noise floor (avg. gap between two retrained models): "
-             "indistinguishable from retraining at this sample size."]
+    floor = next((r.metrics.get("noise_floor_avg_gap") for r in sc.rows if r.metrics.get("noise_floor_avg_gap")), None)
+    notes = [
+        f"Cells: mean ± sample std over seeds (n per row; seeds {', '.join(map(str, seeds))}); "
+        "in parentheses the mean per-seed absolute gap to the retrained model of the same seed (pp).",
+        "Avg. gap: mean over seeds of the per-seed average of the four gaps (FA, RA, TA, MIA-Eff.); "
+        "* Avg. gap of means: the paper-compatible gap between seed means.",
+        "† the method's avg. gap is within the noise floor (avg. gap between two retrained models): "
+        "indistinguishable from retraining at this sample size.",
+    ]
     if floor:
         notes.append(f"Noise floor: {_fmt(floor, Column('x', 'x'))} pp.")
     else:
@@ -313,8 +349,12 @@ def markdown_tables(scenarios: list[Scenario]) -> str:
     out = ["# Benchmark tables", ""]
     for sc in scenarios:
         headers, rows = table_rows(sc)
-        out += [f"## {sc.title}", "", "| " + " | ".join(headers) + " |",
-                "|" + "|".join(["---"] + ["--:"] * (len(headers) - 1)) + "|"]
+        out += [
+            f"## {sc.title}",
+            "",
+            "| " + " | ".join(headers) + " |",
+            "|" + "|".join(["---"] + ["--:"] * (len(headers) - 1)) + "|",
+        ]
         for r in rows:
             out.append("| " + " | ".join([r["label"].replace("|", "\\|"), str(r["n"]), *r["cells"]]) + " |")
         out += [""] + [f"- {n}" for n in footnotes(sc)] + [""]
@@ -345,17 +385,23 @@ def time_table(records: list[dict[str, Any]]) -> str:
     if not by:
         return ""
     total = sum(t["wall"] for t in by.values())
-    out = ["## Where the time went", "",
-           f"Sum of the recorded runs' wall time: {total:.0f} s ({total / 60:.1f} min) over "
-           f"{sum(int(t['n']) for t in by.values())} runs. Per run: unlearning (the method), evaluation (default "
-           "suite) and the rest (loading data and cached models, writing the record).", "",
-           "| Method | runs | wall (s) | share | unlearning (s) | evaluation (s) | rest (s) |",
-           "|---|--:|--:|--:|--:|--:|--:|"]
+    out = [
+        "## Where the time went",
+        "",
+        f"Sum of the recorded runs' wall time: {total:.0f} s ({total / 60:.1f} min) over "
+        f"{sum(int(t['n']) for t in by.values())} runs. Per run: unlearning (the method), evaluation (default "
+        "suite) and the rest (loading data and cached models, writing the record).",
+        "",
+        "| Method | runs | wall (s) | share | unlearning (s) | evaluation (s) | rest (s) |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
     for label, t in sorted(by.items(), key=lambda kv: -kv[1]["wall"]):
         rest = t["wall"] - t["unlearn"] - t["eval"]
-        out.append(f"| {label.replace('|', chr(92) + '|')} | {int(t['n'])} | {t['wall']:.0f} | "
-                   f"{100 * t['wall'] / total:.0f} % | {t['unlearn']:.0f} | {t['eval']:.0f} | {rest:.0f} |")
-    return "\n".join(out + [""])
+        out.append(
+            f"| {label.replace('|', chr(92) + '|')} | {int(t['n'])} | {t['wall']:.0f} | "
+            f"{100 * t['wall'] / total:.0f} % | {t['unlearn']:.0f} | {t['eval']:.0f} | {rest:.0f} |"
+        )
+    return "\n".join([*out, ""])
 
 
 def csv_table(scenarios: list[Scenario]) -> str:
@@ -369,12 +415,23 @@ def csv_table(scenarios: list[Scenario]) -> str:
     w.writerow(header)
     for sc in scenarios:
         for r in sc.rows:
-            line: list[Any] = [sc.dataset, sc.model, sc.forget, r.label, r.kind, r.method, len(r.seeds),
-                               " ".join(map(str, r.seeds))]
+            line: list[Any] = [
+                sc.dataset,
+                sc.model,
+                sc.forget,
+                r.label,
+                r.kind,
+                r.method,
+                len(r.seeds),
+                " ".join(map(str, r.seeds)),
+            ]
             for k in keys:
                 s = r.metrics.get(k)
-                line += ["" if s is None else s["mean"], "" if s is None or s["std"] is None else s["std"],
-                         *(["", ""] if s is None or s["ci95"] is None else s["ci95"])]
+                line += [
+                    "" if s is None else s["mean"],
+                    "" if s is None or s["std"] is None else s["std"],
+                    *(["", ""] if s is None or s["ci95"] is None else s["ci95"]),
+                ]
             for part in ("mean", "std"):
                 for k in GAP_KEYS:
                     g = r.gaps.get(k)
@@ -389,9 +446,18 @@ def aggregates_json(scenarios: list[Scenario]) -> list[dict[str, Any]]:
         for r in sc.rows:
             metrics = {k: v for k, v in r.metrics.items() if v is not None and k != "avg_gap_of_means"}
             entry: dict[str, Any] = {
-                "group": {"dataset": sc.dataset, "model": sc.model, "forget": sc.forget, "row": r.label,
-                          "kind": r.kind, "method": r.method},
-                "n_seeds": len(r.seeds), "seeds": r.seeds, "metrics": metrics}
+                "group": {
+                    "dataset": sc.dataset,
+                    "model": sc.model,
+                    "forget": sc.forget,
+                    "row": r.label,
+                    "kind": r.kind,
+                    "method": r.method,
+                },
+                "n_seeds": len(r.seeds),
+                "seeds": r.seeds,
+                "metrics": metrics,
+            }
             if r.kind == "method":
                 entry["gaps_to_retrained"] = {k: v for k, v in r.gaps.items() if v is not None}
                 entry["avg_gap_paired"] = r.metrics.get("avg_gap_to_retrained")
@@ -408,12 +474,19 @@ def _need(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingDependencyError(f"the report needs {module.split('.')[0]}: pip install 'unlearnkit[report]'") \
-            from None
+        raise MissingDependencyError(
+            f"the report needs {module.split('.')[0]}: pip install 'unlearnkit[report]'"
+        ) from None
 
 
-def render_html(scenarios: list[Scenario], images: dict[str, list[tuple[str, bytes]]], *, title: str,
-                n_records: int, skipped: list[dict[str, Any]] | None = None) -> str:
+def render_html(
+    scenarios: list[Scenario],
+    images: dict[str, list[tuple[str, bytes]]],
+    *,
+    title: str,
+    n_records: int,
+    skipped: list[dict[str, Any]] | None = None,
+) -> str:
     """The self-contained page: tables as HTML and images as ``data:image/png;base64,…`` URIs."""
     jinja2 = _need("jinja2")
     from importlib import resources
@@ -423,13 +496,26 @@ def render_html(scenarios: list[Scenario], images: dict[str, list[tuple[str, byt
     sections = []
     for sc in scenarios:
         headers, rows = table_rows(sc)
-        sections.append({"title": sc.title, "slug": sc.slug, "headers": headers, "rows": rows,
-                         "footnotes": footnotes(sc),
-                         "images": [{"title": t, "src": "data:image/png;base64," + base64.b64encode(png).decode()}
-                                    for t, png in images.get(sc.slug, [])]})
+        sections.append(
+            {
+                "title": sc.title,
+                "slug": sc.slug,
+                "headers": headers,
+                "rows": rows,
+                "footnotes": footnotes(sc),
+                "images": [
+                    {"title": t, "src": "data:image/png;base64," + base64.b64encode(png).decode()}
+                    for t, png in images.get(sc.slug, [])
+                ],
+            }
+        )
     return env.from_string(source).render(
-        title=title, generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), n_records=n_records,
-        sections=sections, skipped=skipped or [])
+        title=title,
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        n_records=n_records,
+        sections=sections,
+        skipped=skipped or [],
+    )
 
 
 def build_report(bench_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
@@ -452,9 +538,11 @@ def build_report(bench_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     out.mkdir(parents=True, exist_ok=True)
     scenarios = aggregate(records)
 
-    written = [write_text_atomic(out / "tables.md", markdown_tables(scenarios) + "\n" + time_table(records)),
-               write_text_atomic(out / "tables.csv", csv_table(scenarios)),
-               write_json_atomic(out / "aggregates.json", aggregates_json(scenarios))]
+    written = [
+        write_text_atomic(out / "tables.md", markdown_tables(scenarios) + "\n" + time_table(records)),
+        write_text_atomic(out / "tables.csv", csv_table(scenarios)),
+        write_json_atomic(out / "aggregates.json", aggregates_json(scenarios)),
+    ]
 
     images: dict[str, list[tuple[str, bytes]]] = {}
     (out / "plots").mkdir(exist_ok=True)
@@ -462,7 +550,8 @@ def build_report(bench_dir: str | os.PathLike, out_dir: str | os.PathLike | None
         figs: list[tuple[str, str, Callable[[Scenario], bytes | None]]] = [
             ("metrics", "FA, RA, TA and MIA-Efficacy beside the retrained model", plots.metric_bars),
             ("tradeoff", "Avg. gap to the retrained model against runtime", plots.tradeoff),
-            ("per_class", "Per-class test accuracy", plots.per_class_accuracy)]
+            ("per_class", "Per-class test accuracy", plots.per_class_accuracy),
+        ]
         for name, caption, fn in figs:
             png = fn(sc)
             if png is None:
@@ -472,8 +561,13 @@ def build_report(bench_dir: str | os.PathLike, out_dir: str | os.PathLike | None
 
     skipped = _skipped(path.parent)
     spec_name = _spec_name(path.parent)
-    html = render_html(scenarios, images, title=f"unlearnkit benchmark{': ' + spec_name if spec_name else ''}",
-                       n_records=len(records), skipped=skipped)
+    html = render_html(
+        scenarios,
+        images,
+        title=f"unlearnkit benchmark{': ' + spec_name if spec_name else ''}",
+        n_records=len(records),
+        skipped=skipped,
+    )
     written.append(write_text_atomic(out / "report.html", html))
     make_readable(written)
     return out
@@ -491,8 +585,12 @@ def _skipped(bench_dir: Path) -> list[dict[str, Any]]:
             key = (r.get("dataset"), r.get("model"), r.get("forget"), r.get("label"))
             if key not in seen:
                 seen.add(key)
-                out.append({"what": f"{r.get('label')} on {r.get('dataset')} · {r.get('model')} · {r.get('forget')}",
-                            "why": r.get("message", "")})
+                out.append(
+                    {
+                        "what": f"{r.get('label')} on {r.get('dataset')} · {r.get('model')} · {r.get('forget')}",
+                        "why": r.get("message", ""),
+                    }
+                )
     return out
 
 
@@ -501,11 +599,3 @@ def _spec_name(bench_dir: Path) -> str:
         return str(json.loads((bench_dir / "bench.json").read_text(encoding="utf-8")).get("name") or "")
     except (OSError, ValueError):
         return ""
-
-
-def report_command(args: argparse.Namespace) -> int:
-    """`unlearnkit report DIR [--out OUT]`: write the report and print where it is."""
-    out = build_report(args.dir, getattr(args, "out", None))
-    print(json.dumps({"report": str(out / "report.html"), "tables": str(out / "tables.md"),
-                      "csv": str(out / "tables.csv")}))
-    return 0

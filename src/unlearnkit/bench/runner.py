@@ -17,17 +17,15 @@ duplicated.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
-import json
 import os
-import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from .._io import sha256_bytes, write_json_atomic, write_text_atomic
 from ..errors import ConfigError, DataNotFoundError, MissingDependencyError
@@ -73,6 +71,17 @@ class BenchResult:
     def ok(self) -> bool:
         return not self.interrupted and self.count("failed") == 0 and self.count("pending") == 0
 
+    def summary(self) -> dict[str, Any]:
+        """Counts per status, the number of records in the folder and the wall time (what ``unlearnkit bench``
+        prints)."""
+        n_records = len(read_records(self.out_dir / RECORDS_FILE, warn=False))
+        return {
+            "out": str(self.out_dir),
+            "records": n_records,
+            **{k: self.count(k) for k in ("done", "done_earlier", "skipped", "failed")},
+            "wall_seconds": round(self.total_wall_seconds, 2),
+        }
+
 
 @contextlib.contextmanager
 def _locked(out_dir: Path) -> Iterator[None]:
@@ -81,20 +90,29 @@ def _locked(out_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConfigError(f"another bench is running on {out_dir} (it holds {out_dir / '.bench.lock'}); "
-                              "wait for it or use another --out folder") from None
+            raise ConfigError(
+                f"another bench is running on {out_dir} (it holds {out_dir / '.bench.lock'}); "
+                "wait for it or use another --out folder"
+            ) from None
         yield
     finally:
         os.close(fd)  # closing releases the lock; the kernel also releases it if we are killed
 
 
 def _utc() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def run_bench(spec: BenchSpec | str | os.PathLike, out_dir: str | os.PathLike, *, device: str = "auto",
-              data_dir: str | None = None, progress: bool | None = None, runner: RunnerFn | None = None,
-              console: Any = None) -> BenchResult:
+def run_bench(
+    spec: BenchSpec | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    device: str = "auto",
+    data_dir: str | None = None,
+    progress: bool | None = None,
+    runner: RunnerFn | None = None,
+    console: Any = None,
+) -> BenchResult:
     """Run every pending cell of a bench grid, appending one record per finished run to ``out_dir``.
 
     Args:
@@ -129,8 +147,10 @@ def run_bench(spec: BenchSpec | str | os.PathLike, out_dir: str | os.PathLike, *
     with _locked(out):
         cut = repair_tail(records_path)
         if cut:
-            console.print(f"[yellow]records.jsonl ended in a torn line ({cut} bytes, an interrupted append); "
-                          "removed it, that run will be redone[/]")
+            console.print(
+                f"[yellow]records.jsonl ended in a torn line ({cut} bytes, an interrupted append); "
+                "removed it, that run will be redone[/]"
+            )
         earlier = {record_key(r): r for r in read_records(records_path)}
         make_readable([write_text_atomic(out / "spec.toml", spec.source_text)])
 
@@ -146,8 +166,10 @@ def run_bench(spec: BenchSpec | str | os.PathLike, out_dir: str | os.PathLike, *
                 result.statuses.append(RunStatus(run, "pending"))
         pending = [s for s in result.statuses if s.status == "pending"]
         head = f"bench {escape(spec.name)}: " if spec.name else "bench: "
-        console.print(f"{head}{len(runs)} runs: {result.count('done_earlier')} done earlier, "
-                      f"{result.count('skipped')} skipped, {len(pending)} to run -> {escape(str(out))}")
+        console.print(
+            f"{head}{len(runs)} runs: {result.count('done_earlier')} done earlier, "
+            f"{result.count('skipped')} skipped, {len(pending)} to run -> {escape(str(out))}"
+        )
         for s in result.statuses:
             if s.status == "skipped":
                 console.print(f"  [dim]skipped[/] {escape(s.run.title)}: {escape(s.message or '')}")
@@ -173,9 +195,11 @@ def run_bench(spec: BenchSpec | str | os.PathLike, out_dir: str | os.PathLike, *
             _write_bench_json(out, spec, result, started)
     if result.interrupted:
         raise KeyboardInterrupt
-    console.print(f"bench finished in {result.total_wall_seconds:.1f} s: {result.count('done')} done, "
-                  f"{result.count('done_earlier')} done earlier, {result.count('skipped')} skipped, "
-                  f"{result.count('failed')} failed")
+    console.print(
+        f"bench finished in {result.total_wall_seconds:.1f} s: {result.count('done')} done, "
+        f"{result.count('done_earlier')} done earlier, {result.count('skipped')} skipped, "
+        f"{result.count('failed')} failed"
+    )
     return result
 
 
@@ -186,14 +210,33 @@ def _new_eval_cache() -> EvaluationCache:
     return EvaluationCache()
 
 
-def _do_run(run: Run, runner: RunnerFn, status: RunStatus, spec: BenchSpec, device: str, data_dir: str | None,
-            records_path: Path, eval_cache: EvaluationCache) -> None:
+def _do_run(
+    run: Run,
+    runner: RunnerFn,
+    status: RunStatus,
+    spec: BenchSpec,
+    device: str,
+    data_dir: str | None,
+    records_path: Path,
+    eval_cache: EvaluationCache,
+) -> None:
     t = time.perf_counter()
     try:
-        result = runner(run.dataset, run.model, run.forget.arg, run.method.name, overrides=dict(run.method.overrides),
-                        seed=run.seed, model_kwargs=dict(run.model_args) or None,
-                        metrics=list(spec.metrics) if spec.metrics else None, device=device, data_dir=data_dir,
-                        progress=False, noise_floor=run.seed == spec.seeds[0], eval_cache=eval_cache)
+        result = runner(
+            run.dataset,
+            run.model,
+            run.forget.arg,
+            run.method.name,
+            overrides=dict(run.method.overrides),
+            seed=run.seed,
+            model_kwargs=dict(run.model_args) or None,
+            metrics=list(spec.metrics) if spec.metrics else None,
+            device=device,
+            data_dir=data_dir,
+            progress=False,
+            noise_floor=run.seed == spec.seeds[0],
+            eval_cache=eval_cache,
+        )
         record = getattr(result, "record", result)  # run_experiment returns an Experiment(record, unlearned, split)
         if not isinstance(record, dict):
             raise TypeError(f"the runner returned {type(record).__name__}, expected a record dict")
@@ -255,42 +298,37 @@ def _progress(enabled: bool, total: int, console: Any) -> Iterator[Any]:
         TimeRemainingColumn,
     )
 
-    with Progress(TextColumn("runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
-                  TimeRemainingColumn(), TextColumn("{task.description}"), console=console) as p:
+    with Progress(
+        TextColumn("runs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+    ) as p:
         yield _RichBar(p, p.add_task("", total=total))
 
 
 def _write_bench_json(out: Path, spec: BenchSpec, result: BenchResult, started: str) -> None:
     walls = [s.wall_seconds for s in result.statuses if s.status in ("done", "done_earlier") and s.wall_seconds]
-    path = write_json_atomic(out / "bench.json", {
-        "spec": "spec.toml", "spec_sha256": sha256_bytes(spec.source_text.encode()), "name": spec.name,
-        "started_utc": started, "finished_utc": _utc(), "interrupted": result.interrupted,
-        "total_wall_seconds": result.total_wall_seconds,
-        "sum_run_wall_seconds": sum(walls),  # over every recorded run, earlier invocations included
-        "counts": {k: result.count(k) for k in ("done", "done_earlier", "skipped", "failed", "pending")},
-        "runs": [s.to_dict() for s in result.statuses],
-    })
+    path = write_json_atomic(
+        out / "bench.json",
+        {
+            "spec": "spec.toml",
+            "spec_sha256": sha256_bytes(spec.source_text.encode()),
+            "name": spec.name,
+            "started_utc": started,
+            "finished_utc": _utc(),
+            "interrupted": result.interrupted,
+            "total_wall_seconds": result.total_wall_seconds,
+            "sum_run_wall_seconds": sum(walls),  # over every recorded run, earlier invocations included
+            "counts": {k: result.count(k) for k in ("done", "done_earlier", "skipped", "failed", "pending")},
+            "runs": [s.to_dict() for s in result.statuses],
+        },
+    )
     make_readable([path])
 
 
-def bench_command(args: argparse.Namespace) -> int:
-    """`unlearnkit bench SPEC --out DIR`: 0 when every run is recorded or skipped, 1 when some failed."""
-    spec = load_spec(args.spec)
-    progress = False if getattr(args, "no_progress", False) else None
-    try:
-        result = run_bench(spec, args.out, device=getattr(args, "device", "auto"),
-                           data_dir=getattr(args, "data_dir", None), progress=progress)
-    except KeyboardInterrupt:
-        return 130
-    n_records = len(read_records(Path(args.out) / RECORDS_FILE, warn=False))
-    print(json.dumps({"out": str(args.out), "records": n_records, "done": result.count("done"),
-                      "done_earlier": result.count("done_earlier"), "skipped": result.count("skipped"),
-                      "failed": result.count("failed"), "wall_seconds": round(result.total_wall_seconds, 2)}))
-    if result.count("failed"):
-        print(f"unlearnkit bench: {result.count('failed')} run(s) failed (see bench.json); rerun the same command "
-              "to retry them", file=sys.stderr)
-        return 1
-    return 0
-
-
-__all__ = ["RUNNER_ENV", "BenchResult", "RunStatus", "bench_command", "run_bench"]
+__all__ = ["RUNNER_ENV", "BenchResult", "RunStatus", "run_bench"]

@@ -17,7 +17,6 @@ from typing import Any
 from . import functional, mia
 from .audits import AUDITS
 from .cache import EvaluationCache
-from .cli_support import print_table
 from .metrics import METRICS, Metric, MetricInfo, MetricOptions, Outputs
 from .records import aggregate, read_record, records_to_frame, run_id, t_interval, write_record
 from .suite import (
@@ -47,7 +46,6 @@ __all__ = [
     "metric_infos",
     "metric_table",
     "mia",
-    "print_record_table",
     "noise_floor",
     "read_record",
     "records_to_frame",
@@ -80,8 +78,3 @@ def metric_table() -> list[dict[str, Any]]:
             {"name": f"{name} (audit)", "unit": "-", "direction": "see outputs", "default": "off", "section": a.section}
         )
     return rows
-
-
-def print_record_table(record: dict[str, Any], title: str | None = None) -> None:
-    """Print `format_table(record)` with rich (metric | original | retrained | unlearned | gap)."""
-    print_table(format_table(record), title=title)
