@@ -10,13 +10,15 @@ import io
 import math
 from typing import TYPE_CHECKING, Any
 
-from .report import RETRAINED
-
 if TYPE_CHECKING:
     from .report import Row, Scenario
 
-PANELS = (("accuracy_forget", "FA (%)"), ("accuracy_retain", "RA (%)"), ("accuracy_test", "TA (%)"),
-          ("mia_efficacy_forget", "MIA-Efficacy (%)"))
+PANELS = (
+    ("accuracy_forget", "FA (%)"),
+    ("accuracy_retain", "RA (%)"),
+    ("accuracy_test", "TA (%)"),
+    ("mia_efficacy_forget", "MIA-Efficacy (%)"),
+)
 
 
 def _figure(width: float, height: float) -> Any:
@@ -38,7 +40,7 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def _colours(rows: list["Row"]) -> list[Any]:
+def _colours(rows: list[Row]) -> list[Any]:
     from matplotlib import colormaps
 
     cmap = colormaps["tab20"]
@@ -54,14 +56,14 @@ def _colours(rows: list["Row"]) -> list[Any]:
     return out
 
 
-def _stat(row: "Row", key: str) -> tuple[float | None, float]:
+def _stat(row: Row, key: str) -> tuple[float | None, float]:
     s = row.metrics.get(key)
     if s is None:
         return None, 0.0
     return s["mean"], s["std"] or 0.0
 
 
-def metric_bars(sc: "Scenario") -> bytes | None:
+def metric_bars(sc: Scenario) -> bytes | None:
     """Per-method bars of FA, RA, TA and MIA-Efficacy (mean ± std), beside Original and Retrained."""
     rows = [r for r in sc.rows if any(r.metrics.get(k) for k, _ in PANELS)]
     if not any(r.kind == "method" for r in rows):
@@ -69,7 +71,7 @@ def metric_bars(sc: "Scenario") -> bytes | None:
     colours = _colours(rows)
     fig = _figure(max(9.0, 0.5 * len(rows) * 2), 7.5)
     axes = fig.subplots(2, 2)
-    ref = sc.row(RETRAINED)
+    ref = sc.retrained
     for ax, (key, title) in zip(axes.flat, PANELS):
         xs = list(range(len(rows)))
         means = [(_stat(r, key)[0] or 0.0) for r in rows]
@@ -87,7 +89,7 @@ def metric_bars(sc: "Scenario") -> bytes | None:
     return _png(fig)
 
 
-def tradeoff(sc: "Scenario") -> bytes | None:
+def tradeoff(sc: Scenario) -> bytes | None:
     """Avg. gap to the retrained model (lower is better) against the method's wall time."""
     pts = [(r, _stat(r, "runtime_seconds"), _stat(r, "avg_gap_to_retrained")) for r in sc.rows if r.kind == "method"]
     pts = [(r, t, g) for r, t, g in pts if t[0] is not None and g[0] is not None]
@@ -96,14 +98,16 @@ def tradeoff(sc: "Scenario") -> bytes | None:
     fig = _figure(8.0, 5.5)
     ax = fig.subplots()
     colours = _colours([r for r, _, _ in pts])
-    floor = next((r.metrics["noise_floor_avg_gap"]["mean"] for r in sc.rows if r.metrics.get("noise_floor_avg_gap")),
-                 None)
+    floor = next(
+        (r.metrics["noise_floor_avg_gap"]["mean"] for r in sc.rows if r.metrics.get("noise_floor_avg_gap")), None
+    )
     if floor is not None:
         ax.axhspan(0, floor, color="#4caf50", alpha=0.15, label=f"noise floor ({floor:.2f})")
-    ref = sc.row(RETRAINED)
+    ref = sc.retrained
     if ref is not None and ref.metrics.get("runtime_seconds"):
-        ax.axvline(ref.metrics["runtime_seconds"]["mean"], color="#222222", linestyle="--", linewidth=1,
-                   label="retrain time")
+        ax.axvline(
+            ref.metrics["runtime_seconds"]["mean"], color="#222222", linestyle="--", linewidth=1, label="retrain time"
+        )
     for (r, (t, ts), (g, gs)), c in zip(pts, colours):
         ax.errorbar([t], [g], xerr=[ts], yerr=[gs], fmt="o", color=c, capsize=3, markersize=6)
         ax.annotate(r.label, (t, g), textcoords="offset points", xytext=(5, 4), fontsize=8)
@@ -121,7 +125,7 @@ def tradeoff(sc: "Scenario") -> bytes | None:
     return _png(fig)
 
 
-def per_class_accuracy(sc: "Scenario") -> bytes | None:
+def per_class_accuracy(sc: Scenario) -> bytes | None:
     """Per-class test accuracy of the retrained model and each method; forgotten classes shaded.
 
     Only for class-wise scenarios whose records hold ``per_class_accuracy_test``; None otherwise.

@@ -201,6 +201,11 @@ class Scenario:
     def row(self, label: str) -> Row | None:
         return next((r for r in self.rows if r.label == label), None)
 
+    @property
+    def retrained(self) -> Row | None:
+        """The retrained model's row (the reference of every plot), if the records hold it."""
+        return self.row(RETRAINED)
+
 
 def _mean_per_class(lists: list[list[float]]) -> list[float] | None:
     lists = [x for x in lists if x]

@@ -37,6 +37,8 @@ __all__ = [
 ]
 
 EVAL_SPLITS = ("forget", "retain", "test", "test_forgotten_classes")
+AVG_GAP_BASE = ("accuracy_forget", "accuracy_retain", "accuracy_test")  # with the MIA flavour's key: Avg. Gap (§1.5)
+MIA_FLAVOURS = {"svc_confidence": "mia_efficacy_forget", "entropy_logreg": "mia_member_rate_forget_entropy_logreg"}
 
 
 @dataclass

@@ -9,6 +9,7 @@ never recompute.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import math
 import os
@@ -20,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from .._io import read_json, sha256_json, write_json_atomic
 from ..errors import ConfigError, MissingDependencyError
-from .metrics import MetricInfo
+from .metrics import AVG_GAP_BASE, MIA_FLAVOURS, MetricInfo
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -92,7 +95,6 @@ def _git_sha() -> str | None:
 
 def environment(device: Any) -> dict[str, Any]:
     import sklearn
-    import torch
 
     dev = str(device)
     name = (
@@ -110,6 +112,18 @@ def environment(device: Any) -> dict[str, Any]:
         "num_threads": torch.get_num_threads(),
         "deterministic": bool(torch.are_deterministic_algorithms_enabled()),
     }
+
+
+def model_sha256(model: nn.Module) -> str:
+    """SHA-256 over the state dict (names, shapes, dtypes and bytes), independent of the device."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        t = v.detach().to("cpu").contiguous()
+        h.update(k.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def build_record(
@@ -140,7 +154,6 @@ def build_record(
     """Assemble the §8.2 record from a suite result (used by `evaluate`); ``infos`` gives ``metric_meta``."""
     from .. import __version__
     from ..models import model_config
-    from .suite import model_sha256
 
     info = bundle.info
     u = models["unlearned"]
@@ -304,8 +317,6 @@ def aggregate(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     ``avg_gap_paired`` (stats of per-seed Avg. Gap; the primary number), ``avg_gap_of_means`` (|mean_u −
     mean_r| averaged over the four Avg-Gap metrics; paper-compatible) and ``noise_floor_avg_gap`` stats.
     """
-    from .suite import AVG_GAP_BASE, MIA_FLAVOURS
-
     groups: dict[str, list[dict[str, Any]]] = {}
     keys: dict[str, dict[str, Any]] = {}
     for rec in records:

@@ -23,7 +23,18 @@ from torch import nn
 from ..errors import ConfigError, DivergenceError, IncompatibleError
 from .audits import AUDITS, Audit, AuditContext
 from .cache import Batch, EvaluationCache, ForwardKey, ValuesKey
-from .metrics import DERIVED_KEYS, EVAL_SPLITS, METRICS, Metric, MetricInfo, MetricOptions, Outputs
+from .metrics import (
+    AVG_GAP_BASE,
+    DERIVED_KEYS,
+    EVAL_SPLITS,
+    METRICS,
+    MIA_FLAVOURS,
+    Metric,
+    MetricInfo,
+    MetricOptions,
+    Outputs,
+)
+from .records import build_record, model_sha256
 
 if TYPE_CHECKING:
     from ..data import DatasetBundle, ImageDataset, Split
@@ -43,8 +54,6 @@ __all__ = [
     "resolve_selection",
 ]
 
-MIA_FLAVOURS = {"svc_confidence": "mia_efficacy_forget", "entropy_logreg": "mia_member_rate_forget_entropy_logreg"}
-AVG_GAP_BASE = ("accuracy_forget", "accuracy_retain", "accuracy_test")
 ROLE_ORDER = ("original", "retrained", "unlearned")
 
 
@@ -165,20 +174,6 @@ def _num_outputs(model: nn.Module) -> int | None:
     from ..models import num_outputs
 
     return num_outputs(model)
-
-
-def model_sha256(model: nn.Module) -> str:
-    """SHA-256 over the state dict (names, shapes, dtypes and bytes), independent of the device."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        t = v.detach().to("cpu").contiguous()
-        h.update(k.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(str(t.dtype).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------- the suite
@@ -742,7 +737,6 @@ def evaluate(
         The record (a JSON-serialisable dict); write it with `unlearnkit.evaluation.write_record`.
     """
     from ..device import resolve_device
-    from .records import build_record
 
     if mia_flavour not in MIA_FLAVOURS:
         raise ConfigError(f"mia_flavour must be one of {', '.join(MIA_FLAVOURS)}, got {mia_flavour!r}")
