@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._io import atomic_write, sha256_json
+from ._io import atomic_write
 from .data.datasets import ImageDataset, to_float
 from .data.loading import as_image_dataset, iter_batches
 from .errors import CheckpointError, ConfigError, MissingDependencyError
@@ -420,30 +420,41 @@ class ClassFilters:
     def num_parameters(self) -> int:
         return sum(int(a.numel()) for a in self.alphas.values())
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the filters as safetensors (atomically); sites and metadata go in the header."""
-        from safetensors.torch import save_file
-
+    def to_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """The filter matrices and a header (sites, classes, metadata) as safetensors metadata."""
         tensors = {f"alpha/{s.name}": self.alphas[s.name].detach().cpu().float().contiguous() for s in self.sites}
         header = {"unlearnkit_filters": json.dumps({"version": FILTER_CODE_VERSION, "num_classes": self.num_classes,
                                                     "sites": [dataclasses.asdict(s) for s in self.sites],
                                                     "meta": self.meta}, default=str)}
-        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+        return tensors, header
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "ClassFilters":
-        from safetensors import safe_open
-
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], header: dict[str, str], source: str = "") -> ClassFilters:
         try:
-            with safe_open(str(path), framework="pt") as fh:
-                header = json.loads((fh.metadata() or {})["unlearnkit_filters"])
-                tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-            sites = [FilterSite(**s) for s in header["sites"]]
+            info = json.loads(header["unlearnkit_filters"])
+            sites = [FilterSite(**s) for s in info["sites"]]
             alphas = {s.name: tensors[f"alpha/{s.name}"] for s in sites}
-        except Exception as exc:  # noqa: BLE001 - any failure means the file is unusable
-            raise CheckpointError(f"filter file {path} is unreadable ({type(exc).__name__}: {exc}); delete it to "
+        except Exception as exc:  # any failure means the file is unusable
+            raise CheckpointError(f"filter file {source} is unreadable ({type(exc).__name__}: {exc}); delete it to "
                                   "retrain the filters") from exc
-        return cls(sites, alphas, int(header["num_classes"]), header.get("meta", {}))
+        return cls(sites, alphas, int(info["num_classes"]), info.get("meta", {}))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the filters as safetensors (atomically, with their SHA-256); sites and metadata in the header."""
+        from .cache import save_verified
+
+        tensors, header = self.to_tensors()
+        return save_verified(Path(path), tensors, header)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ClassFilters:
+        from .cache import verify_file
+
+        ok, why, tensors, header = verify_file(Path(path))
+        if not ok or tensors is None:
+            raise CheckpointError(f"filter file {Path(path).name} is unreadable or damaged ({why}); delete it to "
+                                  "retrain the filters")
+        return cls.from_tensors(tensors, header, Path(path).name)
 
 
 def forget_term(logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
@@ -539,43 +550,30 @@ def train_filters(model: nn.Module, dataset: Any, num_classes: int, config: Filt
 
 
 # ------------------------------------------------------------------------------------------------ cache
-def state_hash(model: nn.Module) -> str:
-    """SHA-256 of a model's state dict (names, dtypes, shapes and bytes)."""
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        t = v.detach().to("cpu").contiguous()
-        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
 def data_fingerprint(dataset: Any) -> str:
-    """An order-independent digest of a labelled dataset: size, class counts and per-class pixel sums.
+    """An exact, order-independent digest of a labelled dataset: the sorted SHA-256 of every (image, label) row.
 
     Order-independent so that ``forget ∪ retain`` of any class-wise split of the same training set gives the
-    same key, and the filters are trained once for all requests.
+    same key, and the filters are trained once for all requests; exact, so two different datasets never share one.
     """
     data = as_image_dataset(dataset)
-    y = data.targets.long()
-    flat = data.images.reshape(len(y), -1).double()
-    k = int(y.max()) + 1 if len(y) else 0
-    sums = torch.zeros(k, dtype=torch.float64).index_add_(0, y, flat.sum(1)) if k else torch.zeros(0)
-    sq = torch.zeros(k, dtype=torch.float64).index_add_(0, y, flat.pow(2).sum(1)) if k else torch.zeros(0)
-    counts = torch.bincount(y, minlength=k) if k else torch.zeros(0)
-    return sha256_json({"n": len(y), "dtype": str(data.images.dtype), "shape": list(data.images.shape[1:]),
-                        "counts": counts.tolist(), "sum": [round(v, 3) for v in sums.tolist()],
-                        "sq": [round(v, 1) for v in sq.tolist()]})
+    images = data.images.contiguous().reshape(len(data), -1).numpy()
+    rows = sorted(hashlib.sha256(images[i].tobytes() + int(y).to_bytes(8, "little")).digest()
+                  for i, y in enumerate(data.targets.tolist()))
+    return hashlib.sha256(f"{images.dtype}{tuple(data.images.shape[1:])}".encode() + b"".join(rows)).hexdigest()
+
+
+def _filter_cache() -> Any:
+    from .cache import TensorCache
+
+    return TensorCache("filters", version=FILTER_CODE_VERSION)
 
 
 def filter_cache_key(model: nn.Module, dataset: Any, num_classes: int, config: FilterConfig, seed: int) -> str:
-    return sha256_json({"model": state_hash(model), "data": data_fingerprint(dataset), "num_classes": num_classes,
-                        "config": config.training_dict(), "seed": seed, "code": FILTER_CODE_VERSION})
+    from .cache import model_sha256
 
-
-def filter_cache_path(key: str) -> Path:
-    from .oracle import cache_dir
-
-    return cache_dir() / "filters" / f"{key}.safetensors"
+    return _filter_cache().key(model=model_sha256(model), data=data_fingerprint(dataset), num_classes=num_classes,
+                               config=config.training_dict(), seed=seed)
 
 
 def get_or_train_filters(model: nn.Module, dataset: Any, num_classes: int, config: FilterConfig | None = None, *,
@@ -583,20 +581,24 @@ def get_or_train_filters(model: nn.Module, dataset: Any, num_classes: int, confi
                          progress: bool | None = False) -> tuple[ClassFilters, bool]:
     """Cached filters for (model weights, data, config, seed), training them once if missing.
 
-    Returns ``(filters, from_cache)``. The file lives at ``cache_dir()/"filters"/<key>.safetensors``.
+    Returns ``(filters, from_cache)``. The entry lives in the library's verified cache (namespace ``filters``):
+    a damaged entry is discarded with a warning and the filters are trained again.
     """
     config = config or FilterConfig()
     key = filter_cache_key(model, dataset, num_classes, config, seed)
-    path = filter_cache_path(key)
-    if cache and path.is_file():
-        try:
-            return ClassFilters.load(path), True
-        except CheckpointError:
-            path.unlink(missing_ok=True)  # damaged: retrain below
+    store = _filter_cache()
+    if cache:
+        hit = store.load_with_meta(key)
+        if hit is not None:
+            try:
+                return ClassFilters.from_tensors(*hit, source=store.path(key).name), True
+            except CheckpointError:
+                store.path(key).unlink(missing_ok=True)  # readable but not filters: retrain below
     filters = train_filters(model, dataset, num_classes, config, seed=seed, device=device, progress=progress)
     filters.meta["cache_key"] = key
     if cache:
-        filters.save(path)
+        tensors, header = filters.to_tensors()
+        store.save(key, tensors, header)
     return filters, False
 
 
@@ -836,7 +838,7 @@ def save_filter_maps(filters: ClassFilters, npz_path: str | os.PathLike, figure_
 
 
 __all__ = ["ClassFilters", "FilterConfig", "FilterSite", "FilteredModel", "class_similarity", "combine_rows",
-           "data_fingerprint", "deletion_curve", "evaluate_all_classes", "filter_cache_key", "filter_cache_path",
+           "data_fingerprint", "deletion_curve", "evaluate_all_classes", "filter_cache_key",
            "filter_maps",
            "find_sites", "fold_filters", "forget_term", "get_or_train_filters", "rows_to_markdown",
-           "save_filter_maps", "state_hash", "top_units", "train_filters"]
+           "save_filter_maps", "top_units", "train_filters"]

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import unlearnkit
+from unlearnkit.cache import model_sha256
 from unlearnkit.data import split_for
 from unlearnkit.errors import ConfigError, IncompatibleError
 from unlearnkit.filters import (
@@ -25,7 +26,6 @@ from unlearnkit.filters import (
     fold_filters,
     get_or_train_filters,
     save_filter_maps,
-    state_hash,
     top_units,
 )
 from unlearnkit.methods import create_method
@@ -223,7 +223,7 @@ def test_forgetting_one_class_on_digits_and_cache_reuse(digits_setup):
     out7 = method.unlearn(copy.deepcopy(original), _data(bundle, "class:7"), ctx2)
     assert ctx2.history[-1]["from_cache"] == 1.0
     assert _per_class_acc(out7, bundle.test)[7] <= 5.0
-    assert len(list((unlearnkit.oracle.cache_dir() / "filters").glob("*.safetensors"))) == 1
+    assert len(list((unlearnkit.oracle.cache_dir() / "filters").rglob("*.safetensors"))) == 1
 
 
 def test_two_classes_combine_by_min_on_digits(digits_setup):
@@ -303,7 +303,7 @@ def test_cache_key_depends_on_weights_config_and_seed_not_on_order():
     other = copy.deepcopy(model)
     with torch.no_grad():
         next(other.parameters())[0].add_(1e-3)
-    assert state_hash(other) != state_hash(model)
+    assert model_sha256(other) != model_sha256(model)
     assert filter_cache_key(other, d, K, FilterConfig(), 0) != base
 
 
@@ -314,7 +314,7 @@ def test_damaged_cache_file_is_retrained(tmp_path, monkeypatch):
     f1, hit1 = get_or_train_filters(model, data.retain, K, cfg)
     f2, hit2 = get_or_train_filters(model, data.retain, K, cfg)
     assert not hit1 and hit2 and all(torch.equal(f1.alphas[k], f2.alphas[k]) for k in f1.alphas)
-    path = next((tmp_path / "filters").glob("*.safetensors"))
+    path = next((tmp_path / "filters").rglob("*.safetensors"))
     path.write_bytes(b"garbage")
     _, hit3 = get_or_train_filters(model, data.retain, K, cfg)
     assert not hit3 and path.stat().st_size > 100
