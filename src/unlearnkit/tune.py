@@ -18,7 +18,7 @@ import itertools
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -31,6 +31,9 @@ from .methods import METHODS, UnlearnData, create_method
 from .oracle import train_or_load
 from .runner import run_method
 from .training import accuracy
+
+if TYPE_CHECKING:
+    from .evaluation import EvaluationCache
 
 logger = logging.getLogger(__name__)
 
@@ -55,31 +58,52 @@ def _dedupe(values: Sequence[Any]) -> list[Any]:
     return out
 
 
-def _simple_avg_gap(unlearned: nn.Module, retrained: nn.Module, bundle: DatasetBundle, split: Split,
-                    device: torch.device) -> float:
+def _simple_avg_gap(
+    unlearned: nn.Module, retrained: nn.Module, bundle: DatasetBundle, split: Split, device: torch.device
+) -> float:
     """Mean |Δ| to the retrained model over accuracy on forget / retain / test (fallback metric)."""
     sets = [bundle.train.subset(split.forget), bundle.train.subset(split.retain), bundle.test.subset(split.test)]
     gaps = [abs(accuracy(unlearned, s, device=device) - accuracy(retrained, s, device=device)) for s in sets]
     return sum(gaps) / len(gaps)
 
 
-def avg_gap(unlearned: nn.Module, retrained: nn.Module, bundle: DatasetBundle, split: Split,
-            device: torch.device) -> float:
-    """The Avg. Gap of `unlearnkit.evaluation.evaluate` (accuracies + MIA), or the 3-accuracy gap without it."""
+def avg_gap(
+    unlearned: nn.Module,
+    retrained: nn.Module,
+    bundle: DatasetBundle,
+    split: Split,
+    device: torch.device,
+    *,
+    cache: EvaluationCache | None = None,
+) -> float:
+    """The Avg. Gap of `unlearnkit.evaluation.evaluate` (accuracies + MIA), or the 3-accuracy gap without it.
+
+    ``cache`` (an `EvaluationCache`) lets the configs of one tuning run score the retrained model once.
+    """
     try:
         from .evaluation import evaluate
     except ImportError:  # pragma: no cover - the evaluation package is part of unlearnkit
         return _simple_avg_gap(unlearned, retrained, bundle, split, device)
-    record = evaluate(unlearned, bundle, split, retrained=retrained, device=device)
+    record = evaluate(unlearned, bundle, split, retrained=retrained, device=device, cache=cache)
     gap = record.get("gaps_to_retrained", {}).get("avg_gap_to_retrained")
     if gap is None or not math.isfinite(gap):
         return _simple_avg_gap(unlearned, retrained, bundle, split, device)
     return float(gap)
 
 
-def tune(method: str, dataset: str | DatasetBundle, model: str, forget: str, grid: dict[str, Sequence[Any]], *,
-         seeds: Sequence[int] = (0,), validation_seed: int = 100, device: str | torch.device = "auto",
-         data_dir: str | None = None, base: dict[str, Any] | None = None) -> list[tuple[dict[str, Any], float]]:
+def tune(
+    method: str,
+    dataset: str | DatasetBundle,
+    model: str,
+    forget: str,
+    grid: dict[str, Sequence[Any]],
+    *,
+    seeds: Sequence[int] = (0,),
+    validation_seed: int = 100,
+    device: str | torch.device = "auto",
+    data_dir: str | None = None,
+    base: dict[str, Any] | None = None,
+) -> list[tuple[dict[str, Any], float]]:
     """Rank every config of ``grid`` by its Avg. Gap to the retrained model on a validation split.
 
     For each seed, the original (all training data) and the retrained oracle (validation retain set) come from
@@ -104,6 +128,7 @@ def tune(method: str, dataset: str | DatasetBundle, model: str, forget: str, gri
     import sys
 
     from .errors import DivergenceError
+    from .evaluation import EvaluationCache
 
     name = METHODS.canonical(method)
     if not seeds:
@@ -122,6 +147,7 @@ def tune(method: str, dataset: str | DatasetBundle, model: str, forget: str, gri
     data = dataclasses.replace(UnlearnData.from_split(bundle, split), test=bundle.test.subset(split.test))
     totals = [0.0] * len(configs)
     failures: list[str] = []
+    eval_cache = EvaluationCache()  # every config is scored against the same retrained model
     for seed in seeds:
         original = train_or_load(bundle, model, None, seed=seed, device=dev).model
         retrained = train_or_load(bundle, model, split, seed=seed, device=dev).model
@@ -129,7 +155,7 @@ def tune(method: str, dataset: str | DatasetBundle, model: str, forget: str, gri
             m = create_method(name, dataset=bundle.info.name, model=model, kind=split.kind, **{**(base or {}), **cfg})
             try:
                 out = run_method(m, original, data, device=dev, seed=seed).model
-                gap = avg_gap(out, retrained, bundle, split, dev)
+                gap = avg_gap(out, retrained, bundle, split, dev, cache=eval_cache)
             except DivergenceError as exc:
                 logger.info("tune %s %s seed %d diverged: %s", name, cfg, seed, exc)
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -140,9 +166,11 @@ def tune(method: str, dataset: str | DatasetBundle, model: str, forget: str, gri
             totals[i] += gap
     ranked = [(cfg, total / len(seeds)) for cfg, total in zip(configs, totals)]
     if all(not math.isfinite(g) for _, g in ranked):
-        raise DivergenceError(f"every one of the {len(configs)} configuration(s) of {name} failed on at least one "
-                              f"seed ({len(failures)} failure(s), first: {failures[0] if failures else 'unknown'}); "
-                              "lower the learning rate or the epochs in --grid/--set")
+        raise DivergenceError(
+            f"every one of the {len(configs)} configuration(s) of {name} failed on at least one "
+            f"seed ({len(failures)} failure(s), first: {failures[0] if failures else 'unknown'}); "
+            "lower the learning rate or the epochs in --grid/--set"
+        )
     return sorted(ranked, key=lambda t: t[1])
 
 
