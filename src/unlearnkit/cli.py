@@ -248,7 +248,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
         rows = method_table()
     else:
-        from .evaluation import metric_table  # type: ignore[attr-defined]
+        from .evaluation import metric_table
 
         rows = metric_table()
     fmt = getattr(args, "format", "table")
