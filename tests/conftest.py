@@ -30,6 +30,15 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
         os.environ["UNLEARNKIT_CACHE"] = str(tmp_path_factory.mktemp("unlearnkit-cache"))
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that needs the trained digits original (a minute of training, then real-data unlearning) is
+    ``slow``: ``make check`` skips them, ``make test`` (CI) runs them."""
+    for item in items:
+        if "digits_original" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @dataclass(frozen=True)
 class DigitsOriginal:
     """The scikit-learn digits ``small_cnn`` original (seed 0, default recipe) and its dataset.
@@ -51,7 +60,8 @@ def digits_original(_isolated_cache: None) -> DigitsOriginal:
 
     Every behaviour test that needs it (and ``unlearnkit train --dataset digits --model small_cnn`` through the CLI)
     gets this one model instead of training its own; the cache is the session's temporary one (see
-    ``_isolated_cache``), so the first request trains and the rest load it.
+    ``_isolated_cache``), so the first request trains and the rest load it. Tests using it are marked ``slow``
+    automatically (``pytest_collection_modifyitems`` above).
     """
     from unlearnkit.data import load_dataset
     from unlearnkit.oracle import train_or_load
