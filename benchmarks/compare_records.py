@@ -82,10 +82,14 @@ def main(argv: list[str] | None = None) -> int:
         good = worst <= args.tol and not problems
         ok &= good
         verdict = "same" if good else ("DIFFERENT: " + "; ".join(problems[:3]) if problems else "DIFFERENT")
-        print(f"| {' | '.join(map(str, key))} | {'bit-identical' if same_weights else 'differ'} | {worst:.2e} "
-              f"| {verdict} |")
-    print(f"\n{len(set(before) & set(after))} runs compared; {'all equal' if ok else 'NOT all equal'} "
-          f"(tolerance {args.tol:g})")
+        print(
+            f"| {' | '.join(map(str, key))} | {'bit-identical' if same_weights else 'differ'} | {worst:.2e} "
+            f"| {verdict} |"
+        )
+    print(
+        f"\n{len(set(before) & set(after))} runs compared; {'all equal' if ok else 'NOT all equal'} "
+        f"(tolerance {args.tol:g})"
+    )
     return 0 if ok else 1
 
 

@@ -24,9 +24,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--train-epochs", type=int, default=0)
     ap.add_argument("--with-retrained", action="store_true", help="also evaluate a second model as the retrained one")
-    ap.add_argument("--cached", action="store_true",
-                    help="use the cached (trained) original and retrained oracle of seed 0 (trained if missing, "
-                    "not timed) instead of a fresh model")
+    ap.add_argument(
+        "--cached",
+        action="store_true",
+        help="use the cached (trained) original and retrained oracle of seed 0 (trained if missing, "
+        "not timed) instead of a fresh model",
+    )
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
@@ -48,8 +51,14 @@ def main() -> None:
 
         model = train_or_load(bundle, "small_cnn", None, seed=0, device=args.device).model
     elif args.train_epochs:
-        train(model, bundle.train, default_recipe("fashion_mnist", "small_cnn", epochs=args.train_epochs),
-              seed=0, device=args.device, progress=False)
+        train(
+            model,
+            bundle.train,
+            default_recipe("fashion_mnist", "small_cnn", epochs=args.train_epochs),
+            seed=0,
+            device=args.device,
+            progress=False,
+        )
     retrained = None
     if args.with_retrained and args.cached:
         retrained = train_or_load(bundle, "small_cnn", split, seed=0, device=args.device).model
@@ -57,7 +66,7 @@ def main() -> None:
         torch.manual_seed(1)
         retrained = model_for_dataset("small_cnn", bundle.info)
     # warm-up: imports of scikit-learn / scipy are not part of the suite's cost
-    import sklearn.linear_model  # noqa: F401
+    import sklearn.linear_model
     import sklearn.svm  # noqa: F401
 
     t0 = time.perf_counter()
@@ -72,13 +81,19 @@ def main() -> None:
     rest = total - fwd - upd - svc - logreg
     n_models = 2 if retrained is not None else 1
     sizes = f"forget {len(split.forget)}, retain {len(split.retain)}, test {len(split.test)}"
-    print(f"default suite, small_cnn, fashion_mnist {args.forget} ({sizes}), {n_models} model(s), "
-          f"{args.threads} threads, device {args.device}, "
-          + ("cached trained models" if args.cached else f"trained epochs {args.train_epochs}"))
+    print(
+        f"default suite, small_cnn, fashion_mnist {args.forget} ({sizes}), {n_models} model(s), "
+        f"{args.threads} threads, device {args.device}, "
+        + ("cached trained models" if args.cached else f"trained epochs {args.train_epochs}")
+    )
     print(f"{'part':<38}{'seconds':>10}{'share':>9}")
-    for name, v in (("forward passes (all splits)", fwd), ("per-batch metric updates", upd),
-                    ("SVC attack fit + predict (MIA-Efficacy)", svc), ("logistic regression (SFR-on MIA)", logreg),
-                    ("other (checks, hashing, record)", rest)):
+    for name, v in (
+        ("forward passes (all splits)", fwd),
+        ("per-batch metric updates", upd),
+        ("SVC attack fit + predict (MIA-Efficacy)", svc),
+        ("logistic regression (SFR-on MIA)", logreg),
+        ("other (checks, hashing, record)", rest),
+    ):
         print(f"{name:<38}{v:>10.2f}{100 * v / total:>8.1f}%")
     print(f"{'total':<38}{total:>10.2f}{100.0:>8.1f}%")
     m = rec["models"]["unlearned"]["metrics"]

@@ -43,11 +43,17 @@ def main() -> None:
             split = split_for(bundle, spec, seed)
             ret = train_or_load(bundle, args.model, split, seed=seed, device=args.device)
             forget = bundle.train.subset(split.forget)
-            row = {"seed": seed, "spec": spec,
-                   "original_train": orig.meta["accuracy_train"], "original_test": orig.meta["accuracy_test"],
-                   "original_forget": accuracy(orig.model, forget), "retrained_forget": accuracy(ret.model, forget),
-                   "retrained_test": ret.meta["accuracy_test"], "train_seconds": ret.meta["wall_seconds"],
-                   "noise_avg_gap": None}
+            row = {
+                "seed": seed,
+                "spec": spec,
+                "original_train": orig.meta["accuracy_train"],
+                "original_test": orig.meta["accuracy_test"],
+                "original_forget": accuracy(orig.model, forget),
+                "retrained_forget": accuracy(ret.model, forget),
+                "retrained_test": ret.meta["accuracy_test"],
+                "train_seconds": ret.meta["wall_seconds"],
+                "noise_avg_gap": None,
+            }
             if seed in args.noise_seeds:
                 twin = train_or_load(bundle, args.model, split, seed=seed + NOISE_FLOOR_SEED_OFFSET, device=args.device)
                 rec = evaluate(twin.model, bundle, split, retrained=ret.model, device=args.device)
@@ -56,19 +62,27 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
 
-    lines = [f"Recipe `{args.dataset}` × `{args.model}`: {recipe}", "",
-             "| spec | seed | original train acc | original test acc | original FA | retrained FA | memorisation gap (pp) "
-             "| retrained TA | seed-noise avg gap (pp) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Recipe `{args.dataset}` × `{args.model}`: {recipe}",
+        "",
+        "| spec | seed | original train acc | original test acc | original FA | retrained FA "
+        "| memorisation gap (pp) | retrained TA | seed-noise avg gap (pp) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         noise = "–" if r["noise_avg_gap"] is None else f"{r['noise_avg_gap']:.2f}"
-        lines.append(f"| {r['spec']} | {r['seed']} | {r['original_train']:.2f} | {r['original_test']:.2f} | "
-                     f"{r['original_forget']:.2f} | {r['retrained_forget']:.2f} | "
-                     f"{r['original_forget'] - r['retrained_forget']:.2f} | {r['retrained_test']:.2f} | {noise} |")
+        lines.append(
+            f"| {r['spec']} | {r['seed']} | {r['original_train']:.2f} | {r['original_test']:.2f} | "
+            f"{r['original_forget']:.2f} | {r['retrained_forget']:.2f} | "
+            f"{r['original_forget'] - r['retrained_forget']:.2f} | {r['retrained_test']:.2f} | {noise} |"
+        )
     for spec in args.specs:
         gaps = [r["original_forget"] - r["retrained_forget"] for r in rows if r["spec"] == spec]
         if len(gaps) > 1:
-            lines.append(f"\n{spec}: memorisation gap {statistics.mean(gaps):.2f} ± {statistics.stdev(gaps):.2f} pp "
-                         f"over seeds {args.seeds}")
+            lines.append(
+                f"\n{spec}: memorisation gap {statistics.mean(gaps):.2f} ± {statistics.stdev(gaps):.2f} pp "
+                f"over seeds {args.seeds}"
+            )
     lines.append(f"\nwall time of this command: {time.perf_counter() - t_start:.0f} s (cached models cost ~0 s)")
     text = "\n".join(lines)
     print(text)

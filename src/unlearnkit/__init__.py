@@ -17,18 +17,29 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (resolved lazily so `import unlearnkit` stays well under a second)
 _LAZY = {
-    "load_dataset": "unlearnkit.data", "make_split": "unlearnkit.data", "split_for": "unlearnkit.data",
-    "Split": "unlearnkit.data", "parse_forget_spec": "unlearnkit.data",
-    "create_model": "unlearnkit.models", "load_model": "unlearnkit.models", "save_model": "unlearnkit.models",
-    "Recipe": "unlearnkit.training", "train": "unlearnkit.training",
+    "load_dataset": "unlearnkit.data",
+    "make_split": "unlearnkit.data",
+    "split_for": "unlearnkit.data",
+    "Split": "unlearnkit.data",
+    "parse_forget_spec": "unlearnkit.data",
+    "create_model": "unlearnkit.models",
+    "load_model": "unlearnkit.models",
+    "save_model": "unlearnkit.models",
+    "Recipe": "unlearnkit.training",
+    "train": "unlearnkit.training",
     "train_or_load": "unlearnkit.oracle",
     "evaluate": "unlearnkit.evaluation",
-    "create_method": "unlearnkit.methods", "Method": "unlearnkit.methods",
-    "unlearn": "unlearnkit.runner", "run_method": "unlearnkit.runner",
+    "create_method": "unlearnkit.methods",
+    "Method": "unlearnkit.methods",
+    "unlearn": "unlearnkit.runner",
+    "run_method": "unlearnkit.runner",
     "GradientMethod": "unlearnkit.methods",
 }
-_LISTS = {"list_datasets": ("unlearnkit.data", "DATASETS"), "list_models": ("unlearnkit.models", "MODELS"),
-          "list_methods": ("unlearnkit.methods", "METHODS")}
+_LISTS = {
+    "list_datasets": ("unlearnkit.data", "DATASETS"),
+    "list_models": ("unlearnkit.models", "MODELS"),
+    "list_methods": ("unlearnkit.methods", "METHODS"),
+}
 
 __all__ = ["__version__", *_LAZY, *_LISTS]
 

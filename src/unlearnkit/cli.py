@@ -10,8 +10,9 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn
 
 from . import __version__
 from .errors import UnlearnkitError
@@ -26,8 +27,12 @@ examples:
 def _common(p: argparse.ArgumentParser, *, dataset: bool = True) -> None:
     if dataset:
         p.add_argument("--dataset", required=True, help="dataset name (see `unlearnkit list datasets`)")
-        p.add_argument("--data-dir", default=None, help="folder with the dataset files (else $UNLEARNKIT_DATA, "
-                       "Debian's /usr/share/datasets, torchvision layout)")
+        p.add_argument(
+            "--data-dir",
+            default=None,
+            help="folder with the dataset files (else $UNLEARNKIT_DATA, "
+            "Debian's /usr/share/datasets, torchvision layout)",
+        )
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the split, the model init and the method (default 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -47,7 +52,7 @@ def _seed(text: str) -> int:
 class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error (and exit code 2) instead of the usage block."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -67,26 +72,40 @@ def _kv(items: Sequence[str] | None, what: str = "--set") -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="unlearnkit", description="Machine unlearning for image classifiers: train, unlearn, evaluate against "
-        "the retrained model, benchmark.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="unlearnkit",
+        description="Machine unlearning for image classifiers: train, unlearn, evaluate against "
+        "the retrained model, benchmark.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"unlearnkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("list", help="list datasets, models, methods or metrics")
     p.add_argument("what", choices=["datasets", "models", "methods", "metrics"])
-    p.add_argument("--format", choices=["table", "plain", "json"], default="table",
-                   help="table (wraps long columns, never cuts a name), plain (name<TAB>summary) or json")
+    p.add_argument(
+        "--format",
+        choices=["table", "plain", "json"],
+        default="table",
+        help="table (wraps long columns, never cuts a name), plain (name<TAB>summary) or json",
+    )
 
     p = sub.add_parser("cache", help="list, verify or clear the model cache ($UNLEARNKIT_CACHE)")
-    p.add_argument("action", choices=["list", "verify", "clear"],
-                   help="list the entries, verify every entry's SHA-256 (removing damaged ones), or clear it")
+    p.add_argument(
+        "action",
+        choices=["list", "verify", "clear"],
+        help="list the entries, verify every entry's SHA-256 (removing damaged ones), or clear it",
+    )
     p.add_argument("--namespace", default=None, help="only this part of the cache (models, fisher, filters, …)")
     p.add_argument("--yes", action="store_true", help="clear without asking (needed when not on a terminal)")
 
-    p = sub.add_parser("train", help="train an original model, or with --forget the retrained oracle (cached)",
-                       description="Train on the full training set (original) or, with --forget, on the retain set "
-                       "only (the retrained oracle). Results are cached by (dataset, model, recipe, split, seed); "
-                       "the same call returns from the cache in seconds.")
+    p = sub.add_parser(
+        "train",
+        help="train an original model, or with --forget the retrained oracle (cached)",
+        description="Train on the full training set (original) or, with --forget, on the retain set "
+        "only (the retrained oracle). Results are cached by (dataset, model, recipe, split, seed); "
+        "the same call returns from the cache in seconds.",
+    )
     p.add_argument("--model", required=True, help="model name (see `unlearnkit list models`)")
     p.add_argument("--forget", default=None, help="forget spec; train the retrained oracle on the retain set")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
@@ -109,10 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder for record.json")
     _common(p)
 
-    p = sub.add_parser("run", help="unlearn with a method and evaluate against the retrained oracle",
-                       description="Take the original and the retrained oracle from the cache (training them if "
-                       "missing), unlearn, evaluate with the default suite, print a table and write record.json, "
-                       "the unlearned weights and the split JSON.")
+    p = sub.add_parser(
+        "run",
+        help="unlearn with a method and evaluate against the retrained oracle",
+        description="Take the original and the retrained oracle from the cache (training them if "
+        "missing), unlearn, evaluate with the default suite, print a table and write record.json, "
+        "the unlearned weights and the split JSON.",
+    )
     p.add_argument("--model", required=True, help="model name (see `unlearnkit list models`)")
     p.add_argument("--forget", required=True, help="forget spec")
     p.add_argument("--method", required=True, help="method name (see `unlearnkit list methods`)")
@@ -125,16 +147,24 @@ def build_parser() -> argparse.ArgumentParser:
     _no_cache(p)
     _common(p)
 
-    p = sub.add_parser("tune", help="grid-search a method's options against the retrained oracle on a validation split",
-                       description="Rank every combination of --grid values by the avg gap to the retrained model on "
-                       "a validation forget split (seed --validation-seed, away from the benchmark seeds), starting "
-                       "from the method's preset. Prints the ranking and, with --out, writes it as JSON with a TOML "
-                       "preset block for the best config.")
+    p = sub.add_parser(
+        "tune",
+        help="grid-search a method's options against the retrained oracle on a validation split",
+        description="Rank every combination of --grid values by the avg gap to the retrained model on "
+        "a validation forget split (seed --validation-seed, away from the benchmark seeds), starting "
+        "from the method's preset. Prints the ranking and, with --out, writes it as JSON with a TOML "
+        "preset block for the best config.",
+    )
     p.add_argument("--model", required=True, help="model name (see `unlearnkit list models`)")
     p.add_argument("--forget", required=True, help="forget spec to validate on, e.g. class:5 or random:0.1")
     p.add_argument("--method", required=True, help="method name (see `unlearnkit list methods`)")
-    p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
-                   help="values to try for one option (repeatable; every combination is run)")
+    p.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        metavar="KEY=V1,V2,...",
+        help="values to try for one option (repeatable; every combination is run)",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed override for every config (repeatable)")
     p.add_argument("--seeds", default="0", help="comma-separated model seeds averaged over (default 0)")
     p.add_argument("--validation-seed", type=_seed, default=100, help="seed of the validation split (default 100)")
@@ -194,9 +224,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # verb -> (attribute, kind) of its output paths, checked before any compute
-_OUTPUTS = {"train": [("out", "dir")], "run": [("out", "dir")], "eval": [("out", "dir")], "tune": [("out", "file")],
-            "demo": [("out", "dir")], "bench": [("out", "dir")], "report": [("out", "dir")],
-            "fetch": [("data_dir", "dir")]}
+_OUTPUTS = {
+    "train": [("out", "dir")],
+    "run": [("out", "dir")],
+    "eval": [("out", "dir")],
+    "tune": [("out", "file")],
+    "demo": [("out", "dir")],
+    "bench": [("out", "dir")],
+    "report": [("out", "dir")],
+    "fetch": [("data_dir", "dir")],
+}
 _USES_CACHE = {"train", "run", "tune", "demo", "bench", "eval", "report", "cache"}
 
 
@@ -272,12 +309,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from .data import load_dataset, split_for
-    from .models import MODELS
-    from .oracle import export, train_or_load
+    from .models import MODELS, parse_model_args
+    from .oracle import export, parse_recipe_overrides, train_or_load
     from .training import default_recipe
-
-    from .models import parse_model_args
-    from .oracle import parse_recipe_overrides
 
     MODELS.get(args.model)  # unknown names fail before loading data
     model_kwargs = parse_model_args(args.model, _kv(args.model_arg, "--model-arg"))
@@ -292,13 +326,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
             recipe = replace(recipe, **overrides)
         except TypeError as exc:
             raise UnlearnkitError(f"bad --recipe key: {exc}") from None
-    trained = train_or_load(bundle, args.model, split, seed=args.seed, recipe=recipe, model_kwargs=model_kwargs,
-                            device=args.device, use_cache=not args.no_cache)
+    trained = train_or_load(
+        bundle,
+        args.model,
+        split,
+        seed=args.seed,
+        recipe=recipe,
+        model_kwargs=model_kwargs,
+        device=args.device,
+        use_cache=not args.no_cache,
+    )
     out = export(trained, args.out, split)
     m = trained.meta
-    print(json.dumps({"role": m["role"], "out": str(out), "from_cache": trained.from_cache,
-                      "accuracy_train": round(m["accuracy_train"], 2), "accuracy_test": round(m["accuracy_test"], 2),
-                      "wall_seconds": m["wall_seconds"]}))
+    print(
+        json.dumps(
+            {
+                "role": m["role"],
+                "out": str(out),
+                "from_cache": trained.from_cache,
+                "accuracy_train": round(m["accuracy_train"], 2),
+                "accuracy_test": round(m["accuracy_test"], 2),
+                "wall_seconds": m["wall_seconds"],
+            }
+        )
+    )
     return 0
 
 
@@ -340,9 +391,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     _check_eval_checkpoints(args)
 
-    record = evaluate_checkpoints(args.model, args.retrained, dataset=args.dataset, forget=args.forget, seed=args.seed,
-                                  original=args.original, metrics=args.metrics, device=args.device,
-                                  data_dir=args.data_dir)
+    record = evaluate_checkpoints(
+        args.model,
+        args.retrained,
+        dataset=args.dataset,
+        forget=args.forget,
+        seed=args.seed,
+        original=args.original,
+        metrics=args.metrics,
+        device=args.device,
+        data_dir=args.data_dir,
+    )
     path = write_record(record, Path(args.out) / "record.json")
     task = record["task"]
     _print_record(record, title=f"{task['dataset']} {task['forget']['spec']} seed {args.seed}")
@@ -364,12 +423,16 @@ def _check_eval_checkpoints(args: argparse.Namespace) -> None:
             raise IncompatibleError(f"{flag} checkpoint {path} does not exist")
     infos = {flag: checkpoint_info(path) for flag, path in paths.items() if path is not None and Path(path).is_file()}
     if infos.get("--original", {}).get("role") == "retrained":
-        raise IncompatibleError(f"--original {args.original} is a retrained oracle (stored role 'retrained'); "
-                                "pass the model trained on the full training set")
+        raise IncompatibleError(
+            f"--original {args.original} is a retrained oracle (stored role 'retrained'); "
+            "pass the model trained on the full training set"
+        )
     role = infos.get("--retrained", {}).get("role")
     if role in ("original", "unlearned"):
-        raise IncompatibleError(f"--retrained {args.retrained} is an {role} model (stored role); pass the model "
-                                "retrained on the retain set (`unlearnkit train --forget …`)")
+        raise IncompatibleError(
+            f"--retrained {args.retrained} is an {role} model (stored role); pass the model "
+            "retrained on the retain set (`unlearnkit train --forget …`)"
+        )
     if not any(i["split_sha256"] for f, i in infos.items() if f != "--original"):
         return
     bundle = load_dataset(args.dataset, args.data_dir)
@@ -377,9 +440,11 @@ def _check_eval_checkpoints(args: argparse.Namespace) -> None:
     for flag in ("--model", "--retrained"):
         want = infos.get(flag, {}).get("split_sha256")
         if want and want != split.sha256:
-            raise IncompatibleError(f"{flag} {paths[flag]} was made for split {want[:12]}… (stored in the "
-                                    f"checkpoint), but --forget {args.forget} --seed {args.seed} gives split "
-                                    f"{split.sha256[:12]}…; pass the forget spec and seed it was made with")
+            raise IncompatibleError(
+                f"{flag} {paths[flag]} was made for split {want[:12]}… (stored in the "
+                f"checkpoint), but --forget {args.forget} --seed {args.seed} gives split "
+                f"{split.sha256[:12]}…; pass the forget spec and seed it was made with"
+            )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -393,11 +458,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     MODELS.get(args.model)
     model_kwargs = parse_model_args(args.model, _kv(args.model_arg, "--model-arg"))
     spec_tag = args.forget.replace(":", "").replace(",", "_").replace("/", "_")
-    out = Path(args.out) if args.out else Path("runs") / f"{args.dataset}-{args.model}-{args.method}-{spec_tag}-s{args.seed}"
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("runs") / f"{args.dataset}-{args.model}-{args.method}-{spec_tag}-s{args.seed}"
+    )
     check_output_dir(out)
-    exp = run_experiment(args.dataset, args.model, args.forget, args.method, overrides=overrides, seed=args.seed,
-                         model_kwargs=model_kwargs, metrics=args.metrics.split(",") if args.metrics else None,
-                         device=args.device, data_dir=args.data_dir, original_path=args.original, preset=args.preset)
+    exp = run_experiment(
+        args.dataset,
+        args.model,
+        args.forget,
+        args.method,
+        overrides=overrides,
+        seed=args.seed,
+        model_kwargs=model_kwargs,
+        metrics=args.metrics.split(",") if args.metrics else None,
+        device=args.device,
+        data_dir=args.data_dir,
+        original_path=args.original,
+        preset=args.preset,
+    )
     _print_record(exp.record)
     save_experiment(exp, out)
     for w in exp.record.get("warnings", []):
@@ -420,22 +500,49 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     bad = [s for s in seeds if not 0 <= s < 2**63]
     if bad:
         raise UnlearnkitError(f"--seeds must be integers in [0, 2^63), got {bad[0]}")
-    ranked = tune(args.method, args.dataset, args.model, args.forget, grid, seeds=seeds,
-                  validation_seed=args.validation_seed, device=args.device, data_dir=args.data_dir, base=base)
-    _print_table([{**cfg, "avg gap": gap} for cfg, gap in ranked],
-                 title=f"{args.method} on {args.dataset}/{args.model}, validation {args.forget} "
-                 f"(split seed {args.validation_seed}, model seeds {args.seeds})")
+    ranked = tune(
+        args.method,
+        args.dataset,
+        args.model,
+        args.forget,
+        grid,
+        seeds=seeds,
+        validation_seed=args.validation_seed,
+        device=args.device,
+        data_dir=args.data_dir,
+        base=base,
+    )
+    _print_table(
+        [{**cfg, "avg gap": gap} for cfg, gap in ranked],
+        title=f"{args.method} on {args.dataset}/{args.model}, validation {args.forget} "
+        f"(split seed {args.validation_seed}, model seeds {args.seeds})",
+    )
     best = {**base, **ranked[0][0]}
-    block = "\n".join([f"[{args.dataset}.{args.model}.{split_kind(args.forget)}]",
-                       f'source = "unlearnkit tune on {args.forget}, split seed {args.validation_seed}, '
-                       f'model seeds {args.seeds}: avg gap {ranked[0][1]:.2f}"']
-                      + [f"{k} = {json.dumps(v)}" for k, v in best.items()])
+    block = "\n".join(
+        [
+            f"[{args.dataset}.{args.model}.{split_kind(args.forget)}]",
+            f'source = "unlearnkit tune on {args.forget}, split seed {args.validation_seed}, '
+            f'model seeds {args.seeds}: avg gap {ranked[0][1]:.2f}"',
+        ]
+        + [f"{k} = {json.dumps(v)}" for k, v in best.items()]
+    )
     print(f"\npreset block for src/unlearnkit/methods/presets/{args.method}.toml:\n{block}")
     if args.out:
         ranking = [{"config": c, "avg_gap": g if math.isfinite(g) else None} for c, g in ranked]  # inf: diverged
-        write_json_atomic(args.out, {"method": args.method, "dataset": args.dataset, "model": args.model,
-                                     "forget": args.forget, "validation_seed": args.validation_seed, "seeds": seeds,
-                                     "base": base, "ranking": ranking, "preset_toml": block})
+        write_json_atomic(
+            args.out,
+            {
+                "method": args.method,
+                "dataset": args.dataset,
+                "model": args.model,
+                "forget": args.forget,
+                "validation_seed": args.validation_seed,
+                "seeds": seeds,
+                "base": base,
+                "ranking": ranking,
+                "preset_toml": block,
+            },
+        )
     return 0
 
 
@@ -458,8 +565,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     noise = None
     cache = EvaluationCache()  # the original and retrained models are scored once, not once per method
     for name in methods:
-        exp = run_experiment("fashion_mnist", "small_cnn", args.forget, name, seed=args.seed, device=args.device,
-                             data_dir=args.data_dir, eval_cache=cache)
+        exp = run_experiment(
+            "fashion_mnist",
+            "small_cnn",
+            args.forget,
+            name,
+            seed=args.seed,
+            device=args.device,
+            data_dir=args.data_dir,
+            eval_cache=cache,
+        )
         save_experiment(exp, Path(args.out) / name)
         rec = exp.record
         if not rows:
@@ -467,8 +582,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 rows.append(_demo_row(role, rec["models"][role]["metrics"], rec["models"][role].get("runtime_seconds")))
             noise = rec.get("noise_floor_avg_gap")
         mu = rec["models"]["unlearned"]
-        rows.append(_demo_row(name, mu["metrics"], mu.get("runtime_seconds"),
-                              rec["gaps_to_retrained"].get("avg_gap_to_retrained")))
+        rows.append(
+            _demo_row(
+                name, mu["metrics"], mu.get("runtime_seconds"), rec["gaps_to_retrained"].get("avg_gap_to_retrained")
+            )
+        )
     floor = "" if noise is None else f" — noise floor (two retrained seeds): {noise:.2f} pp"
     table = Table(title=f"Fashion-MNIST, small_cnn, forget {args.forget}, seed {args.seed}{floor}")
     for col in ("model", "FA", "RA", "TA", "MIA-eff.", "avg gap", "seconds"):
@@ -484,8 +602,15 @@ def _demo_row(name: str, m: dict[str, Any], seconds: float | None, gap: float | 
     def f(v: float | None) -> str:
         return "-" if v is None else f"{v:.2f}"
 
-    return [name, f(m.get("accuracy_forget")), f(m.get("accuracy_retain")), f(m.get("accuracy_test")),
-            f(m.get("mia_efficacy_forget")), f(gap), f(seconds)]
+    return [
+        name,
+        f(m.get("accuracy_forget")),
+        f(m.get("accuracy_retain")),
+        f(m.get("accuracy_test")),
+        f(m.get("mia_efficacy_forget")),
+        f(gap),
+        f(seconds),
+    ]
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -495,14 +620,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     try:
-        result = run_bench(spec, args.out, device=args.device, data_dir=args.data_dir,
-                           progress=False if args.no_progress else None)
+        result = run_bench(
+            spec, args.out, device=args.device, data_dir=args.data_dir, progress=False if args.no_progress else None
+        )
     except KeyboardInterrupt:
         return 130
     print(json.dumps(result.summary()))
     if result.count("failed"):
-        print(f"unlearnkit bench: {result.count('failed')} run(s) failed (see bench.json); rerun the same command "
-              "to retry them", file=sys.stderr)
+        print(
+            f"unlearnkit bench: {result.count('failed')} run(s) failed (see bench.json); rerun the same command "
+            "to retry them",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -511,8 +640,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .bench.report import build_report
 
     out = build_report(args.dir, args.out)
-    print(json.dumps({"report": str(out / "report.html"), "tables": str(out / "tables.md"),
-                      "csv": str(out / "tables.csv")}))
+    print(
+        json.dumps(
+            {"report": str(out / "report.html"), "tables": str(out / "tables.md"), "csv": str(out / "tables.csv")}
+        )
+    )
     return 0
 
 

@@ -43,9 +43,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -129,8 +130,10 @@ class FilterConfig:
         self.check(0.0 < self.p_forget < 1.0, f"p_forget must be strictly between 0 and 1, got {self.p_forget}")
         self.check(self.lambda_forget >= 0, f"lambda_forget must be ≥ 0, got {self.lambda_forget}")
         self.check(self.lambda_reg >= 0, f"lambda_reg must be ≥ 0, got {self.lambda_reg}")
-        self.check(self.forget_loss in FORGET_LOSSES,
-                   f"forget_loss must be one of {', '.join(FORGET_LOSSES)}, got {self.forget_loss!r}")
+        self.check(
+            self.forget_loss in FORGET_LOSSES,
+            f"forget_loss must be one of {', '.join(FORGET_LOSSES)}, got {self.forget_loss!r}",
+        )
         self.check(self.bn_fold in ("output", "kernel"), f"bn_fold must be 'output' or 'kernel', got {self.bn_fold!r}")
         self.check(self.max_steps is None or self.max_steps >= 1, f"max_steps must be ≥ 1, got {self.max_steps}")
 
@@ -164,7 +167,7 @@ class FilterSite:
         return -1 if self.kind == "linear" and self.fold == "weight" else 1
 
 
-def _head_name(model: nn.Module, candidates: list[tuple[str, nn.Module]]) -> str | None:
+def _head_name(model: nn.Module, candidates: Sequence[tuple[str, nn.Module]]) -> str | None:
     head = getattr(model, "head", None)
     if isinstance(head, nn.Linear):
         for name, mod in candidates:
@@ -198,7 +201,7 @@ def _bn_successors(model: nn.Module, names: list[str], example: torch.Tensor | N
         out = {}
         for n in names:
             i = order.index(n)
-            for nxt in order[i + 1:]:
+            for nxt in order[i + 1 :]:
                 if mods[nxt] is mods[n] or list(mods[nxt].children()):
                     continue
                 if nxt in bns and bns[nxt].num_features == _width(mods[n]):
@@ -209,18 +212,20 @@ def _bn_successors(model: nn.Module, names: list[str], example: torch.Tensor | N
     pairs: dict[str, str] = {}
     handles = []
 
-    def after(name: str):
+    def after(name: str) -> Callable[[nn.Module, Any, Any], None]:
         def hook(_m: nn.Module, _i: Any, out: Any) -> None:
             if isinstance(out, torch.Tensor):
                 produced[id(out)] = (name, out)
+
         return hook
 
-    def before(name: str):
+    def before(name: str) -> Callable[[nn.Module, Any], None]:
         def hook(_m: nn.Module, inp: Any) -> None:
             if inp and isinstance(inp[0], torch.Tensor) and id(inp[0]) in produced:
                 src, t = produced[id(inp[0])]
                 if t is inp[0]:
                     pairs.setdefault(src, name)
+
         return hook
 
     for n in names:
@@ -240,11 +245,15 @@ def _bn_successors(model: nn.Module, names: list[str], example: torch.Tensor | N
 
 
 def _width(mod: nn.Module) -> int:
-    return int(mod.out_channels if isinstance(mod, _CONV_TYPES) else mod.out_features)  # type: ignore[union-attr]
+    width = mod.out_channels if isinstance(mod, _CONV_TYPES) else mod.out_features
+    return int(cast(int, width))
 
 
-def find_sites(model: nn.Module, config: FilterConfig | None = None, example: torch.Tensor | None = None,
-               ) -> list[FilterSite]:
+def find_sites(
+    model: nn.Module,
+    config: FilterConfig | None = None,
+    example: torch.Tensor | None = None,
+) -> list[FilterSite]:
     """The filtered layers of ``model`` under ``config`` (default: all Conv/Linear but the stem and head)."""
     config = config or FilterConfig()
     candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, (*_CONV_TYPES, nn.Linear))]
@@ -254,15 +263,18 @@ def find_sites(model: nn.Module, config: FilterConfig | None = None, example: to
         patterns = [p.strip() for p in config.layers.split(",") if p.strip()]
         chosen = [n for n, _ in candidates if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
         if not chosen:
-            raise ConfigError(f"layers={config.layers!r} matches no Conv/Linear module; names look like "
-                              f"{', '.join(n for n, _ in candidates[:4])}, …")
+            raise ConfigError(
+                f"layers={config.layers!r} matches no Conv/Linear module; names look like "
+                f"{', '.join(n for n, _ in candidates[:4])}, …"
+            )
     else:
         stem, head = candidates[0][0], _head_name(model, candidates)
-        chosen = [n for n, _ in candidates
-                  if (config.include_stem or n != stem) and (config.include_head or n != head)]
+        chosen = [n for n, _ in candidates if (config.include_stem or n != stem) and (config.include_head or n != head)]
         if not chosen:
-            raise ConfigError("no layer is left to filter once the stem and head are excluded; set "
-                              "include_stem=true or include_head=true")
+            raise ConfigError(
+                "no layer is left to filter once the stem and head are excluded; set "
+                "include_stem=true or include_head=true"
+            )
     mods = dict(model.named_modules())
     pairs = {}
     if config.bn_fold == "output":
@@ -273,8 +285,9 @@ def find_sites(model: nn.Module, config: FilterConfig | None = None, example: to
         kind = "conv" if isinstance(m, _CONV_TYPES) else "linear"
         bn = pairs.get(n)
         if bn is not None and not mods[bn].affine:
-            raise ConfigError(f"BatchNorm {bn!r} after {n!r} has no affine parameters to fold the filter into; "
-                              "set bn_fold=kernel")
+            raise ConfigError(
+                f"BatchNorm {bn!r} after {n!r} has no affine parameters to fold the filter into; set bn_fold=kernel"
+            )
         sites.append(FilterSite(n, kind, _width(m), bn or n, "bn" if bn else "weight"))
     return sites
 
@@ -298,8 +311,14 @@ class FilteredModel(nn.Module):
         combine: ``min`` or ``product`` for set requests.
     """
 
-    def __init__(self, model: nn.Module, num_classes: int, sites: Sequence[FilterSite],
-                 alphas: Mapping[str, torch.Tensor] | None = None, combine: str = "min") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        sites: Sequence[FilterSite],
+        alphas: Mapping[str, torch.Tensor] | None = None,
+        combine: str = "min",
+    ) -> None:
         super().__init__()
         self.model = model
         for p in model.parameters():
@@ -312,14 +331,15 @@ class FilteredModel(nn.Module):
         for s in self.sites:
             init = alphas[s.name].detach().clone().float() if alphas is not None else torch.ones(num_classes, s.width)
             if tuple(init.shape) != (num_classes, s.width):
-                raise CheckpointError(f"filter of {s.name!r} has shape {tuple(init.shape)}, expected "
-                                      f"{(num_classes, s.width)}")
+                raise CheckpointError(
+                    f"filter of {s.name!r} has shape {tuple(init.shape)}, expected {(num_classes, s.width)}"
+                )
             self.alphas.append(nn.Parameter(init.to(dev)))
         self._scales: list[torch.Tensor | None] = [None] * len(self.sites)
         mods = dict(model.named_modules())
         self._handles = [mods[s.hook].register_forward_hook(self._make_hook(i)) for i, s in enumerate(self.sites)]
 
-    def _make_hook(self, i: int):
+    def _make_hook(self, i: int) -> Callable[[nn.Module, Any, Any], Any]:
         site = self.sites[i]
 
         def hook(_m: nn.Module, _inp: Any, out: torch.Tensor) -> torch.Tensor | None:
@@ -331,6 +351,7 @@ class FilteredModel(nn.Module):
             else:
                 shape = (s.shape[0],) + (1,) * (out.ndim - 2) + (s.shape[1],)
             return out * s.view(shape)
+
         return hook
 
     def remove_hooks(self) -> None:
@@ -347,8 +368,12 @@ class FilteredModel(nn.Module):
         try:
             if request is None:
                 self._scales = [None] * len(self.sites)
-            elif isinstance(request, torch.Tensor) and request.ndim == 1 and len(request) == len(x) and \
-                    not request.dtype.is_floating_point:
+            elif (
+                isinstance(request, torch.Tensor)
+                and request.ndim == 1
+                and len(request) == len(x)
+                and not request.dtype.is_floating_point
+            ):
                 req = request.to(x.device).long()
                 none = req < 0
                 idx = req.clamp(min=0)
@@ -360,8 +385,12 @@ class FilteredModel(nn.Module):
                     scales.append(s)
                 self._scales = scales
             else:
-                classes = [int(request)] if isinstance(request, (int, np.integer)) or (
-                    isinstance(request, torch.Tensor) and request.ndim == 0) else [int(c) for c in request]
+                classes = (
+                    [int(request)]
+                    if isinstance(request, (int, np.integer))
+                    or (isinstance(request, torch.Tensor) and request.ndim == 0)
+                    else [int(c) for c in request]
+                )
                 self._check_classes(classes)
                 self._scales = [r[None, :] for r in self.rows(classes)]
             return self.model(x)
@@ -378,9 +407,13 @@ class FilteredModel(nn.Module):
         for a in self.alphas:
             a.clamp_(0.0, 1.0)
 
-    def filters(self, meta: dict[str, Any] | None = None) -> "ClassFilters":
-        return ClassFilters(self.sites, {s.name: a.detach().cpu().clone() for s, a in zip(self.sites, self.alphas)},
-                            self.num_classes, dict(meta or {}))
+    def filters(self, meta: dict[str, Any] | None = None) -> ClassFilters:
+        return ClassFilters(
+            self.sites,
+            {s.name: a.detach().cpu().clone() for s, a in zip(self.sites, self.alphas, strict=False)},
+            self.num_classes,
+            dict(meta or {}),
+        )
 
 
 def combine_rows(alpha: torch.Tensor, classes: Iterable[int], combine: str = "min") -> torch.Tensor:
@@ -423,9 +456,17 @@ class ClassFilters:
     def to_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """The filter matrices and a header (sites, classes, metadata) as safetensors metadata."""
         tensors = {f"alpha/{s.name}": self.alphas[s.name].detach().cpu().float().contiguous() for s in self.sites}
-        header = {"unlearnkit_filters": json.dumps({"version": FILTER_CODE_VERSION, "num_classes": self.num_classes,
-                                                    "sites": [dataclasses.asdict(s) for s in self.sites],
-                                                    "meta": self.meta}, default=str)}
+        header = {
+            "unlearnkit_filters": json.dumps(
+                {
+                    "version": FILTER_CODE_VERSION,
+                    "num_classes": self.num_classes,
+                    "sites": [dataclasses.asdict(s) for s in self.sites],
+                    "meta": self.meta,
+                },
+                default=str,
+            )
+        }
         return tensors, header
 
     @classmethod
@@ -435,8 +476,9 @@ class ClassFilters:
             sites = [FilterSite(**s) for s in info["sites"]]
             alphas = {s.name: tensors[f"alpha/{s.name}"] for s in sites}
         except Exception as exc:  # any failure means the file is unusable
-            raise CheckpointError(f"filter file {source} is unreadable ({type(exc).__name__}: {exc}); delete it to "
-                                  "retrain the filters") from exc
+            raise CheckpointError(
+                f"filter file {source} is unreadable ({type(exc).__name__}: {exc}); delete it to retrain the filters"
+            ) from exc
         return cls(sites, alphas, int(info["num_classes"]), info.get("meta", {}))
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -452,8 +494,9 @@ class ClassFilters:
 
         ok, why, tensors, header = verify_file(Path(path))
         if not ok or tensors is None:
-            raise CheckpointError(f"filter file {Path(path).name} is unreadable or damaged ({why}); delete it to "
-                                  "retrain the filters")
+            raise CheckpointError(
+                f"filter file {Path(path).name} is unreadable or damaged ({why}); delete it to retrain the filters"
+            )
         return cls.from_tensors(tensors, header, Path(path).name)
 
 
@@ -474,9 +517,16 @@ def forget_term(logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tenso
     raise ConfigError(f"unknown forget_loss {kind!r}")
 
 
-def train_filters(model: nn.Module, dataset: Any, num_classes: int, config: FilterConfig | None = None, *,
-                  seed: int = 0, device: str | torch.device = "cpu", progress: bool | None = False,
-                  ) -> ClassFilters:
+def train_filters(
+    model: nn.Module,
+    dataset: Any,
+    num_classes: int,
+    config: FilterConfig | None = None,
+    *,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool | None = False,
+) -> ClassFilters:
     """The single training round: learn ``α`` for all ``K`` classes at once; ``model`` is left untouched.
 
     Per sample the request is its own class with probability ``p_forget`` (forget role), otherwise a random
@@ -488,7 +538,7 @@ def train_filters(model: nn.Module, dataset: Any, num_classes: int, config: Filt
     data = as_image_dataset(dataset)
     if len(data) == 0:
         raise ConfigError("training the filters needs labelled data of all classes; the dataset is empty")
-    present = set(int(c) for c in torch.unique(data.targets))
+    present = {int(c) for c in torch.unique(data.targets)}
     if max(present) >= num_classes:
         raise ConfigError(f"labels go up to {max(present)} but num_classes is {num_classes}")
     was_training = model.training
@@ -537,15 +587,21 @@ def train_filters(model: nn.Module, dataset: Any, num_classes: int, config: Filt
     finally:
         net.remove_hooks()
         model.train(was_training)
-        for p, flag in zip(model.parameters(), grad_flags):
+        for p, flag in zip(model.parameters(), grad_flags, strict=False):
             p.requires_grad_(flag)
     after = model.state_dict()
     if any(not torch.equal(before[k], after[k]) for k in before):  # pragma: no cover - a bug guard
         raise RuntimeError("filter training modified the frozen weights")
     wall = time.perf_counter() - t0
-    meta = {"config": config.training_dict(), "seed": seed, "steps": step, "wall_seconds": round(wall, 3),
-            "train_size": len(data), "device": str(dev),
-            "mean_losses": {k: v / max(step, 1) for k, v in sums.items()}}
+    meta = {
+        "config": config.training_dict(),
+        "seed": seed,
+        "steps": step,
+        "wall_seconds": round(wall, 3),
+        "train_size": len(data),
+        "device": str(dev),
+        "mean_losses": {k: v / max(step, 1) for k, v in sums.items()},
+    }
     return net.filters(meta)
 
 
@@ -558,8 +614,10 @@ def data_fingerprint(dataset: Any) -> str:
     """
     data = as_image_dataset(dataset)
     images = data.images.contiguous().reshape(len(data), -1).numpy()
-    rows = sorted(hashlib.sha256(images[i].tobytes() + int(y).to_bytes(8, "little")).digest()
-                  for i, y in enumerate(data.targets.tolist()))
+    rows = sorted(
+        hashlib.sha256(images[i].tobytes() + int(y).to_bytes(8, "little")).digest()
+        for i, y in enumerate(data.targets.tolist())
+    )
     return hashlib.sha256(f"{images.dtype}{tuple(data.images.shape[1:])}".encode() + b"".join(rows)).hexdigest()
 
 
@@ -572,13 +630,26 @@ def _filter_cache() -> Any:
 def filter_cache_key(model: nn.Module, dataset: Any, num_classes: int, config: FilterConfig, seed: int) -> str:
     from .cache import model_sha256
 
-    return _filter_cache().key(model=model_sha256(model), data=data_fingerprint(dataset), num_classes=num_classes,
-                               config=config.training_dict(), seed=seed)
+    return _filter_cache().key(
+        model=model_sha256(model),
+        data=data_fingerprint(dataset),
+        num_classes=num_classes,
+        config=config.training_dict(),
+        seed=seed,
+    )
 
 
-def get_or_train_filters(model: nn.Module, dataset: Any, num_classes: int, config: FilterConfig | None = None, *,
-                         seed: int = 0, device: str | torch.device = "cpu", cache: bool = True,
-                         progress: bool | None = False) -> tuple[ClassFilters, bool]:
+def get_or_train_filters(
+    model: nn.Module,
+    dataset: Any,
+    num_classes: int,
+    config: FilterConfig | None = None,
+    *,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    cache: bool = True,
+    progress: bool | None = False,
+) -> tuple[ClassFilters, bool]:
     """Cached filters for (model weights, data, config, seed), training them once if missing.
 
     Returns ``(filters, from_cache)``. The entry lives in the library's verified cache (namespace ``filters``):
@@ -590,8 +661,9 @@ def get_or_train_filters(model: nn.Module, dataset: Any, num_classes: int, confi
     if cache:
         hit = store.load_with_meta(key)
         if hit is not None:
+            tensors, header = hit
             try:
-                return ClassFilters.from_tensors(*hit, source=store.path(key).name), True
+                return ClassFilters.from_tensors(tensors, header, source=store.path(key).name), True
             except CheckpointError:
                 store.path(key).unlink(missing_ok=True)  # readable but not filters: retrain below
     filters = train_filters(model, dataset, num_classes, config, seed=seed, device=device, progress=progress)
@@ -604,8 +676,9 @@ def get_or_train_filters(model: nn.Module, dataset: Any, num_classes: int, confi
 
 # ------------------------------------------------------------------------------------------------ folding
 @torch.no_grad()
-def fold_filters(model: nn.Module, filters: ClassFilters, classes: Iterable[int], *, combine: str = "min",
-                 inplace: bool = False) -> nn.Module:
+def fold_filters(
+    model: nn.Module, filters: ClassFilters, classes: Iterable[int], *, combine: str = "min", inplace: bool = False
+) -> nn.Module:
     """A plain model that unlearns ``classes``: their combined filter written into the weights.
 
     ``weight`` sites scale the layer's weight rows (output channels) and bias; ``bn`` sites scale γ and β of
@@ -634,8 +707,9 @@ def fold_filters(model: nn.Module, filters: ClassFilters, classes: Iterable[int]
 
 # --------------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def _per_class_correct(model: nn.Module, ds: ImageDataset, num_classes: int,
-                       device: Any) -> tuple[np.ndarray, np.ndarray]:
+def _per_class_correct(
+    model: nn.Module, ds: ImageDataset, num_classes: int, device: Any
+) -> tuple[np.ndarray, np.ndarray]:
     correct = torch.zeros(num_classes, dtype=torch.long)
     total = torch.zeros(num_classes, dtype=torch.long)
     model.eval()
@@ -652,10 +726,17 @@ def _acc(correct: np.ndarray, total: np.ndarray, mask: np.ndarray) -> float:
     return 100.0 * float(correct[mask].sum()) / n if n else float("nan")
 
 
-def evaluate_all_classes(model: nn.Module, filters: ClassFilters, train: Any, test: Any, *,
-                         sets: Sequence[Sequence[int]] = (), combine: str = "min",
-                         retrained: Mapping[tuple[int, ...], nn.Module] | None = None,
-                         device: str | torch.device = "cpu") -> list[dict[str, Any]]:
+def evaluate_all_classes(
+    model: nn.Module,
+    filters: ClassFilters,
+    train: Any,
+    test: Any,
+    *,
+    sets: Sequence[Sequence[int]] = (),
+    combine: str = "min",
+    retrained: Mapping[tuple[int, ...], nn.Module] | None = None,
+    device: str | torch.device = "cpu",
+) -> list[dict[str, Any]]:
     """Forget every class in turn (and each set in ``sets``) by folding, and measure accuracies.
 
     For each request ``C`` the row holds (percent): ``fa_test`` (test images of ``C``), ``fa_train`` (training
@@ -679,17 +760,22 @@ def evaluate_all_classes(model: nn.Module, filters: ClassFilters, train: Any, te
         c_tr, _ = _per_class_correct(folded, forget_ds, k, dev)
         row: dict[str, Any] = {
             "classes": req,
-            "fa_test": _acc(c_te, tot_te, mask), "fa_train": _acc(c_tr, tot_tr, mask),
+            "fa_test": _acc(c_te, tot_te, mask),
+            "fa_train": _acc(c_tr, tot_tr, mask),
             "ra_test": _acc(c_te, tot_te, ~mask),
-            "orig_fa_test": _acc(oc_te, tot_te, mask), "orig_fa_train": _acc(oc_tr, tot_tr, mask),
+            "orig_fa_test": _acc(oc_te, tot_te, mask),
+            "orig_fa_train": _acc(oc_tr, tot_tr, mask),
             "orig_ra_test": _acc(oc_te, tot_te, ~mask),
         }
         if retrained and req in retrained:
             rt = retrained[req].to(dev).eval()
             r_te, _ = _per_class_correct(rt, test_ds, k, dev)
             r_tr, _ = _per_class_correct(rt, forget_ds, k, dev)
-            row.update(rt_fa_test=_acc(r_te, tot_te, mask), rt_fa_train=_acc(r_tr, tot_tr, mask),
-                       rt_ra_test=_acc(r_te, tot_te, ~mask))
+            row.update(
+                rt_fa_test=_acc(r_te, tot_te, mask),
+                rt_fa_train=_acc(r_tr, tot_tr, mask),
+                rt_ra_test=_acc(r_te, tot_te, ~mask),
+            )
         rows.append(row)
     return rows
 
@@ -711,8 +797,14 @@ def rows_to_markdown(rows: Sequence[Mapping[str, Any]], class_names: Sequence[st
         return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
 
     for r in rows:
-        cells = [", ".join(name(c) for c in r["classes"]), f(r["fa_test"]), f(r["fa_train"]), f(r["ra_test"]),
-                 f(r["orig_fa_test"]), f(r["orig_ra_test"])]
+        cells = [
+            ", ".join(name(c) for c in r["classes"]),
+            f(r["fa_test"]),
+            f(r["fa_train"]),
+            f(r["ra_test"]),
+            f(r["orig_fa_test"]),
+            f(r["orig_ra_test"]),
+        ]
         if has_rt:
             cells += [f(r.get("rt_fa_test")), f(r.get("rt_ra_test"))]
         lines.append("| " + " | ".join(cells) + " |")
@@ -721,9 +813,16 @@ def rows_to_markdown(rows: Sequence[Mapping[str, Any]], class_names: Sequence[st
 
 # ----------------------------------------------------------------------------------------- explainability
 @torch.no_grad()
-def deletion_curve(model: nn.Module, filters: ClassFilters, c: int, dataset: Any, *,
-                   fractions: Sequence[float] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5),
-                   ranking: int | None = None, device: str | torch.device = "cpu") -> tuple[np.ndarray, float]:
+def deletion_curve(
+    model: nn.Module,
+    filters: ClassFilters,
+    c: int,
+    dataset: Any,
+    *,
+    fractions: Sequence[float] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5),
+    ranking: int | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[np.ndarray, float]:
     """Deletion curve: class-``c`` accuracy after zeroing the top-``q`` units ranked by ``a_{ranking}``.
 
     Units are ranked across all filtered layers by ``1 − α[ranking]`` (default ``ranking = c``); a faithful
@@ -738,8 +837,8 @@ def deletion_curve(model: nn.Module, filters: ClassFilters, c: int, dataset: Any
     accs = []
     for q in fractions:
         keep = torch.ones(score.numel())
-        keep[order[: int(round(q * score.numel()))]] = 0.0
-        parts = dict(zip([s.name for s in filters.sites], torch.split(keep, widths)))
+        keep[order[: round(q * score.numel())]] = 0.0
+        parts = dict(zip([s.name for s in filters.sites], torch.split(keep, widths), strict=False))
         mask = ClassFilters(filters.sites, {n: v[None, :] for n, v in parts.items()}, 1)
         net = fold_filters(model, mask, [0]).to(device).eval()
         correct = sum(int((net(x).argmax(1) == y).sum()) for x, y in iter_batches(data, 1024, device=device))
@@ -775,8 +874,12 @@ def top_units(filters: ClassFilters, c: int, k: int = 10) -> list[tuple[str, int
     return sorted(items, key=lambda t: -t[2])[:k]
 
 
-def save_filter_maps(filters: ClassFilters, npz_path: str | os.PathLike, figure_path: str | os.PathLike | None = None,
-                     class_names: Sequence[str] | None = None) -> dict[str, Path]:
+def save_filter_maps(
+    filters: ClassFilters,
+    npz_path: str | os.PathLike,
+    figure_path: str | os.PathLike | None = None,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Path]:
     """Save the per-class filter maps and the class-similarity matrix.
 
     Writes ``npz_path`` (``np.savez``: one ``alpha/<layer>`` array per site, ``similarity``, ``class_names``,
@@ -792,7 +895,7 @@ def save_filter_maps(filters: ClassFilters, npz_path: str | os.PathLike, figure_
 
     def write_npz(tmp: str) -> None:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
 
     out = {"npz": atomic_write(npz_path, write_npz)}
     if figure_path is not None:
@@ -802,13 +905,14 @@ def save_filter_maps(filters: ClassFilters, npz_path: str | os.PathLike, figure_
             matplotlib.use("Agg", force=False)
             import matplotlib.pyplot as plt
         except ImportError as exc:
-            raise MissingDependencyError("the filter-map figure needs matplotlib: pip install 'unlearnkit[report]'") \
-                from exc
+            raise MissingDependencyError(
+                "the filter-map figure needs matplotlib: pip install 'unlearnkit[report]'"
+            ) from exc
         n = len(maps) + 1
         cols = min(4, n)
         rows_n = -(-n // cols)
         fig, axes = plt.subplots(rows_n, cols, figsize=(4 * cols, 2.6 * rows_n), squeeze=False)
-        for ax, (layer, m) in zip(axes.flat, maps.items()):
+        for ax, (layer, m) in zip(axes.flat, maps.items(), strict=False):
             im = ax.imshow(m, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
             ax.set_title(layer, fontsize=8)
             ax.set_yticks(range(len(names)))
@@ -823,7 +927,7 @@ def save_filter_maps(filters: ClassFilters, npz_path: str | os.PathLike, figure_
         ax.set_yticklabels(names, fontsize=6)
         for extra in list(axes.flat)[n:]:
             extra.axis("off")
-        fig.colorbar(im, ax=list(axes.flat)[:len(maps)], shrink=0.8, label="α (1 = kept)")
+        fig.colorbar(im, ax=list(axes.flat)[: len(maps)], shrink=0.8, label="α (1 = kept)")
         figure_path = Path(figure_path)
         fmt = figure_path.suffix.lstrip(".") or "png"
 
@@ -837,8 +941,24 @@ def save_filter_maps(filters: ClassFilters, npz_path: str | os.PathLike, figure_
     return out
 
 
-__all__ = ["ClassFilters", "FilterConfig", "FilterSite", "FilteredModel", "class_similarity", "combine_rows",
-           "data_fingerprint", "deletion_curve", "evaluate_all_classes", "filter_cache_key",
-           "filter_maps",
-           "find_sites", "fold_filters", "forget_term", "get_or_train_filters", "rows_to_markdown",
-           "save_filter_maps", "top_units", "train_filters"]
+__all__ = [
+    "ClassFilters",
+    "FilterConfig",
+    "FilterSite",
+    "FilteredModel",
+    "class_similarity",
+    "combine_rows",
+    "data_fingerprint",
+    "deletion_curve",
+    "evaluate_all_classes",
+    "filter_cache_key",
+    "filter_maps",
+    "find_sites",
+    "fold_filters",
+    "forget_term",
+    "get_or_train_filters",
+    "rows_to_markdown",
+    "save_filter_maps",
+    "top_units",
+    "train_filters",
+]

@@ -6,25 +6,31 @@ before any compute: names, forget spec, method config and method × split compat
 
 from __future__ import annotations
 
-import copy
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import nn
 
+from ._io import write_dir_atomic
+from .cache import model_sha256
 from .data import load_dataset, parse_forget_spec, split_for
 from .data.splits import Split
 from .device import resolve_device
 from .errors import IncompatibleError
-from .methods import METHODS, RunContext, UnlearnData, create_method, frozen_copy, preset_config
-from ._io import write_dir_atomic
-from .cache import model_sha256
-from .models import (MODELS, checkpoint_info, create_model, load_into, load_model, read_checkpoint, save_model,
-                     validate_kwargs)
+from .methods import METHODS, Method, UnlearnData, create_method, preset_config
+from .models import (
+    MODELS,
+    checkpoint_info,
+    create_model,
+    load_into,
+    load_model,
+    read_checkpoint,
+    save_model,
+    validate_kwargs,
+)
 from .oracle import train_or_load
+from .runner import run_method
 
 if TYPE_CHECKING:
     from .evaluation import EvaluationCache
@@ -43,22 +49,43 @@ def split_kind(spec: str) -> str:
     return "class" if parse_forget_spec(spec).kind == "class" else "random"
 
 
-def prepare_method(method: str, dataset: str, model: str, forget: str, overrides: dict[str, Any] | None = None,
-                   preset: str | None = None):
+def prepare_method(
+    method: str,
+    dataset: str,
+    model: str,
+    forget: str,
+    overrides: dict[str, Any] | None = None,
+    preset: str | None = None,
+) -> Method:
     """Resolve presets + overrides into a validated method (raises before any compute)."""
     kind = split_kind(forget)
     cls = METHODS.get(method)
     if kind not in cls.requires.split_kinds:
-        raise IncompatibleError(f"method {METHODS.canonical(method)!r} supports only "
-                                f"{'/'.join(sorted(cls.requires.split_kinds))} forgetting, not {kind} ({forget!r})")
+        raise IncompatibleError(
+            f"method {METHODS.canonical(method)!r} supports only "
+            f"{'/'.join(sorted(cls.requires.split_kinds))} forgetting, not {kind} ({forget!r})"
+        )
     return create_method(method, dataset=dataset, model=model, kind=kind, preset=preset, **(overrides or {}))
 
 
-def run_experiment(dataset: str, model: str, forget: str, method: str, *, overrides: dict[str, Any] | None = None,
-                   seed: int = 0, model_kwargs: dict[str, Any] | None = None, metrics: list[str] | None = None,
-                   device: str = "auto", data_dir: str | None = None, progress: bool | None = None,
-                   original_path: str | None = None, preset: str | None = None, noise_floor: bool = True,
-                   eval_cache: EvaluationCache | None = None) -> Experiment:
+def run_experiment(
+    dataset: str,
+    model: str,
+    forget: str,
+    method: str,
+    *,
+    overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+    model_kwargs: dict[str, Any] | None = None,
+    metrics: list[str] | None = None,
+    device: str = "auto",
+    data_dir: str | None = None,
+    progress: bool | None = None,
+    original_path: str | None = None,
+    preset: str | None = None,
+    noise_floor: bool = True,
+    eval_cache: EvaluationCache | None = None,
+) -> Experiment:
     """Run one (dataset, model, forget spec, method, seed) experiment and return its record and model.
 
     ``eval_cache`` is shared by the runs of one benchmark (see `unlearnkit.evaluation.EvaluationCache`).
@@ -88,27 +115,38 @@ def run_experiment(dataset: str, model: str, forget: str, method: str, *, overri
     retrained = train_or_load(bundle, model, split, seed=seed, model_kwargs=model_kwargs, device=dev, progress=progress)
     second = None
     if noise_floor:
-        second = train_or_load(bundle, model, split, seed=seed + NOISE_FLOOR_SEED_OFFSET, model_kwargs=model_kwargs,
-                               device=dev, progress=progress).model
+        second = train_or_load(
+            bundle,
+            model,
+            split,
+            seed=seed + NOISE_FLOOR_SEED_OFFSET,
+            model_kwargs=model_kwargs,
+            device=dev,
+            progress=progress,
+        ).model
 
-    data = UnlearnData(forget=bundle.train.subset(split.forget), retain=bundle.train.subset(split.retain),
-                       test=bundle.test, split=split, augment=bundle.info.augment, num_classes=bundle.info.num_classes)
-    ctx = RunContext(dev, seed, original=frozen_copy(original), progress=progress)
-    work = copy.deepcopy(original)
-    torch.manual_seed(seed)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    unlearned = m.unlearn(work, data, ctx)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    runtime = time.perf_counter() - t0
+    result = run_method(m, original, UnlearnData.from_split(bundle, split), device=dev, seed=seed, progress=progress)
+    unlearned, runtime = result.model, result.seconds
 
     _, preset_source = preset_config(method, bundle.info.name, model, split_kind(forget), preset)
-    record = evaluate(unlearned, bundle, split, original=original, retrained=retrained.model, metrics=metrics,
-                      device=dev, runtime_seconds=runtime, retrain_seconds=retrained.meta.get("wall_seconds"),
-                      noise_floor=second, method=METHODS.canonical(method), config=m.config.to_dict(), seed=seed,
-                      cache=eval_cache)
+    record = evaluate(
+        unlearned,
+        bundle,
+        split,
+        original=original,
+        retrained=retrained.model,
+        metrics=metrics,
+        device=dev,
+        runtime_seconds=runtime,
+        runtime_setup_seconds=result.setup_seconds,
+        runtime_update_seconds=result.update_seconds,
+        retrain_seconds=retrained.meta.get("wall_seconds"),
+        noise_floor=second,
+        method=METHODS.canonical(method),
+        config=m.config.to_dict(),
+        seed=seed,
+        cache=eval_cache,
+    )
     record.setdefault("method", {})["preset"] = preset_source
     record["model"]["kwargs"] = model_kwargs
     record["model"]["original_recipe"] = original_meta.get("recipe")
@@ -116,12 +154,14 @@ def run_experiment(dataset: str, model: str, forget: str, method: str, *, overri
         record["unchanged_from_original"] = True
         record.setdefault("warnings", []).append(
             "the unlearned model is bit-identical to the original: the method changed no weight "
-            "(check its options, e.g. epochs=0 or lr=0)")
+            "(check its options, e.g. epochs=0 or lr=0)"
+        )
     return Experiment(record, unlearned, split)
 
 
-def load_original(path: str | Path, model: str, bundle: Any, model_kwargs: dict[str, Any],
-                  device: Any = "cpu") -> nn.Module:
+def load_original(
+    path: str | Path, model: str, bundle: Any, model_kwargs: dict[str, Any], device: Any = "cpu"
+) -> nn.Module:
     """Load the user's ``--original`` checkpoint after checking it against ``--model``/``--dataset``.
 
     Refused: a retrained oracle (role stored in the file), a checkpoint of another training set (split digest),
@@ -134,27 +174,35 @@ def load_original(path: str | Path, model: str, bundle: Any, model_kwargs: dict[
     meta = checkpoint_info(path)
     name = Path(path).name
     if meta["role"] == "retrained":
-        raise IncompatibleError(f"--original {name} is a retrained oracle (its stored role is 'retrained'), not "
-                                "an original model: comparing it with the retrained model would give a meaningless "
-                                "gap of 0; pass the model trained on the full training set")
+        raise IncompatibleError(
+            f"--original {name} is a retrained oracle (its stored role is 'retrained'), not "
+            "an original model: comparing it with the retrained model would give a meaningless "
+            "gap of 0; pass the model trained on the full training set"
+        )
     if meta["split_sha256"] and meta["role"] == "original":
         full = split_for(bundle, None, 0).sha256
         if meta["split_sha256"] != full:
-            raise IncompatibleError(f"--original {name} was trained on another training set (split digest "
-                                    f"{meta['split_sha256'][:12]}…, this dataset's full set is {full[:12]}…); "
-                                    "pass an original trained on this --dataset")
+            raise IncompatibleError(
+                f"--original {name} was trained on another training set (split digest "
+                f"{meta['split_sha256'][:12]}…, this dataset's full set is {full[:12]}…); "
+                "pass an original trained on this --dataset"
+            )
     if meta["config"] is None:
-        net = create_model(model, info.num_classes, info.channels, info.image_size, info.mean, info.std,
-                           **model_kwargs)
+        net = create_model(model, info.num_classes, info.channels, info.image_size, info.mean, info.std, **model_kwargs)
         state, _ = read_checkpoint(path)
         try:
             load_into(net, state, source=f"--original {name}")
         except CheckpointError as exc:
-            raise CheckpointError(f"{exc} (the file carries no model config, so it was loaded into --model "
-                                  f"{model} built for {info.name})") from None
+            raise CheckpointError(
+                f"{exc} (the file carries no model config, so it was loaded into --model {model} built for {info.name})"
+            ) from None
         return net.to(device)
-    expect = {"name": model, "num_classes": info.num_classes, "in_channels": info.channels,
-              "image_size": info.image_size}
+    expect = {
+        "name": model,
+        "num_classes": info.num_classes,
+        "in_channels": info.channels,
+        "image_size": info.image_size,
+    }
     return load_model(path, expect=expect, device=device, allow_timm=model.startswith("timm:"))
 
 
@@ -180,8 +228,11 @@ def save_experiment(exp: Experiment, out: str | Path) -> Path:
     exp.record.setdefault("files", {}).update({"unlearned": "unlearned.safetensors", "split": "split.json"})
 
     def fill(tmp: Path) -> None:
-        save_model(exp.unlearned, tmp / "unlearned.safetensors",
-                   extra={ROLE_KEY: "unlearned", SPLIT_KEY: exp.split.sha256, DATASET_KEY: exp.split.dataset})
+        save_model(
+            exp.unlearned,
+            tmp / "unlearned.safetensors",
+            extra={ROLE_KEY: "unlearned", SPLIT_KEY: exp.split.sha256, DATASET_KEY: exp.split.dataset},
+        )
         exp.split.save(tmp / "split.json")
         write_record(exp.record, tmp / "record.json")
 

@@ -35,10 +35,21 @@ class RunResult:
         return self.setup_seconds + self.update_seconds
 
 
-def run_method(method: Method, model: nn.Module, data: UnlearnData, *, device: str | torch.device = "auto",
-               seed: int = 0, original: nn.Module | None = None, progress: bool | None = False,
-               copy_model: bool = True, max_steps: int | None = None, log_every: int | None = None,
-               amp: Literal["bf16"] | None = None, num_workers: int = 0) -> RunResult:
+def run_method(
+    method: Method,
+    model: nn.Module,
+    data: UnlearnData,
+    *,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    original: nn.Module | None = None,
+    progress: bool | None = False,
+    copy_model: bool = True,
+    max_steps: int | None = None,
+    log_every: int | None = None,
+    amp: Literal["bf16"] | None = None,
+    num_workers: int = 0,
+) -> RunResult:
     """Run ``method`` on (a copy of) ``model`` and return the result with its timings.
 
     Every random draw is reproducible from ``seed``: the method's ``ctx.rng`` is seeded with it, and the
@@ -58,8 +69,16 @@ def run_method(method: Method, model: nn.Module, data: UnlearnData, *, device: s
     teacher = None
     if method.requires.original_model:
         teacher = frozen_copy(model if original is None else original)
-    ctx = RunContext(dev, seed, original=teacher, progress=progress, max_steps=max_steps, log_every=log_every,
-                     amp=amp, num_workers=num_workers)
+    ctx = RunContext(
+        dev,
+        seed,
+        original=teacher,
+        progress=progress,
+        max_steps=max_steps,
+        log_every=log_every,
+        amp=amp,
+        num_workers=num_workers,
+    )
     work = copy.deepcopy(model) if copy_model else model
     devices: list[Any] = [dev] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -70,13 +89,25 @@ def run_method(method: Method, model: nn.Module, data: UnlearnData, *, device: s
         ctx.synchronize()
         t1 = time.perf_counter()
     t_setup = min(max(ctx.events.get("setup_end", t0) - t0, 0.0), t1 - t0)
-    return RunResult(out, setup_seconds=t_setup, update_seconds=(t1 - t0) - t_setup, steps=ctx.steps,
-                     history=ctx.history)
+    return RunResult(
+        out, setup_seconds=t_setup, update_seconds=(t1 - t0) - t_setup, steps=ctx.steps, history=ctx.history
+    )
 
 
-def unlearn(model: nn.Module, forget: Dataset, retain: Dataset | None = None, method: str | Method = "ft", *,
-            test: Dataset | None = None, original: nn.Module | None = None, split: Any = None,
-            device: str = "auto", seed: int = 0, progress: bool | None = False, **config: Any) -> nn.Module:
+def unlearn(
+    model: nn.Module,
+    forget: Dataset,
+    retain: Dataset | None = None,
+    method: str | Method = "ft",
+    *,
+    test: Dataset | None = None,
+    original: nn.Module | None = None,
+    split: Any = None,
+    device: str = "auto",
+    seed: int = 0,
+    progress: bool | None = False,
+    **config: Any,
+) -> nn.Module:
     """Unlearn ``forget`` from a copy of ``model``; the input model is never modified.
 
     ``method`` is a registered name (``config`` overrides its options) or a built `Method`.

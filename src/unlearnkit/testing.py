@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from .data.datasets import load_dataset
+from .data.datasets import DatasetBundle, load_dataset
 from .data.splits import Split, split_for
 
+if TYPE_CHECKING:
+    from .methods.base import Method, UnlearnData
 
-def tiny_bundle(**kw: Any):
+
+def tiny_bundle(**kw: Any) -> DatasetBundle:
     """The `synthetic` dataset (4 classes, 3×8×8, 128 train / 64 test)."""
     return load_dataset("synthetic", **kw)
 
@@ -20,14 +23,20 @@ def tiny_split(spec: str = "class:1", seed: int = 0, **kw: Any) -> Split:
     return split_for(tiny_bundle(**kw), spec, seed)
 
 
-def tiny_data(spec: str = "class:1", seed: int = 0, **kw: Any):
+def tiny_data(spec: str = "class:1", seed: int = 0, **kw: Any) -> UnlearnData:
     """`UnlearnData` over the synthetic dataset for ``spec`` (forget / retain / test and the split)."""
     from .methods.base import UnlearnData
 
     b = tiny_bundle(**kw)
     s = split_for(b, spec, seed)
-    return UnlearnData(forget=b.train.subset(s.forget), retain=b.train.subset(s.retain), test=b.test, split=s,
-                       augment=b.info.augment, num_classes=b.info.num_classes)
+    return UnlearnData(
+        forget=b.train.subset(s.forget),
+        retain=b.train.subset(s.retain),
+        test=b.test,
+        split=s,
+        augment=b.info.augment,
+        num_classes=b.info.num_classes,
+    )
 
 
 def tiny_model(seed: int = 0, num_classes: int = 4, trained: bool = False, model: str = "small_cnn") -> nn.Module:
@@ -36,11 +45,16 @@ def tiny_model(seed: int = 0, num_classes: int = 4, trained: bool = False, model
     from .training import Recipe, train
 
     torch.manual_seed(seed)
-    kw = {"width": 8, "hidden": 32} if model == "small_cnn" else {}
+    kw: dict[str, Any] = {"width": 8, "hidden": 32} if model == "small_cnn" else {}
     m = create_model(model, num_classes, 3, 8, **kw)
     if trained:
-        train(m, tiny_bundle(num_classes=num_classes).train, Recipe(epochs=15, batch_size=32, lr=0.05),
-              seed=seed, progress=False)
+        train(
+            m,
+            tiny_bundle(num_classes=num_classes).train,
+            Recipe(epochs=15, batch_size=32, lr=0.05),
+            seed=seed,
+            progress=False,
+        )
     return m
 
 
@@ -65,7 +79,7 @@ class RaisingDataset(torch.utils.data.Dataset):
         self._fail()
 
 
-def _method_class(cls_or_name: Any) -> tuple[type, str]:
+def _method_class(cls_or_name: Any) -> tuple[type[Method], str]:
     from .methods import METHODS
 
     if isinstance(cls_or_name, str):
@@ -74,7 +88,7 @@ def _method_class(cls_or_name: Any) -> tuple[type, str]:
     return cls_or_name, name
 
 
-def _build(cls: type, name: str, **extra: Any) -> Any:
+def _build(cls: type[Method], name: str, **extra: Any) -> Method:
     from .methods import METHODS, create_method
 
     values = {**getattr(cls, "smoke_config", {}), **extra}
@@ -83,7 +97,7 @@ def _build(cls: type, name: str, **extra: Any) -> Any:
     return cls(cls.Config.build(values, name))
 
 
-def _run(cls: type, name: str, data: Any, model: nn.Module, seed: int = 0) -> nn.Module:
+def _run(cls: type[Method], name: str, data: Any, model: nn.Module, seed: int = 0) -> nn.Module:
     from .runner import run_method
 
     return run_method(_build(cls, name), model, data, device="cpu", seed=seed).model
@@ -113,8 +127,16 @@ def check_input_untouched(cls_or_name: Any) -> None:
     model = tiny_model(trained=True)
     snapshot = {k: v.clone() for k, v in model.state_dict().items()}
     data = tiny_data()
-    unlearn(model, data.forget, data.retain, method=_build(cls, name), test=data.test, split=data.split,
-            device="cpu", seed=0)
+    unlearn(
+        model,
+        data.forget,
+        data.retain,
+        method=_build(cls, name),
+        test=data.test,
+        split=data.split,
+        device="cpu",
+        seed=0,
+    )
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, snapshot[k])]
     if changed:
         raise AssertionError(f"{name}: unlearn modified the input model ({changed[:3]}…)")
@@ -185,13 +207,26 @@ def check_respects_requirements(cls_or_name: Any) -> None:
     if cls.requires.retain:
         return
     d = tiny_data()
-    data = UnlearnData(forget=d.forget, retain=RaisingDataset("retain"), test=d.test, split=d.split,
-                       augment=d.augment, num_classes=d.num_classes)
+    data = UnlearnData(
+        forget=d.forget,
+        retain=RaisingDataset("retain"),
+        test=d.test,
+        split=d.split,
+        augment=d.augment,
+        num_classes=d.num_classes,
+    )
     _run(cls, name, data, tiny_model(trained=True))
 
 
-CHECKS = (check_runs, check_input_untouched, check_deterministic, check_changes_weights, check_final_loop, check_config,
-          check_respects_requirements)
+CHECKS = (
+    check_runs,
+    check_input_untouched,
+    check_deterministic,
+    check_changes_weights,
+    check_final_loop,
+    check_config,
+    check_respects_requirements,
+)
 
 
 def check_method(cls_or_name: Any) -> None:
@@ -206,7 +241,7 @@ def check_method(cls_or_name: Any) -> None:
     for check in CHECKS:
         try:
             check(cls_or_name)
-        except Exception as exc:  # noqa: BLE001 - collect every failure, then report them together
+        except Exception as exc:
             problems.append(f"{check.__name__}: {type(exc).__name__}: {exc}")
     if problems:
         raise AssertionError("method contract failed:\n  - " + "\n  - ".join(problems))

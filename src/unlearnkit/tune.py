@@ -17,7 +17,7 @@ import dataclasses
 import itertools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def grid_configs(grid: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
+def grid_configs(grid: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every combination of the grid's values, in a stable order (the first key varies slowest)."""
     if not grid:
         return [{}]
@@ -47,7 +47,7 @@ def grid_configs(grid: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
             raise ConfigError(f"grid[{k!r}] must be a non-empty list of values, got {values!r}")
     keys = list(grid)
     unique = {k: _dedupe(grid[k]) for k in keys}  # a value given twice is run once
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(unique[k] for k in keys))]
+    return [dict(zip(keys, combo, strict=False)) for combo in itertools.product(*(unique[k] for k in keys))]
 
 
 def _dedupe(values: Sequence[Any]) -> list[Any]:
@@ -96,7 +96,7 @@ def tune(
     dataset: str | DatasetBundle,
     model: str,
     forget: str,
-    grid: dict[str, Sequence[Any]],
+    grid: Mapping[str, Any],
     *,
     seeds: Sequence[int] = (0,),
     validation_seed: int = 100,
@@ -164,7 +164,7 @@ def tune(
                 gap = math.inf
             logger.info("tune %s %s seed %d: avg gap %.2f", name, cfg, seed, gap)
             totals[i] += gap
-    ranked = [(cfg, total / len(seeds)) for cfg, total in zip(configs, totals)]
+    ranked = [(cfg, total / len(seeds)) for cfg, total in zip(configs, totals, strict=False)]
     if all(not math.isfinite(g) for _, g in ranked):
         raise DivergenceError(
             f"every one of the {len(configs)} configuration(s) of {name} failed on at least one "

@@ -25,7 +25,8 @@ def _module_name(path: Path) -> str:
 def _is_type_checking(node: ast.If) -> bool:
     t = node.test
     return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
-        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(path: Path, modules: set[str]) -> set[str]:
@@ -91,7 +92,7 @@ def test_the_import_graph_has_no_cycle() -> None:
         stack.append(m)
         for t in sorted(edges.get(m, ())):
             if state.get(t) == 1:
-                cycles.append(stack[stack.index(t):] + [t])
+                cycles.append([*stack[stack.index(t) :], t])
             elif t in edges and state.get(t) is None:
                 dfs(t)
         stack.pop()
@@ -107,8 +108,7 @@ def test_the_import_graph_has_no_cycle() -> None:
 def test_the_library_never_imports_the_bench_layer_or_the_cli(layer: str) -> None:
     graph = _graph()
     library = [m for m in graph if not (m.startswith("unlearnkit.bench") or m == "unlearnkit.cli")]
-    offenders = {m: sorted(t for t in graph[m] if t == layer or t.startswith(layer + "."))
-                 for m in library}
+    offenders = {m: sorted(t for t in graph[m] if t == layer or t.startswith(layer + ".")) for m in library}
     offenders = {m: t for m, t in offenders.items() if t}
     assert not offenders, f"library modules importing {layer}: {offenders}"
 

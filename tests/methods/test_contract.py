@@ -68,7 +68,7 @@ def test_contract_fails_a_method_that_changes_nothing() -> None:
         def unlearn(self, model, data, ctx=None):
             return model
 
-    with pytest.raises(AssertionError, match="check_changes_weights: .*identical to the input"):
+    with pytest.raises(AssertionError, match=r"check_changes_weights: .*identical to the input"):
         check_method(DoesNothing)
 
 

@@ -42,8 +42,15 @@ class Recorder(GradientMethod):
 
     def loss(self, model, batch: Batch, phase: Phase, ctx: RunContext) -> StepOutput:
         parts = [b for b in (batch.forget, batch.retain, batch.mixed) if b is not None]
-        self.seen.append((phase.name, ctx.epoch, None if batch.forget is None else len(batch.forget[1]),
-                          None if batch.retain is None else len(batch.retain[1]), ctx.steps))
+        self.seen.append(
+            (
+                phase.name,
+                ctx.epoch,
+                None if batch.forget is None else len(batch.forget[1]),
+                None if batch.retain is None else len(batch.retain[1]),
+                ctx.steps,
+            )
+        )
         x, y = parts[0]
         return StepOutput(F.cross_entropy(model(x), y))
 
@@ -57,11 +64,16 @@ class Recorder(GradientMethod):
 
 def test_phases_carry_source_length_and_batch_size_and_the_step_count_derives_from_them() -> None:
     data = tiny_data("random:0.25")  # 32 forget, 96 retain
-    union = ImageDataset(torch.cat([data.forget.images, data.retain.images]),
-                         torch.cat([data.forget.targets, data.retain.targets]))
-    phases = [Phase("f", "forget", epochs=2, batch_size=16), Phase("r", "retain", epoch=7),
-              Phase("u", union, batch_size=64), Phase("s", "retain", steps=5),
-              Phase("i", "interleaved", steps=6, forget_every=3)]
+    union = ImageDataset(
+        torch.cat([data.forget.images, data.retain.images]), torch.cat([data.forget.targets, data.retain.targets])
+    )
+    phases = [
+        Phase("f", "forget", epochs=2, batch_size=16),
+        Phase("r", "retain", epoch=7),
+        Phase("u", union, batch_size=64),
+        Phase("s", "retain", steps=5),
+        Phase("i", "interleaved", steps=6, forget_every=3),
+    ]
     m = Recorder(phases)
     assert m.total_steps(data) == 2 * 2 + 12 + 2 + 5 + 6
     run_method(m, tiny_model(), data, device="cpu")
@@ -115,13 +127,23 @@ def test_an_ordinary_dataset_gets_fresh_transforms_every_epoch_through_a_dataloa
             sums.append(float(batch.retain[0].sum()))
             return super().loss(model, batch, phase, ctx)
 
-    run_method(Probe([Phase("r", "retain", epochs=2)], batch_size=96), tiny_model(),
-               UnlearnData(forget=data.forget, retain=retain), device="cpu", seed=0)
+    run_method(
+        Probe([Phase("r", "retain", epochs=2)], batch_size=96),
+        tiny_model(),
+        UnlearnData(forget=data.forget, retain=retain),
+        device="cpu",
+        seed=0,
+    )
     assert len(sums) == 2 and sums[0] != sums[1]  # same 96 images, new noise in epoch 2
     again: list[float] = []
     sums, first = again, sums
-    run_method(Probe([Phase("r", "retain", epochs=2)], batch_size=96), tiny_model(),
-               UnlearnData(forget=data.forget, retain=retain), device="cpu", seed=0)
+    run_method(
+        Probe([Phase("r", "retain", epochs=2)], batch_size=96),
+        tiny_model(),
+        UnlearnData(forget=data.forget, retain=retain),
+        device="cpu",
+        seed=0,
+    )
     assert again == first  # and reproducible under the run's seed
 
 
@@ -134,8 +156,10 @@ def test_the_runner_seeds_forks_the_global_rng_and_times_setup_and_update() -> N
     assert res.setup_seconds > 0 and res.update_seconds > 0 and res.steps > 0
     assert res.seconds == pytest.approx(res.setup_seconds + res.update_seconds)
     again = run_method(create_method("salun", epochs=1, batch_size=32), model, data, device="cpu")
-    assert all(torch.equal(a, b) for a, b in zip(res.model.state_dict().values(), again.model.state_dict().values(),
-                                                 strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(res.model.state_dict().values(), again.model.state_dict().values(), strict=True)
+    )
 
 
 def test_only_a_rollback_run_keeps_a_copy_and_it_lives_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,8 +175,7 @@ def test_only_a_rollback_run_keeps_a_copy_and_it_lives_on_the_cpu(monkeypatch: p
     data = tiny_data()
     run_method(create_method("ft", epochs=1, batch_size=32), tiny_model(), data, device="cpu")
     assert copies == []
-    run_method(create_method("ft", epochs=1, batch_size=32, on_divergence="rollback"), tiny_model(), data,
-               device="cpu")
+    run_method(create_method("ft", epochs=1, batch_size=32, on_divergence="rollback"), tiny_model(), data, device="cpu")
     assert copies  # one CPU copy per tensor of the state dict
 
 
@@ -201,7 +224,7 @@ def test_rl_fixed_wrong_keeps_float_retain_images_beside_uint8_forget_images() -
     assert data.forget.images.dtype == torch.uint8
     m = create_method("rl", variant="fixed_wrong")
     m.setup(tiny_model(), UnlearnData(forget=data.forget, retain=FloatDigits(data.retain)), RunContext())
-    retain_part = m.union_.images[len(data.forget):]
+    retain_part = m.union_.images[len(data.forget) :]
     assert retain_part.dtype == torch.float32
     assert torch.allclose(retain_part, to_float(data.retain.images))  # not cast to uint8 (which zeroes them)
     assert torch.allclose(m.union_.images[: len(data.forget)], to_float(data.forget.images))

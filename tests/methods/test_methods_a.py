@@ -32,12 +32,13 @@ def data() -> UnlearnData:
 
 
 def run(name: str, model: nn.Module, data: UnlearnData, seed: int = 0, **cfg) -> nn.Module:
-    return create_method(name, **cfg).unlearn(copy.deepcopy(model), data, RunContext("cpu", seed,
-                                                                                     original=frozen_copy(model)))
+    return create_method(name, **cfg).unlearn(
+        copy.deepcopy(model), data, RunContext("cpu", seed, original=frozen_copy(model))
+    )
 
 
 def same_weights(a: nn.Module, b: nn.Module) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=False))
 
 
 def mean_ce(model: nn.Module, ds) -> float:
@@ -50,9 +51,18 @@ def mean_ce(model: nn.Module, ds) -> float:
 # ------------------------------------------------------------------------------------------ FT, GA, retrain
 @pytest.mark.parametrize("name", ["ft", "ga", "neggrad_plus", "rl", "l1_sparse"])
 def test_lr_zero_leaves_parameters_unchanged(name: str, trained: nn.Module, data: UnlearnData) -> None:
-    out = run(name, trained, data, epochs=1, lr=0.0, momentum=0.0, weight_decay=0.0, batch_size=32,
-              **({"gamma": 0.0} if name == "l1_sparse" else {}))
-    for (k, a), b in zip(trained.named_parameters(), out.parameters()):
+    out = run(
+        name,
+        trained,
+        data,
+        epochs=1,
+        lr=0.0,
+        momentum=0.0,
+        weight_decay=0.0,
+        batch_size=32,
+        **({"gamma": 0.0} if name == "l1_sparse" else {}),
+    )
+    for (k, a), b in zip(trained.named_parameters(), out.parameters(), strict=False):
         assert torch.equal(a, b), k
 
 
@@ -160,7 +170,7 @@ def test_ff_alpha_zero(trained: nn.Module) -> None:
     assert same_weights(out, trained)  # random mode: exactly unchanged
     classwise = tiny_data("class:1")
     out = run("ff", trained, classwise, alpha=0.0, max_samples=16)
-    for (k, a), b in zip(trained.named_parameters(), out.parameters()):
+    for (k, a), b in zip(trained.named_parameters(), out.parameters(), strict=False):
         if k.startswith("head."):
             others = [c for c in range(4) if c != 1]
             assert torch.equal(a[others], b[others])
@@ -187,14 +197,15 @@ def test_ff_per_sample_fisher_matches_a_loop(trained: nn.Module, data: UnlearnDa
     fisher = create_method("ff", augment_for_statistics=False).fisher_diagonal(model, d, RunContext())
     expected = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     for i in range(5):
-        x = sub.images[i:i + 1].float() / 255
+        x = sub.images[i : i + 1].float() / 255
         logits = model(x)
         p = F.softmax(logits, 1).detach()
         for k in range(4):
-            grads = torch.autograd.grad(F.cross_entropy(logits, torch.tensor([k])), list(model.parameters()),
-                                        retain_graph=True)
-            for (n, _), g in zip(model.named_parameters(), grads):
-                expected[n] += p[0, k] * g ** 2
+            grads = torch.autograd.grad(
+                F.cross_entropy(logits, torch.tensor([k])), list(model.parameters()), retain_graph=True
+            )
+            for (n, _), g in zip(model.named_parameters(), grads, strict=False):
+                expected[n] += p[0, k] * g**2
     for n in expected:
         assert torch.allclose(fisher[n], expected[n] / 5, rtol=1e-4, atol=1e-10), n
 
@@ -289,10 +300,13 @@ def test_l1_loss_adds_gamma_times_l1_norm(trained: nn.Module, data: UnlearnData)
 
     model = copy.deepcopy(trained).eval()
     x, y = data.retain.images[:8].float() / 255, data.retain.targets[:8]
-    out = create_method("l1_sparse").loss(model, Batch(retain=(x, y)), L1Phase("e", "retain", 1, gamma=0.01),
-                                          RunContext())
+    out = create_method("l1_sparse").loss(
+        model, Batch(retain=(x, y)), L1Phase("e", "retain", 1, gamma=0.01), RunContext()
+    )
     l1 = sum(float(p.detach().abs().sum()) for p in model.parameters())
-    assert math.isclose(float(out.loss.detach()), float(F.cross_entropy(model(x), y).detach()) + 0.01 * l1, rel_tol=1e-5)
+    assert math.isclose(
+        float(out.loss.detach()), float(F.cross_entropy(model(x), y).detach()) + 0.01 * l1, rel_tol=1e-5
+    )
 
 
 def test_omp_mask_sparsity_is_exact_and_kept(trained: nn.Module, data: UnlearnData) -> None:
@@ -301,13 +315,15 @@ def test_omp_mask_sparsity_is_exact_and_kept(trained: nn.Module, data: UnlearnDa
     total = sum(w.numel() for w in conv)
     masks = magnitude_prune_masks(trained, rate)
     assert sum(int((m == 0).sum()) for m in masks.values()) == round(rate * total)
-    kept = torch.cat([w.detach().abs().reshape(-1)[m.reshape(-1) > 0] for w, m in zip(conv, masks.values())])
-    dropped = torch.cat([w.detach().abs().reshape(-1)[m.reshape(-1) == 0] for w, m in zip(conv, masks.values())])
+    kept = torch.cat(
+        [w.detach().abs().reshape(-1)[m.reshape(-1) > 0] for w, m in zip(conv, masks.values(), strict=False)]
+    )
+    dropped = torch.cat(
+        [w.detach().abs().reshape(-1)[m.reshape(-1) == 0] for w, m in zip(conv, masks.values(), strict=False)]
+    )
     assert kept.min() >= dropped.max()  # global magnitude ranking
     out = run("l1_sparse", trained, data, epochs=2, lr=0.05, batch_size=32, prune_rate=rate)
     zeros = sum(int((m.weight == 0).sum()) for m in out.modules() if isinstance(m, nn.Conv2d))
     assert zeros == round(rate * total)  # weight decay and momentum did not revive pruned weights
     assert not torch.equal(out.head.weight, trained.head.weight)  # the head is never pruned, but is trained
     assert (out.head.weight != 0).all()
-
-

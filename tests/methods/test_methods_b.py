@@ -68,8 +68,9 @@ def test_salun_mask_has_floor_ratio_ones_on_the_most_salient_entries(trained):
 
 def test_salun_masked_gradients_are_zero_and_frozen_weights_do_not_move_under_plain_sgd(trained):
     data = tiny_data("random:0.25")
-    m = create_method("salun", mask_ratio=0.5, momentum=0.0, weight_decay=0.0, reference_parity=True, lr=0.5,
-                      batch_size=16)
+    m = create_method(
+        "salun", mask_ratio=0.5, momentum=0.0, weight_decay=0.0, reference_parity=True, lr=0.5, batch_size=16
+    )
     model, ctx = copy.deepcopy(trained), _ctx(trained)
     m.setup(model, data, ctx)
     opt = m.make_optimizer(model)
@@ -120,8 +121,9 @@ def test_salun_fixed_wrong_labels_never_equal_the_true_label(trained):
 # --------------------------------------------------------------------------------------------------- SCRUB
 def test_scrub_max_steps_only_in_the_first_msteps_epochs_and_min_steps_every_epoch(trained):
     data = tiny_data("random:0.25")  # 32 forget, 96 retain
-    m = create_method("scrub", epochs=4, msteps=2, forget_batch_size=8, batch_size=32, lr_milestones=[2],
-                      lr_decay=0.5, lr=1e-3)
+    m = create_method(
+        "scrub", epochs=4, msteps=2, forget_batch_size=8, batch_size=32, lr_milestones=[2], lr_decay=0.5, lr=1e-3
+    )
     seen: list[tuple[int, str, float]] = []
     loss = m.loss
 
@@ -148,8 +150,9 @@ def test_scrub_max_step_pushes_the_student_away_from_the_teacher_on_the_forget_s
     x, _ = next(iter_batches(data.forget, 1000))
     kls = []
     for msteps in (0, 1):  # min-steps with zero weights: only the max-steps (if any) act
-        m = create_method("scrub", epochs=1, msteps=msteps, lr=0.01, forget_batch_size=8, batch_size=32,
-                          alpha=0.0, gamma=0.0)
+        m = create_method(
+            "scrub", epochs=1, msteps=msteps, lr=0.01, forget_batch_size=8, batch_size=32, alpha=0.0, gamma=0.0
+        )
         student = m.unlearn(copy.deepcopy(trained), data, _ctx(trained))
         with torch.no_grad():
             kls.append(float(kl_teacher_student(trained.eval()(x), student(x), 4.0)))
@@ -162,11 +165,14 @@ def test_scrub_rewind_returns_the_epoch_whose_forget_error_is_closest_to_the_hel
     data = tiny_data("random:0.25")
     kw = {"epochs": 3, "msteps": 3, "lr": 0.01, "forget_batch_size": 8, "batch_size": 32, "lr_milestones": [9]}
     with pytest.raises(ConfigError, match="test"):
-        create_method("scrub", rewind=True, **kw).unlearn(copy.deepcopy(trained), UnlearnData(
-            forget=data.forget, retain=data.retain, split=data.split), _ctx(trained))
+        create_method("scrub", rewind=True, **kw).unlearn(
+            copy.deepcopy(trained), UnlearnData(forget=data.forget, retain=data.retain, split=data.split), _ctx(trained)
+        )
     # A run of e epochs is the prefix of a longer run with the same seed, so it is the epoch-e checkpoint.
-    per_epoch = [create_method("scrub", **{**kw, "epochs": e}).unlearn(copy.deepcopy(trained), data, _ctx(trained))
-                 for e in (1, 2, 3)]
+    per_epoch = [
+        create_method("scrub", **{**kw, "epochs": e}).unlearn(copy.deepcopy(trained), data, _ctx(trained))
+        for e in (1, 2, 3)
+    ]
     e_ref = 100 - accuracy(per_epoch[-1], data.test)
     gaps = [abs(100 - accuracy(m, data.forget) - e_ref) for m in per_epoch]
     ctx = _ctx(trained)
@@ -325,8 +331,14 @@ def digits_class3(digits_original):
 
     bundle, model = digits_original.bundle, digits_original.model
     split = split_for(bundle, "class:3", 0)
-    data = UnlearnData(forget=bundle.train.subset(split.forget), retain=bundle.train.subset(split.retain),
-                       test=bundle.test, split=split, augment=bundle.info.augment, num_classes=10)
+    data = UnlearnData(
+        forget=bundle.train.subset(split.forget),
+        retain=bundle.train.subset(split.retain),
+        test=bundle.test,
+        split=split,
+        augment=bundle.info.augment,
+        num_classes=10,
+    )
     return model, data
 
 

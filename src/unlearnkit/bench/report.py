@@ -94,7 +94,8 @@ def _forget_text(spec: Any) -> str:
 
 def identity(rec: dict[str, Any]) -> dict[str, Any]:
     """(dataset, model, forget, method, label, seed) of a record: its bench block, else its own fields."""
-    b = rec.get("bench") if isinstance(rec.get("bench"), dict) else {}
+    bench = rec.get("bench")
+    b: dict[str, Any] = bench if isinstance(bench, dict) else {}
     method = b.get("method") or _dig(rec, "method", "name") or "?"
     margs = b.get("model_args") or {}
     model = b.get("model") or _dig(rec, "model", "arch") or "?"
@@ -113,7 +114,8 @@ def identity(rec: dict[str, Any]) -> dict[str, Any]:
 def metric_value(rec: dict[str, Any], role: str, key: str) -> float | None:
     """One number of one model role ("original", "retrained", "unlearned") of a record, or None."""
     model = _dig(rec, "models", role) or {}
-    metrics = model.get("metrics") if isinstance(model.get("metrics"), dict) else {}
+    found = model.get("metrics")
+    metrics: dict[str, Any] = found if isinstance(found, dict) else {}
     if key == "noise_floor_avg_gap":
         return _num(rec.get("noise_floor_avg_gap"))
     if key == "avg_gap_to_retrained":

@@ -5,6 +5,7 @@ path for any other map-style torch Dataset (its own transforms run afresh on eve
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any, cast
 
 import torch
 from torch.utils.data import Dataset
@@ -34,8 +35,8 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator | No
         padded = torch.nn.functional.pad(x, (p, p, p, p))
         dy = torch.randint(0, 2 * p + 1, (n,), generator=generator)
         dx = torch.randint(0, 2 * p + 1, (n,), generator=generator)
-        rows = (dy[:, None] + torch.arange(h)[None, :])  # n×h
-        cols = (dx[:, None] + torch.arange(w)[None, :])  # n×w
+        rows = dy[:, None] + torch.arange(h)[None, :]  # n×h
+        cols = dx[:, None] + torch.arange(w)[None, :]  # n×w
         bidx = torch.arange(n)[:, None, None]
         x = padded.permute(0, 2, 3, 1)[bidx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
     if aug.hflip:
@@ -69,7 +70,8 @@ def iter_batches(
 
 def _collate(batch: Sequence[tuple[object, object]]) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = zip(*batch, strict=True)
-    return torch.stack([torch.as_tensor(x) for x in xs]).float(), torch.as_tensor([int(y) for y in ys])  # type: ignore[call-overload]
+    labels = [int(cast(Any, y)) for y in ys]  # ints or 0-d tensors
+    return torch.stack([torch.as_tensor(x) for x in xs]).float(), torch.as_tensor(labels)
 
 
 def stream_batches(
@@ -94,17 +96,30 @@ def stream_batches(
     g = None
     if shuffle:
         g = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g, num_workers=num_workers,
-                        collate_fn=_collate, pin_memory=torch.device(device).type == "cuda",
-                        persistent_workers=False)
+    loader = DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=g,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=torch.device(device).type == "cuda",
+        persistent_workers=False,
+    )
     for x, y in loader:
         if augment is not None and (augment.crop_padding or augment.hflip):
             x = augment_batch(x, augment, generator)
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
-def sample_batch(ds: Dataset, n: int, *, generator: torch.Generator | None, augment: Augment | None = None,
-                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def sample_batch(
+    ds: Dataset,
+    n: int,
+    *,
+    generator: torch.Generator | None,
+    augment: Augment | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` examples of ``ds`` drawn uniformly with replacement (the partner batch of a paired step)."""
     idx = torch.randint(0, len(ds), (n,), generator=generator)  # type: ignore[arg-type]
     if isinstance(ds, ImageDataset):

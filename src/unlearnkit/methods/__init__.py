@@ -8,23 +8,36 @@ from __future__ import annotations
 
 import importlib
 import tomllib
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
 from ..errors import ConfigError
 from ..registry import Registry
-from .base import (Batch, GradientConfig, GradientMethod, Method, MethodConfig, Phase, Requirements, RunContext,
-                   StepOutput, UnlearnData, frozen_copy)
+from .base import (
+    Batch,
+    GradientConfig,
+    GradientMethod,
+    Method,
+    MethodConfig,
+    Phase,
+    Requirements,
+    RunContext,
+    StepOutput,
+    UnlearnData,
+    frozen_copy,
+)
 
 METHODS: Registry[type[Method]] = Registry("method")
 
 
-
-def register(name: str, *, aliases: tuple[str, ...] = ()):
+def register(name: str, *, aliases: tuple[str, ...] = ()) -> Callable[[type[Method]], type[Method]]:
     """Class decorator: register a `Method` subclass under ``name`` and set ``cls.name``."""
+
     def deco(cls: type[Method]) -> type[Method]:
         cls.name = name
         return METHODS.register(name, aliases=aliases)(cls)
+
     return deco
 
 
@@ -51,8 +64,9 @@ def load_presets(name: str) -> dict[str, Any]:
     return tomllib.loads(text)
 
 
-def preset_config(name: str, dataset: str | None = None, model: str | None = None, kind: str | None = None,
-                  preset: str | None = None) -> tuple[dict[str, Any], str]:
+def preset_config(
+    name: str, dataset: str | None = None, model: str | None = None, kind: str | None = None, preset: str | None = None
+) -> tuple[dict[str, Any], str]:
     """Config values and their source for (dataset, model, split kind), or a named preset.
 
     Lookup order: an explicit ``preset`` name; ``[dataset.model.kind]``; ``[dataset.model]``; ``[default]``.
@@ -61,8 +75,9 @@ def preset_config(name: str, dataset: str | None = None, model: str | None = Non
     presets = load_presets(name)
     table: dict[str, Any] | None = None
     label = "class defaults"
+    node: Any
     if preset is not None:
-        node: Any = presets
+        node = presets
         for part in preset.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         if not isinstance(node, dict):
@@ -71,8 +86,8 @@ def preset_config(name: str, dataset: str | None = None, model: str | None = Non
     else:
         for path in ((dataset, model, kind), (dataset, model), ("default",)):
             node = presets
-            for part in path:
-                node = node.get(part) if isinstance(node, dict) and part is not None else None
+            for key in path:
+                node = node.get(key) if isinstance(node, dict) and key is not None else None
             if isinstance(node, dict) and any(not isinstance(v, dict) for v in node.values()):
                 table, label = node, ".".join(p for p in path if p)
                 break
@@ -92,8 +107,16 @@ def _preset_names(node: dict[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
-def create_method(name: str, /, *, dataset: str | None = None, model: str | None = None, kind: str | None = None,
-                  preset: str | None = None, **overrides: Any) -> Method:
+def create_method(
+    name: str,
+    /,
+    *,
+    dataset: str | None = None,
+    model: str | None = None,
+    kind: str | None = None,
+    preset: str | None = None,
+    **overrides: Any,
+) -> Method:
     """Build a registered method: presets for (dataset, model, kind) first, then ``overrides``, validated here."""
     cls = METHODS.get(name)
     values, _ = preset_config(name, dataset, model, kind, preset)
@@ -109,13 +132,38 @@ def method_table() -> list[dict[str, str]]:
         r = cls.requires
         needs = [n for n, on in (("retain", r.retain), ("original", r.original_model), ("labels", r.labels)) if on]
         kinds = "/".join(sorted(r.split_kinds))
-        rows.append({"name": name, "aliases": ",".join(METHODS.aliases_of(name)), "summary": cls.summary,
-                     "requires": "+".join(needs) or "-", "forgetting": kinds, "paper": cls.paper or ""})
+        rows.append(
+            {
+                "name": name,
+                "aliases": ",".join(METHODS.aliases_of(name)),
+                "summary": cls.summary,
+                "requires": "+".join(needs) or "-",
+                "forgetting": kinds,
+                "paper": cls.paper or "",
+            }
+        )
     return rows
 
 
 _load_all()
 
-__all__ = ["METHODS", "Batch", "GradientConfig", "GradientMethod", "Method", "MethodConfig", "Phase", "Requirements",
-           "RunContext", "StepOutput", "UnlearnData", "create_method", "frozen_copy", "get_method_class",
-           "load_presets", "method_table", "preset_config", "register"]
+__all__ = [
+    "METHODS",
+    "Batch",
+    "GradientConfig",
+    "GradientMethod",
+    "Method",
+    "MethodConfig",
+    "Phase",
+    "Requirements",
+    "RunContext",
+    "StepOutput",
+    "UnlearnData",
+    "create_method",
+    "frozen_copy",
+    "get_method_class",
+    "load_presets",
+    "method_table",
+    "preset_config",
+    "register",
+]

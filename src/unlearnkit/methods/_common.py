@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -39,18 +39,19 @@ def flatten(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
 
 
-def unflatten_add_(params: list[torch.Tensor], flat: torch.Tensor, scale: float = 1.0) -> None:
+def unflatten_add_(params: Sequence[torch.Tensor], flat: torch.Tensor, scale: float = 1.0) -> None:
     """``p += scale · slice`` for consecutive slices of ``flat`` (the order of ``params``)."""
     offset = 0
     with torch.no_grad():
         for p in params:
             n = p.numel()
-            p.add_(flat[offset:offset + n].view_as(p).to(p.dtype), alpha=scale)
+            p.add_(flat[offset : offset + n].view_as(p).to(p.dtype), alpha=scale)
             offset += n
 
 
-def per_sample_grad_chunks(model: nn.Module, x: torch.Tensor, targets: torch.Tensor,
-                           names: list[str], chunk: int | None = None) -> Iterator[torch.Tensor]:
+def per_sample_grad_chunks(
+    model: nn.Module, x: torch.Tensor, targets: torch.Tensor, names: list[str], chunk: int | None = None
+) -> Iterator[torch.Tensor]:
     """Flattened per-sample gradients of ``CE(model(x_i), targets_i)`` (one row per sample), chunk by chunk.
 
     The model is evaluated as it is (call ``model.eval()`` first so BatchNorm uses running statistics, which
@@ -72,13 +73,19 @@ def per_sample_grad_chunks(model: nn.Module, x: torch.Tensor, targets: torch.Ten
     numel = sum(wrt[n].numel() for n in names)
     chunk = chunk or max(1, min(256, (1 << 25) // max(numel, 1)))
     for start in range(0, len(x), chunk):
-        grads = g(wrt, x[start:start + chunk], targets[start:start + chunk])
+        grads = g(wrt, x[start : start + chunk], targets[start : start + chunk])
         yield torch.cat([grads[n].reshape(grads[n].shape[0], -1) for n in names], dim=1)
 
 
-def gradient_sum(model: nn.Module, ds: Dataset, batch_size: int, device: torch.device,
-                 augment: Augment | None = None, generator: torch.Generator | None = None,
-                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+def gradient_sum(
+    model: nn.Module,
+    ds: Dataset,
+    batch_size: int,
+    device: torch.device,
+    augment: Augment | None = None,
+    generator: torch.Generator | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """``Σ_i ∇ℓ_i`` over ``ds`` as one flat vector: per batch, the gradient of the mean loss times the batch size."""
     params = [p for _, p in trainable(model)]
     total = torch.zeros(sum(p.numel() for p in params), dtype=torch.float64, device=device)
@@ -95,8 +102,11 @@ def magnitude_prune_masks(model: nn.Module, rate: float) -> dict[str, torch.Tens
     Exactly ``round(rate × #conv weights)`` entries with the smallest ``|w|`` get mask 0 (ties broken by position).
     The linear head, other linear layers, BatchNorm and biases are never pruned (methods.md §6.2).
     """
-    convs = [(f"{name}.weight" if name else "weight", m.weight) for name, m in model.named_modules()
-             if isinstance(m, nn.Conv2d)]
+    convs = [
+        (f"{name}.weight" if name else "weight", m.weight)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d)
+    ]
     if not convs:
         return {}
     flat = torch.cat([w.detach().abs().reshape(-1).cpu() for _, w in convs])
@@ -107,7 +117,7 @@ def magnitude_prune_masks(model: nn.Module, rate: float) -> dict[str, torch.Tens
     masks, offset = {}, 0
     for name, w in convs:
         n = w.numel()
-        masks[name] = keep[offset:offset + n].view_as(w).to(device=w.device, dtype=w.dtype)
+        masks[name] = keep[offset : offset + n].view_as(w).to(device=w.device, dtype=w.dtype)
         offset += n
     return masks
 

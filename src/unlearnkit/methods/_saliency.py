@@ -6,7 +6,7 @@ parameter name, so methods stay short and the maths is testable on its own.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -22,8 +22,10 @@ def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _batch_gradients(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                     ) -> Iterator[dict[str, torch.Tensor]]:
+def _batch_gradients(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+) -> Iterator[dict[str, torch.Tensor]]:
     """Per batch, the gradient of the batch-mean cross-entropy w.r.t. every trainable parameter (eval mode)."""
     params = trainable_parameters(model)
     was = model.training
@@ -31,32 +33,49 @@ def _batch_gradients(model: nn.Module, batches: Iterable[tuple[torch.Tensor, tor
     try:
         for x, y in batches:
             loss = F.cross_entropy(model(x), y)
-            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-            yield {n: (g.detach() if g is not None else torch.zeros_like(p)) for (n, p), g in zip(params.items(), grads)}
+            grads: Sequence[torch.Tensor | None] = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+            yield {
+                n: (g.detach() if g is not None else torch.zeros_like(p))
+                for (n, p), g in zip(params.items(), grads, strict=False)
+            }
     finally:
         model.train(was)
 
 
-def gradient_saliency(model: nn.Module, dataset: Dataset, *, batch_size: int, device: torch.device | str,
-                      augment: Augment | None = None, generator: torch.Generator | None = None,
-                      ) -> dict[str, torch.Tensor]:
+def gradient_saliency(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    device: torch.device | str,
+    augment: Augment | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
     """SalUn weight saliency ``|Σ_batches ∇ L_batch|`` over ``dataset`` at the current weights.
 
     The signed batch-mean gradients are summed first and the absolute value taken last, as the reference
     ``generate_mask.py`` does (the sign of the loss is irrelevant). The model is in eval mode.
     """
     total: dict[str, torch.Tensor] = {}
-    batches = iter_batches(dataset, batch_size, shuffle=augment is not None, generator=generator, augment=augment,
-                           device=device)
+    batches = iter_batches(
+        dataset, batch_size, shuffle=augment is not None, generator=generator, augment=augment, device=device
+    )
     for grads in _batch_gradients(model, batches):
         for n, g in grads.items():
             total[n] = total[n] + g if n in total else g.clone()
     return {n: g.abs() for n, g in total.items()}
 
 
-def fisher_diagonal(model: nn.Module, dataset: Dataset, *, batch_size: int, device: torch.device | str,
-                    augment: Augment | None = None, generator: torch.Generator | None = None,
-                    shuffle: bool = False) -> dict[str, torch.Tensor]:
+def fisher_diagonal(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    device: torch.device | str,
+    augment: Augment | None = None,
+    generator: torch.Generator | None = None,
+    shuffle: bool = False,
+) -> dict[str, torch.Tensor]:
     """SSD importance: the mean over batches of the squared batch-mean gradient, ``mean_b (∂L_b/∂θ)²``."""
     total: dict[str, torch.Tensor] = {}
     count = 0
@@ -87,7 +106,7 @@ def global_topk_mask(scores: dict[str, torch.Tensor], ratio: float) -> dict[str,
     masks, start = {}, 0
     for n in names:
         size = scores[n].numel()
-        masks[n] = keep[start:start + size].view_as(scores[n]).to(scores[n].dtype)
+        masks[n] = keep[start : start + size].view_as(scores[n]).to(scores[n].dtype)
         start += size
     return masks
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -15,9 +15,18 @@ from ..data.datasets import ImageDataset
 from ..data.loading import as_image_dataset
 from . import register
 from ._common import reinitialize_
+from .base import (
+    Batch,
+    GradientConfig,
+    GradientMethod,
+    Phase,
+    Requirements,
+    RunContext,
+    StepOutput,
+    UnlearnData,
+    frozen_copy,
+)
 from .random_label import concat_images
-from .base import (Batch, GradientConfig, GradientMethod, Phase, Requirements, RunContext, StepOutput, UnlearnData,
-                   frozen_copy)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,18 +87,21 @@ class BadTeacher(GradientMethod):
 
     Config: ClassVar[type[BadTeacherConfig]] = BadTeacherConfig
     requires: ClassVar[Requirements] = Requirements(original_model=True, labels=False)
-    paper: ClassVar[str | None] = ("Can Bad Teaching Induce Forgetting? Unlearning in Deep Networks using an "
-                                   "Incompetent Teacher (AAAI 2023), https://arxiv.org/abs/2205.08096")
+    paper: ClassVar[str | None] = (
+        "Can Bad Teaching Induce Forgetting? Unlearning in Deep Networks using an "
+        "Incompetent Teacher (AAAI 2023), https://arxiv.org/abs/2205.08096"
+    )
     summary: ClassVar[str] = "distil the original on retain data and a random network on forget data"
     smoke_config: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 32}
 
     def setup(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> None:
         c = self.config
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.rng))
-        self.competent_ = ctx.original
-        self.incompetent_ = random_init_copy(ctx.original, seed)  # type: ignore[arg-type]
+        assert ctx.original is not None and data.retain is not None  # declared requirements, checked before setup
+        self.competent_: nn.Module = ctx.original
+        self.incompetent_ = random_init_copy(ctx.original, seed)
         forget, retain = as_image_dataset(data.forget), as_image_dataset(data.retain)
-        n_keep = int(round(c.retain_fraction * len(retain)))
+        n_keep = round(c.retain_fraction * len(retain))
         keep = torch.randperm(len(retain), generator=ctx.rng)[:n_keep]
         retain = retain.subset(keep.numpy())
         images = concat_images(forget.images, retain.images)

@@ -56,8 +56,14 @@ class UnlearnData:
     @classmethod
     def from_split(cls, bundle: Any, split: Any) -> UnlearnData:
         """The forget/retain/test sets of a `DatasetBundle` under a `Split`, with its augmentation and classes."""
-        return cls(forget=bundle.train.subset(split.forget), retain=bundle.train.subset(split.retain),
-                   test=bundle.test, split=split, augment=bundle.info.augment, num_classes=bundle.info.num_classes)
+        return cls(
+            forget=bundle.train.subset(split.forget),
+            retain=bundle.train.subset(split.retain),
+            test=bundle.test,
+            split=split,
+            augment=bundle.info.augment,
+            num_classes=bundle.info.num_classes,
+        )
 
     @property
     def split_kind(self) -> SplitKind:
@@ -157,9 +163,18 @@ class RunContext:
         num_workers: DataLoader workers for Datasets that are not in-memory `ImageDataset`s.
     """
 
-    def __init__(self, device: str | torch.device = "cpu", seed: int = 0, *, original: nn.Module | None = None,
-                 progress: bool | None = False, max_steps: int | None = None, log_every: int | None = None,
-                 amp: Literal["bf16"] | None = None, num_workers: int = 0) -> None:
+    def __init__(
+        self,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        *,
+        original: nn.Module | None = None,
+        progress: bool | None = False,
+        max_steps: int | None = None,
+        log_every: int | None = None,
+        amp: Literal["bf16"] | None = None,
+        num_workers: int = 0,
+    ) -> None:
         if amp not in (None, "bf16"):
             raise ConfigError(f"amp must be None or 'bf16', got {amp!r} (fp16 would need a gradient scaler)")
         self.device = resolve_device(device)
@@ -267,7 +282,7 @@ class MethodConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def build(cls, values: Mapping[str, Any], method: str = "method") -> "MethodConfig":
+    def build(cls, values: Mapping[str, Any], method: str = "method") -> MethodConfig:
         """Build from a mapping; unknown keys are rejected with a did-you-mean hint, all at once."""
         names = cls.field_names()
         unknown = [k for k in values if k not in names]
@@ -276,8 +291,10 @@ class MethodConfig:
             for k in unknown:
                 close = difflib.get_close_matches(k, names, n=1, cutoff=0.5)
                 parts.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ConfigError(f"unknown option{'s' if len(unknown) > 1 else ''} for {method}: {', '.join(parts)}. "
-                              f"Valid options: {', '.join(names)}")
+            raise ConfigError(
+                f"unknown option{'s' if len(unknown) > 1 else ''} for {method}: {', '.join(parts)}. "
+                f"Valid options: {', '.join(names)}"
+            )
         coerced = {}
         types = {f.name: f.type for f in dataclasses.fields(cls)}
         for k, v in values.items():
@@ -353,13 +370,21 @@ class GradientConfig(MethodConfig):
         self.check(self.epochs >= 0, f"epochs must be ≥ 0, got {self.epochs}")
         self.check(self.lr >= 0 and math.isfinite(self.lr), f"lr must be a finite number ≥ 0, got {self.lr}")
         self.check(self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}")
-        self.check(self.optimizer in ("sgd", "adam", "adamw"), f"optimizer must be sgd, adam or adamw, got {self.optimizer!r}")
-        self.check(self.schedule in ("constant", "cosine"), f"schedule must be constant or cosine, got {self.schedule!r}")
-        self.check(self.on_divergence in ("raise", "rollback"),
-                   f"on_divergence must be 'raise' or 'rollback', got {self.on_divergence!r}")
+        self.check(
+            self.optimizer in ("sgd", "adam", "adamw"), f"optimizer must be sgd, adam or adamw, got {self.optimizer!r}"
+        )
+        self.check(
+            self.schedule in ("constant", "cosine"), f"schedule must be constant or cosine, got {self.schedule!r}"
+        )
+        self.check(
+            self.on_divergence in ("raise", "rollback"),
+            f"on_divergence must be 'raise' or 'rollback', got {self.on_divergence!r}",
+        )
         self.check(self.max_steps is None or self.max_steps >= 0, f"max_steps must be ≥ 0, got {self.max_steps}")
-        self.check(self.collapse_floor is None or 0 <= self.collapse_floor <= 100,
-                   f"collapse_floor must be a percentage in [0, 100], got {self.collapse_floor}")
+        self.check(
+            self.collapse_floor is None or 0 <= self.collapse_floor <= 100,
+            f"collapse_floor must be a percentage in [0, 100], got {self.collapse_floor}",
+        )
 
 
 # ---------------------------------------------------------------------------------------------- methods
@@ -399,8 +424,10 @@ class Method(ABC):
         if self.requires.original_model and ctx.original is None:
             problems.append(f"`{self.name}` needs the original model (teacher); pass original=…")
         if data.split_kind not in self.requires.split_kinds:
-            problems.append(f"`{self.name}` supports only {'/'.join(sorted(self.requires.split_kinds))} forgetting, "
-                            f"not {data.split_kind}")
+            problems.append(
+                f"`{self.name}` supports only {'/'.join(sorted(self.requires.split_kinds))} forgetting, "
+                f"not {data.split_kind}"
+            )
         if len(data.forget) == 0:  # type: ignore[arg-type]
             problems.append("the forget set is empty")
         if problems:
@@ -436,9 +463,11 @@ class GradientMethod(Method):
         super().__init_subclass__(**kwargs)
         overridden = [name for name in FINAL_LOOP_METHODS if name in vars(cls)]
         if overridden:
-            raise TypeError(f"{cls.__name__} overrides {', '.join(overridden)} of GradientMethod, the shared loop; "
-                            "describe the schedule with Phase(source=…, epochs=…/steps=…, batch_size=…) and use the "
-                            "hooks (setup, loss, training_step, on_epoch_end, finalize) instead")
+            raise TypeError(
+                f"{cls.__name__} overrides {', '.join(overridden)} of GradientMethod, the shared loop; "
+                "describe the schedule with Phase(source=…, epochs=…/steps=…, batch_size=…) and use the "
+                "hooks (setup, loss, training_step, on_epoch_end, finalize) instead"
+            )
 
     # --- hooks ---------------------------------------------------------------------------------
     def setup(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> None:
@@ -459,8 +488,9 @@ class GradientMethod(Method):
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         c = self.config
-        return make_optimizer([p for p in model.parameters() if p.requires_grad], c.optimizer, c.lr, c.momentum,
-                              c.weight_decay)
+        return make_optimizer(
+            [p for p in model.parameters() if p.requires_grad], c.optimizer, c.lr, c.momentum, c.weight_decay
+        )
 
     def lr_at(self, step: int, total: int, epoch: int) -> float:
         """Learning rate of optimizer step ``step`` (from 0) of ``total``, in schedule epoch ``epoch``."""
@@ -469,8 +499,9 @@ class GradientMethod(Method):
             return c.lr * 0.5 * (1 + math.cos(math.pi * step / max(total, 1)))
         return c.lr
 
-    def training_step(self, model: nn.Module, batch: Batch, phase: Phase, optimizer: torch.optim.Optimizer,
-                      ctx: RunContext) -> StepOutput:
+    def training_step(
+        self, model: nn.Module, batch: Batch, phase: Phase, optimizer: torch.optim.Optimizer, ctx: RunContext
+    ) -> StepOutput:
         """One update: loss (under ``ctx.autocast()``), finite check, backward, ``after_backward``, step,
         ``after_step``."""
         with ctx.autocast():
@@ -503,9 +534,16 @@ class GradientMethod(Method):
         src = phase.source
         if not isinstance(src, str):
             return src if which == "anchor" else None
-        name = {("forget", "anchor"): "forget", ("paired", "anchor"): "forget", ("paired_retain", "partner"): "forget",
-                ("interleaved", "partner"): "forget", ("retain", "anchor"): "retain", ("paired", "partner"): "retain",
-                ("paired_retain", "anchor"): "retain", ("interleaved", "anchor"): "retain"}.get((src, which))
+        name = {
+            ("forget", "anchor"): "forget",
+            ("paired", "anchor"): "forget",
+            ("paired_retain", "partner"): "forget",
+            ("interleaved", "partner"): "forget",
+            ("retain", "anchor"): "retain",
+            ("paired", "partner"): "retain",
+            ("paired_retain", "anchor"): "retain",
+            ("interleaved", "anchor"): "retain",
+        }.get((src, which))
         ds = getattr(data, name) if name else None
         if ds is None and which == "anchor":
             raise IncompatibleError(f"`{self.name}` phase {phase.name!r} iterates the {name} set, but none was given")
@@ -517,17 +555,23 @@ class GradientMethod(Method):
     def batches(self, phase: Phase, data: UnlearnData, ctx: RunContext) -> Iterator[Batch]:
         """One pass of ``phase`` (or all its ``steps`` when it counts steps), as `Batch`es on ``ctx.device``."""
         bs = self._batch_size(phase)
-        kw: dict[str, Any] = {"generator": ctx.rng, "augment": data.augment if self.config.augment else None,
-                              "device": ctx.device}
+        kw: dict[str, Any] = {
+            "generator": ctx.rng,
+            "augment": data.augment if self.config.augment else None,
+            "device": ctx.device,
+        }
         anchor = self._source(phase, data, "anchor")
         partner = self._source(phase, data, "partner")
+        assert anchor is not None  # _source raises for a missing anchor set
         src = phase.source if isinstance(phase.source, str) else "mixed"
+        stream: Iterator[tuple[torch.Tensor, torch.Tensor]]
         if phase.steps is not None:
             stream = itertools.islice(cycle_batches(anchor, bs, num_workers=ctx.num_workers, **kw), phase.steps)
         else:
-            stream = stream_batches(anchor, bs, shuffle=True, num_workers=ctx.num_workers, **kw)  # type: ignore[arg-type]
+            stream = stream_batches(anchor, bs, shuffle=True, num_workers=ctx.num_workers, **kw)
         if src == "interleaved":
-            forget_stream = cycle_batches(partner, bs, num_workers=ctx.num_workers, **kw)  # type: ignore[arg-type]
+            assert partner is not None
+            forget_stream = cycle_batches(partner, bs, num_workers=ctx.num_workers, **kw)
             for t in range(phase.steps or 0):
                 fb = next(forget_stream) if t % phase.forget_every == 0 else None
                 yield Batch(forget=fb, retain=next(stream))
@@ -559,8 +603,11 @@ class GradientMethod(Method):
         c = self.config
         model.to(ctx.device)
         # A rollback copy only when rollback is asked for, and in host memory.
-        backup = ({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                  if c.on_divergence == "rollback" else None)
+        backup = (
+            {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            if c.on_divergence == "rollback"
+            else None
+        )
         try:
             self.setup(model, data, ctx)
             optimizer = self.make_optimizer(model)
@@ -581,8 +628,15 @@ class GradientMethod(Method):
         model.eval()
         return model
 
-    def _loop(self, model: nn.Module, data: UnlearnData, ctx: RunContext, phases: list[Phase],
-              optimizer: torch.optim.Optimizer, total: int) -> None:
+    def _loop(
+        self,
+        model: nn.Module,
+        data: UnlearnData,
+        ctx: RunContext,
+        phases: list[Phase],
+        optimizer: torch.optim.Optimizer,
+        total: int,
+    ) -> None:
         max_steps = self.config.max_steps
         step, passes = 0, 0
         with progress_bar(self.name or type(self).__name__, total, ctx.progress) as bar:
@@ -624,8 +678,10 @@ class GradientMethod(Method):
         return None
 
     def _diverged(self, model: nn.Module, backup: dict[str, torch.Tensor] | None, why: str) -> None:
-        hint = (f"`{self.name}` diverged: {why}. Lower lr or epochs (e.g. --set lr=…), or set "
-                "on_divergence=rollback to return the input weights instead.")
+        hint = (
+            f"`{self.name}` diverged: {why}. Lower lr or epochs (e.g. --set lr=…), or set "
+            "on_divergence=rollback to return the input weights instead."
+        )
         if backup is not None:
             model.load_state_dict(backup)
             warnings.warn(hint + " Rolled back to the input weights.", RuntimeWarning, stacklevel=3)
@@ -650,8 +706,10 @@ def infer_num_classes(model: nn.Module, data: UnlearnData | None = None) -> int:
         return head.out_features
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
-        raise IncompatibleError("cannot infer the number of classes: the model has no `head` or nn.Linear layer; "
-                                "pass UnlearnData(num_classes=…)")
+        raise IncompatibleError(
+            "cannot infer the number of classes: the model has no `head` or nn.Linear layer; "
+            "pass UnlearnData(num_classes=…)"
+        )
     return linears[-1].out_features
 
 
@@ -669,6 +727,20 @@ def retain_accuracy_sample(model: nn.Module, retain: Dataset, ctx: RunContext, n
     return 100.0 * int(correct) / max(len(sub), 1)
 
 
-__all__ = ["FINAL_LOOP_METHODS", "Batch", "GradientConfig", "GradientMethod", "ImageDataset", "Method",
-           "MethodConfig", "NonFiniteLossError", "Phase", "Requirements", "RunContext", "StepOutput", "UnlearnData",
-           "frozen_copy", "infer_num_classes"]
+__all__ = [
+    "FINAL_LOOP_METHODS",
+    "Batch",
+    "GradientConfig",
+    "GradientMethod",
+    "ImageDataset",
+    "Method",
+    "MethodConfig",
+    "NonFiniteLossError",
+    "Phase",
+    "Requirements",
+    "RunContext",
+    "StepOutput",
+    "UnlearnData",
+    "frozen_copy",
+    "infer_num_classes",
+]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -12,17 +13,36 @@ from torch.nn import functional as F
 
 from ..training import make_optimizer
 from . import register
-from .base import (Batch, GradientConfig, GradientMethod, Phase, Requirements, RunContext, StepOutput, UnlearnData,
-                   frozen_copy)
+from .base import (
+    Batch,
+    GradientConfig,
+    GradientMethod,
+    Phase,
+    Requirements,
+    RunContext,
+    StepOutput,
+    UnlearnData,
+    frozen_copy,
+)
 
-_PAPER = ("Boundary Unlearning: Rapid Forgetting of Deep Networks via Shifting the Decision Space (CVPR 2023), "
-          "https://arxiv.org/abs/2303.11570")
+_PAPER = (
+    "Boundary Unlearning: Rapid Forgetting of Deep Networks via Shifting the Decision Space (CVPR 2023), "
+    "https://arxiv.org/abs/2303.11570"
+)
 
 
 # ------------------------------------------------------------------------------------------------ attack
-def adversarial_examples(probe: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsilon: float,
-                         attack: Literal["fgsm", "pgd"] = "fgsm", steps: int = 10, step_size: float | None = None,
-                         quantize: bool = True) -> torch.Tensor:
+def adversarial_examples(
+    probe: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epsilon: float,
+    attack: Literal["fgsm", "pgd"] = "fgsm",
+    steps: int = 10,
+    step_size: float | None = None,
+    quantize: bool = True,
+) -> torch.Tensor:
     """Untargeted L∞ attack on ``CE(probe(x), y)`` in [0, 1] pixel space (the model normalises internally).
 
     ``fgsm``: ``x + ε · sign(∇_x CE)``. ``pgd``: ``steps`` signed steps of ``step_size`` (default ε/4),
@@ -92,8 +112,10 @@ class BoundaryShrinkConfig(GradientConfig):
         self.check(self.epsilon > 0, f"epsilon must be > 0, got {self.epsilon}")
         self.check(self.attack in ("fgsm", "pgd"), f"attack must be 'fgsm' or 'pgd', got {self.attack!r}")
         self.check(self.pgd_steps >= 1, f"pgd_steps must be ≥ 1, got {self.pgd_steps}")
-        self.check(self.pgd_step_size is None or self.pgd_step_size > 0,
-                   f"pgd_step_size must be > 0 (or None for ε/4), got {self.pgd_step_size}")
+        self.check(
+            self.pgd_step_size is None or self.pgd_step_size > 0,
+            f"pgd_step_size must be > 0 (or None for ε/4), got {self.pgd_step_size}",
+        )
 
 
 @register("boundary_shrink", aliases=("bs",))
@@ -141,8 +163,13 @@ class BoundaryShrink(GradientMethod):
 
     def attack_kwargs(self) -> dict[str, Any]:
         c = self.config
-        return {"epsilon": c.epsilon, "attack": c.attack, "steps": c.pgd_steps, "step_size": c.pgd_step_size,
-                "quantize": c.quantize}
+        return {
+            "epsilon": c.epsilon,
+            "attack": c.attack,
+            "steps": c.pgd_steps,
+            "step_size": c.pgd_step_size,
+            "quantize": c.quantize,
+        }
 
     def loss(self, model: nn.Module, batch: Batch, phase: Phase, ctx: RunContext) -> StepOutput:
         x, y = batch.forget  # type: ignore[misc]
@@ -256,7 +283,8 @@ def _attach_shadow(model: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -
     wide = nn.Linear(head.in_features, head.out_features + 1, bias=True).to(head.weight.device, head.weight.dtype)
     with torch.no_grad():
         wide.weight.copy_(torch.cat([head.weight, weight]))
-        old_bias = head.bias if head.bias is not None else torch.zeros_like(head.weight[:, 0])
+        head_bias: torch.Tensor | None = head.bias
+        old_bias = head_bias if head_bias is not None else torch.zeros_like(head.weight[:, 0])
         wide.bias.copy_(torch.cat([old_bias, bias]))
     parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
     setattr(parent, name.rpartition(".")[2], wide)
@@ -265,5 +293,11 @@ def _attach_shadow(model: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -
         model.unlearnkit_config = {**cfg, "num_classes": cfg["num_classes"] + 1}  # type: ignore[assignment]
 
 
-__all__ = ["BoundaryExpand", "BoundaryExpandConfig", "BoundaryShrink", "BoundaryShrinkConfig",
-           "adversarial_examples", "neighbour_labels"]
+__all__ = [
+    "BoundaryExpand",
+    "BoundaryExpandConfig",
+    "BoundaryShrink",
+    "BoundaryShrinkConfig",
+    "adversarial_examples",
+    "neighbour_labels",
+]

@@ -46,8 +46,10 @@ class FisherConfig(MethodConfig):
         super().validate()
         self.check(self.alpha >= 0, f"alpha must be ≥ 0, got {self.alpha}")
         self.check(self.fisher_batch_size >= 1, f"fisher_batch_size must be ≥ 1, got {self.fisher_batch_size}")
-        self.check(self.max_samples is None or self.max_samples >= 1,
-                   f"max_samples must be ≥ 1 or None, got {self.max_samples}")
+        self.check(
+            self.max_samples is None or self.max_samples >= 1,
+            f"max_samples must be ≥ 1 or None, got {self.max_samples}",
+        )
 
 
 @register("ff", aliases=("fisher", "fisher_forgetting"))
@@ -103,18 +105,20 @@ class FisherForgetting(Method):
             prob = F.softmax(logits, dim=1).detach()
             for k in range(num_classes):
                 target = torch.full((len(x),), k, dtype=torch.long, device=x.device)
-                grads = torch.autograd.grad(F.cross_entropy(logits, target), [params[n] for n in names],
-                                            retain_graph=k < num_classes - 1)
+                grads = torch.autograd.grad(
+                    F.cross_entropy(logits, target), [params[n] for n in names], retain_graph=k < num_classes - 1
+                )
                 weight = prob[:, k].mean()
-                for n, g in zip(names, grads):
+                for n, g in zip(names, grads, strict=False):
                     fisher[n] += weight * g.detach() ** 2
         for n in names:
             fisher[n] /= max(n_batches, 1)
         return fisher
 
     @staticmethod
-    def _accumulate_per_sample(model: nn.Module, x: torch.Tensor, num_classes: int, names: list[str],
-                               fisher: dict[str, torch.Tensor]) -> None:
+    def _accumulate_per_sample(
+        model: nn.Module, x: torch.Tensor, num_classes: int, names: list[str], fisher: dict[str, torch.Tensor]
+    ) -> None:
         """``F += Σ_i Σ_k p_ik · g_ik²`` for a chunk of single samples (vectorised batch-size-1 passes)."""
         with torch.no_grad():
             prob = F.softmax(model(x), dim=1)
@@ -124,16 +128,23 @@ class FisherForgetting(Method):
             target = torch.full((len(x),), k, dtype=torch.long, device=x.device)
             start = 0
             for g in per_sample_grad_chunks(model, x, target, names):
-                acc += (prob[start:start + len(g), k:k + 1] * g ** 2).sum(0)
+                acc += (prob[start : start + len(g), k : k + 1] * g**2).sum(0)
                 start += len(g)
         offset = 0
-        for n, s in zip(names, shapes):
-            fisher[n] += acc[offset:offset + s.numel()].view(s)
+        for n, s in zip(names, shapes, strict=False):
+            fisher[n] += acc[offset : offset + s.numel()].view(s)
             offset += s.numel()
 
     # --- step 3: the noise ------------------------------------------------------------------------------
-    def noise_variance(self, name: str, p: torch.Tensor, fisher: torch.Tensor, num_classes: int,
-                       forget_classes: tuple[int, ...], is_head: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def noise_variance(
+        self,
+        name: str,
+        p: torch.Tensor,
+        fisher: torch.Tensor,
+        num_classes: int,
+        forget_classes: tuple[int, ...],
+        is_head: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, variance) of the Gaussian that replaces parameter ``p`` (methods.md §4 step 3)."""
         var = (1.0 / (fisher + EPS)).clamp(max=VAR_CLAMP)
         if is_head:

@@ -32,8 +32,10 @@ class GradientAscentConfig(GradientConfig):
 
     def validate(self) -> None:
         super().validate()
-        self.check(self.max_grad_norm is None or self.max_grad_norm > 0,
-                   f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
+        self.check(
+            self.max_grad_norm is None or self.max_grad_norm > 0,
+            f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}",
+        )
 
 
 @register("ga", aliases=("gradient_ascent", "neggrad"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -44,8 +44,10 @@ class InfluenceConfig(MethodConfig):
 
     def validate(self) -> None:
         super().validate()
-        self.check(self.ihvp in ("reference", "exact_woodfisher"),
-                   f"ihvp must be 'reference' or 'exact_woodfisher', got {self.ihvp!r}")
+        self.check(
+            self.ihvp in ("reference", "exact_woodfisher"),
+            f"ihvp must be 'reference' or 'exact_woodfisher', got {self.ihvp!r}",
+        )
         self.check(self.num_samples >= 1, f"num_samples must be ≥ 1, got {self.num_samples}")
         self.check(self.damping > 0, f"damping must be > 0, got {self.damping}")
         self.check(self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}")
@@ -135,7 +137,9 @@ class InfluenceUnlearning(Method):
         s_r = gradient_sum(model, data.retain, c.batch_size, ctx.device, aug, ctx.rng)  # type: ignore[arg-type]
         return s_f / n - s_r * (n_f / (n * n_r))
 
-    def retain_gradients(self, model: nn.Module, data: UnlearnData, ctx: RunContext, count: int):
+    def retain_gradients(
+        self, model: nn.Module, data: UnlearnData, ctx: RunContext, count: int
+    ) -> Iterator[torch.Tensor]:
         """Per-sample retain gradients (flat, float64) of the first ``count`` retain samples, in dataset order."""
         c = self.config
         aug = data.augment if c.augment_for_statistics else None
@@ -153,16 +157,17 @@ class InfluenceUnlearning(Method):
         params = [p for _, p in trainable(model)]
         dim = sum(p.numel() for p in params)
         if c.ihvp == "exact_woodfisher" and min(c.num_samples, len(data.retain)) * dim > EXACT_MAX_ENTRIES:  # type: ignore[arg-type]
-            raise IncompatibleError(f"`iu` with ihvp='exact_woodfisher' would store {c.num_samples} × {dim:,} "
-                                    "gradient entries; lower num_samples or use ihvp='reference'")
+            raise IncompatibleError(
+                f"`iu` with ihvp='exact_woodfisher' would store {c.num_samples} × {dim:,} "
+                "gradient entries; lower num_samples or use ihvp='reference'"
+            )
         if c.alpha == 0:
             return model
         v = self.gradient_mismatch(model, data, ctx)
         if c.ihvp == "reference":
             step = reference_ihvp(v, self.retain_gradients(model, data, ctx, c.num_samples + 2), c.num_samples)
         else:
-            step = woodfisher_ihvp(v, self.retain_gradients(model, data, ctx, c.num_samples), c.num_samples,
-                                   c.damping)
+            step = woodfisher_ihvp(v, self.retain_gradients(model, data, ctx, c.num_samples), c.num_samples, c.damping)
         unflatten_add_(params, step, scale=c.alpha)
         for p in params:
             if not torch.isfinite(p).all():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -37,10 +37,14 @@ class L1SparseConfig(GradientConfig):
     def validate(self) -> None:
         super().validate()
         self.check(self.gamma >= 0, f"gamma must be ≥ 0, got {self.gamma}")
-        self.check(0 <= self.no_l1_epochs <= self.epochs,
-                   f"no_l1_epochs must be in [0, epochs={self.epochs}], got {self.no_l1_epochs}")
-        self.check(self.prune_rate is None or 0.0 <= self.prune_rate < 1.0,
-                   f"prune_rate must be in [0, 1) or None, got {self.prune_rate}")
+        self.check(
+            0 <= self.no_l1_epochs <= self.epochs,
+            f"no_l1_epochs must be in [0, epochs={self.epochs}], got {self.no_l1_epochs}",
+        )
+        self.check(
+            self.prune_rate is None or 0.0 <= self.prune_rate < 1.0,
+            f"prune_rate must be in [0, 1) or None, got {self.prune_rate}",
+        )
 
 
 @dataclass(frozen=True)
@@ -98,14 +102,15 @@ class L1Sparse(GradientMethod):
         gamma = getattr(phase, "gamma", 0.0)
         if gamma == 0:
             return StepOutput(ce, {"gamma": 0.0})
-        l1 = sum(p.abs().sum() for p in model.parameters() if p.requires_grad)
+        l1 = cast(torch.Tensor, sum(p.abs().sum() for p in model.parameters() if p.requires_grad))
         return StepOutput(ce + gamma * l1, {"gamma": gamma, "l1": l1.detach()})
 
     def after_backward(self, model: nn.Module, ctx: RunContext) -> None:
         params = dict(model.named_parameters())
         for name, m in self.masks_.items():
-            if params[name].grad is not None:
-                params[name].grad.mul_(m)
+            grad = params[name].grad
+            if grad is not None:
+                grad.mul_(m)
 
     def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, ctx: RunContext) -> None:
         apply_masks_(model, self.masks_)  # weight decay and momentum must not revive pruned weights

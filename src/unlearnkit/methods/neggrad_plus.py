@@ -63,8 +63,7 @@ class NegGradPlus(GradientMethod):
     smoke_config: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 32}
 
     def setup(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> None:
-        self.anchor_ = ([p.detach().clone() for p in model.parameters()] if self.config.l2_to_original > 0
-                        else None)
+        self.anchor_ = [p.detach().clone() for p in model.parameters()] if self.config.l2_to_original > 0 else None
 
     def schedule(self) -> Iterable[Phase]:
         yield Phase("neggrad_plus", "paired_retain", self.config.epochs)
@@ -77,6 +76,6 @@ class NegGradPlus(GradientMethod):
         loss = beta * retain_loss - (1.0 - beta) * forget_loss
         anchor = getattr(self, "anchor_", None)
         if anchor is not None:
-            dist = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
+            dist = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=False))
             loss = loss + 0.5 * self.config.l2_to_original * dist
         return StepOutput(loss, {"retain_loss": retain_loss.detach(), "forget_loss": forget_loss.detach()})

@@ -34,8 +34,10 @@ class RandomLabelConfig(GradientConfig):
 
     def validate(self) -> None:
         super().validate()
-        self.check(self.variant in ("sequential", "fixed_wrong"),
-                   f"variant must be 'sequential' or 'fixed_wrong', got {self.variant!r}")
+        self.check(
+            self.variant in ("sequential", "fixed_wrong"),
+            f"variant must be 'sequential' or 'fixed_wrong', got {self.variant!r}",
+        )
 
 
 def wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -84,8 +86,9 @@ class RandomLabel(GradientMethod):
             forget = as_image_dataset(data.forget)
             retain = as_image_dataset(data.retain)  # type: ignore[arg-type]
             relabelled = wrong_labels(forget.targets, self.num_classes_, ctx.rng)
-            self.union_ = ImageDataset(concat_images(forget.images, retain.images),
-                                       torch.cat([relabelled, retain.targets]))
+            self.union_ = ImageDataset(
+                concat_images(forget.images, retain.images), torch.cat([relabelled, retain.targets])
+            )
 
     def schedule(self) -> Iterable[Phase]:
         if self.config.variant == "fixed_wrong":

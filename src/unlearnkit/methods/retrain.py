@@ -65,8 +65,17 @@ class Retrain(Method):
         ctx = ctx or RunContext.local()
         self.check_compatible(model, data, ctx)
         reinitialize_(model, ctx.seed)
-        train(model, data.retain, self.config.recipe(), seed=ctx.seed, augment=data.augment,  # type: ignore[arg-type]
-              device=ctx.device, progress=ctx.progress, desc="retrain")
+        assert data.retain is not None  # requires.retain, checked above
+        train(
+            model,
+            data.retain,
+            self.config.recipe(),
+            seed=ctx.seed,
+            augment=data.augment,
+            device=ctx.device,
+            progress=ctx.progress,
+            desc="retrain",
+        )
         ctx.log(epochs=self.config.epochs)
         model.eval()
         return model

@@ -38,12 +38,13 @@ class SalUn(RandomLabel):
         Fan et al., "SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency in Both Image
         Classification and Generation", ICLR 2024, https://arxiv.org/abs/2310.12508
 
-    SalUn is `RandomLabel` (``rl``) plus a saliency mask. Before training, the weight saliency ``s = |Σ_batches ∇_θ L_batch(θ_o; D_f)|`` is computed in eval mode
-    over the forget set and one global mask ``m`` keeps the ``floor(mask_ratio · P)`` most salient entries
-    of all P parameters. Random-label training (RL) then runs with gradients multiplied by ``m``:
-    ``θ_u = m ⊙ (θ_o + Δθ) + (1 − m) ⊙ θ_o``. By default, after every step the frozen weights are reset to
-    ``θ_o`` and their momentum to zero, so weight decay and momentum cannot move them either (the newest
-    reference commit); ``reference_parity=True`` skips that reset, as in the code behind the published numbers.
+    SalUn is `RandomLabel` (``rl``) plus a saliency mask. Before training, the weight saliency
+    ``s = |Σ_batches ∇_θ L_batch(θ_o; D_f)|`` is computed in eval mode over the forget set and one global
+    mask ``m`` keeps the ``floor(mask_ratio · P)`` most salient entries of all P parameters. Random-label
+    training (RL) then runs with gradients multiplied by ``m``: ``θ_u = m ⊙ (θ_o + Δθ) + (1 − m) ⊙ θ_o``.
+    By default, after every step the frozen weights are reset to ``θ_o`` and their momentum to zero, so
+    weight decay and momentum cannot move them either (the newest reference commit); ``reference_parity=True``
+    skips that reset, as in the code behind the published numbers.
 
     Args:
         mask_ratio: fraction of parameter entries kept trainable (γ set at the median: 0.5).
@@ -66,8 +67,10 @@ class SalUn(RandomLabel):
     """
 
     Config: ClassVar[type[SalUnConfig]] = SalUnConfig
-    paper: ClassVar[str | None] = ("SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency "
-                                   "(ICLR 2024), https://arxiv.org/abs/2310.12508")
+    paper: ClassVar[str] = (
+        "SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency "
+        "(ICLR 2024), https://arxiv.org/abs/2310.12508"
+    )
     summary: ClassVar[str] = "random-label training on the forget-salient weights only (global top-k mask)"
     smoke_config: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 32}
 
@@ -75,13 +78,21 @@ class SalUn(RandomLabel):
     def setup(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> None:
         c = self.config
         aug = data.augment if c.augment else None
-        saliency = gradient_saliency(model, as_image_dataset(data.forget), batch_size=c.batch_size,
-                                     device=ctx.device, augment=aug, generator=ctx.rng)
+        saliency = gradient_saliency(
+            model,
+            as_image_dataset(data.forget),
+            batch_size=c.batch_size,
+            device=ctx.device,
+            augment=aug,
+            generator=ctx.rng,
+        )
         self.mask_ = global_topk_mask(saliency, c.mask_ratio)
         params = trainable_parameters(model)
         self.theta0_ = {n: params[n].detach().clone() for n in self.mask_}
-        ctx.log(mask_kept=sum(int(m.sum()) for m in self.mask_.values()),
-                mask_total=sum(m.numel() for m in self.mask_.values()))
+        ctx.log(
+            mask_kept=sum(int(m.sum()) for m in self.mask_.values()),
+            mask_total=sum(m.numel() for m in self.mask_.values()),
+        )
         super().setup(model, data, ctx)
 
     # --- masked update ----------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,7 +23,7 @@ def kl_teacher_student(teacher_logits: torch.Tensor, student_logits: torch.Tenso
     """``KL_τ(T‖S) = τ² · (1/B) Σ_b Σ_k p_T^τ (log p_T^τ − log p_S^τ)``, the SCRUB distillation term."""
     log_t = F.log_softmax(teacher_logits / tau, dim=1)
     log_s = F.log_softmax(student_logits / tau, dim=1)
-    return (tau ** 2) * (log_t.exp() * (log_t - log_s)).sum() / len(student_logits)
+    return (tau**2) * (log_t.exp() * (log_t - log_s)).sum() / len(student_logits)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,7 +99,9 @@ class Scrub(GradientMethod):
 
     Config: ClassVar[type[ScrubConfig]] = ScrubConfig
     requires: ClassVar[Requirements] = Requirements(original_model=True)
-    paper: ClassVar[str | None] = "Towards Unbounded Machine Unlearning (NeurIPS 2023), https://arxiv.org/abs/2302.09880"
+    paper: ClassVar[str | None] = (
+        "Towards Unbounded Machine Unlearning (NeurIPS 2023), https://arxiv.org/abs/2302.09880"
+    )
     summary: ClassVar[str] = "alternate max-steps away from the original on D_f and min-steps towards it on D_r"
     smoke_config: ClassVar[dict[str, Any]] = {"epochs": 2, "msteps": 1, "forget_batch_size": 16, "batch_size": 32}
     guard_divergence: ClassVar[bool] = True
@@ -113,7 +115,8 @@ class Scrub(GradientMethod):
             yield Phase("min", "retain", epoch=epoch)
 
     def setup(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> None:
-        self.teacher_ = ctx.original
+        assert ctx.original is not None  # requires.original_model, checked before setup
+        self.teacher_: nn.Module = ctx.original
         # SCRUB+R: held-out reference data checked before any update; a checkpoint after every full epoch.
         self.rewind_ref_ = self._rewind_reference(data) if self.config.rewind else None
         self.checkpoints_: list[dict[str, torch.Tensor]] = []
@@ -123,7 +126,7 @@ class Scrub(GradientMethod):
         if c.schedule == "cosine":
             return super().lr_at(step, total, epoch)
         passed = sum(1 for m in c.lr_milestones if epoch > m)
-        return c.lr * c.lr_decay ** passed
+        return c.lr * c.lr_decay**passed
 
     # --- losses -----------------------------------------------------------------------------------
     def loss(self, model: nn.Module, batch: Batch, phase: Phase, ctx: RunContext) -> StepOutput:
@@ -155,8 +158,10 @@ class Scrub(GradientMethod):
     @staticmethod
     def _rewind_reference(data: UnlearnData) -> Any:
         if data.test is None or len(data.test) == 0:  # type: ignore[arg-type]
-            raise ConfigError("scrub rewind=true needs held-out data from the forget distribution (data.test); "
-                              "pass test=… or set rewind=false")
+            raise ConfigError(
+                "scrub rewind=true needs held-out data from the forget distribution (data.test); "
+                "pass test=… or set rewind=false"
+            )
         test = as_image_dataset(data.test)
         classes = data.forget_classes
         if data.split_kind == "class" and classes:

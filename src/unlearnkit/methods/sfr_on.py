@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -22,7 +22,6 @@ from .base import Batch, GradientConfig, GradientMethod, Phase, Requirements, Ru
 FISHER_VERSION = 1
 #: Numerical floor of the adaptive weights and of the Fisher ratio (both 1e-15 in the reference code).
 EPS = 1e-15
-
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,21 +46,34 @@ class SFRonConfig(GradientConfig):
 
     def validate(self) -> None:
         super().validate()
-        self.check(self.epochs == 0, f"sfr_on counts iterations, not epochs: set n_iters (remain steps) instead of "
-                                     f"epochs={self.epochs}")
+        self.check(
+            self.epochs == 0,
+            f"sfr_on counts iterations, not epochs: set n_iters (remain steps) instead of epochs={self.epochs}",
+        )
         self.check(self.n_iters >= 1, f"n_iters must be ≥ 1, got {self.n_iters}")
-        self.check(self.forget_freq >= 1, f"forget_freq must be ≥ 1 (a forget step every k-th iteration), "
-                                          f"got {self.forget_freq}")
-        self.check(self.alpha0 >= 0 and math.isfinite(self.alpha0), f"alpha0 must be a finite number ≥ 0, "
-                                                                     f"got {self.alpha0}")
-        self.check(self.lam >= 0 and math.isfinite(self.lam), f"lam (temperature λ) must be a finite number ≥ 0, "
-                                                               f"got {self.lam}")
-        self.check(self.gamma >= 0 and not math.isnan(self.gamma), f"gamma (mask threshold γ) must be ≥ 0 "
-                                                                    f"(inf empties the mask), got {self.gamma}")
-        self.check(self.max_norm is None or (self.max_norm > 0 and math.isfinite(self.max_norm)),
-                   f"max_norm must be a finite number > 0 or None (no clipping), got {self.max_norm}")
-        self.check(0 < self.slow_weight_beta <= 1, f"slow_weight_beta must be in (0, 1] (1 disables the "
-                                                   f"interpolation), got {self.slow_weight_beta}")
+        self.check(
+            self.forget_freq >= 1,
+            f"forget_freq must be ≥ 1 (a forget step every k-th iteration), got {self.forget_freq}",
+        )
+        self.check(
+            self.alpha0 >= 0 and math.isfinite(self.alpha0), f"alpha0 must be a finite number ≥ 0, got {self.alpha0}"
+        )
+        self.check(
+            self.lam >= 0 and math.isfinite(self.lam),
+            f"lam (temperature λ) must be a finite number ≥ 0, got {self.lam}",
+        )
+        self.check(
+            self.gamma >= 0 and not math.isnan(self.gamma),
+            f"gamma (mask threshold γ) must be ≥ 0 (inf empties the mask), got {self.gamma}",
+        )
+        self.check(
+            self.max_norm is None or (self.max_norm > 0 and math.isfinite(self.max_norm)),
+            f"max_norm must be a finite number > 0 or None (no clipping), got {self.max_norm}",
+        )
+        self.check(
+            0 < self.slow_weight_beta <= 1,
+            f"slow_weight_beta must be in (0, 1] (1 disables the interpolation), got {self.slow_weight_beta}",
+        )
 
 
 # ------------------------------------------------------------------------------------------ the pieces
@@ -82,8 +94,9 @@ def alpha_at(step: int, n_iters: int, alpha0: float, decay: bool = True) -> floa
     return alpha0 * (1 + math.cos(math.pi * step / n_iters)) / 2
 
 
-def saliency_mask(forget_fisher: dict[str, torch.Tensor], retain_fisher: dict[str, torch.Tensor],
-                  gamma: float) -> dict[str, torch.Tensor]:
+def saliency_mask(
+    forget_fisher: dict[str, torch.Tensor], retain_fisher: dict[str, torch.Tensor], gamma: float
+) -> dict[str, torch.Tensor]:
     """Binary mask 1[(F_f + 1e-15) / (F_r + 1e-15) ≥ γ]: weights more important to forget than to retain."""
     return {n: ((forget_fisher[n] + EPS) / (retain_fisher[n] + EPS) >= gamma).float() for n in forget_fisher}
 
@@ -152,17 +165,20 @@ class SFRon(GradientMethod):
         [1, 0, 1, 0, 1, 0]
     """
 
-    Config: ClassVar[type[SFRonConfig]] = SFRonConfig  # type: ignore[assignment]
+    Config: ClassVar[type[SFRonConfig]] = SFRonConfig
     requires: ClassVar[Requirements] = Requirements(retain=True, labels=True)
-    paper: ClassVar[str | None] = ("Unified Gradient-Based Machine Unlearning with Remain Geometry Enhancement "
-                                   "(NeurIPS 2024), https://arxiv.org/abs/2409.19732")
+    paper: ClassVar[str | None] = (
+        "Unified Gradient-Based Machine Unlearning with Remain Geometry Enhancement "
+        "(NeurIPS 2024), https://arxiv.org/abs/2409.19732"
+    )
     summary: ClassVar[str] = "masked adaptive gradient ascent on forget, interleaved with retain descent (fast–slow)"
     guard_divergence: ClassVar[bool] = True
     smoke_config: ClassVar[dict[str, Any]] = {"n_iters": 6, "forget_freq": 2, "batch_size": 16, "fisher_cache": False}
 
     # --- setup: Fishers and mask ------------------------------------------------------------------
-    def fishers(self, model: nn.Module, forget: ImageDataset, retain: ImageDataset, data: UnlearnData,
-                ctx: RunContext) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def fishers(
+        self, model: nn.Module, forget: ImageDataset, retain: ImageDataset, data: UnlearnData, ctx: RunContext
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Forget and retain Fisher diagonals at the current (original) weights, from the cache when present."""
         c = self.config
         use_aug = c.augment if c.fisher_augment is None else c.fisher_augment
@@ -170,21 +186,37 @@ class SFRon(GradientMethod):
         cache = ctx.cache("fisher", version=FISHER_VERSION) if c.fisher_cache else None
         key = None
         if cache is not None:
-            key = cache.key(model=model_sha256(model), forget=dataset_digest(forget), retain=dataset_digest(retain),
-                            batch_size=c.batch_size, augment=aug, seed=ctx.seed)
+            key = cache.key(
+                model=model_sha256(model),
+                forget=dataset_digest(forget),
+                retain=dataset_digest(retain),
+                batch_size=c.batch_size,
+                augment=aug,
+                seed=ctx.seed,
+            )
             loaded = cache.load(key)
             names = {n for n, p in model.named_parameters() if p.requires_grad}
             if loaded is not None and {k.partition("/")[2] for k in loaded} == names:
-                return ({k[7:]: v for k, v in loaded.items() if k.startswith("forget/")},
-                        {k[7:]: v for k, v in loaded.items() if k.startswith("retain/")})
+                return (
+                    {k[7:]: v for k, v in loaded.items() if k.startswith("forget/")},
+                    {k[7:]: v for k, v in loaded.items() if k.startswith("retain/")},
+                )
         # A generator of its own, so a cached and a fresh run consume ctx.rng identically.
         gen = torch.Generator().manual_seed(ctx.seed)
-        kw: dict[str, Any] = {"batch_size": c.batch_size, "device": ctx.device, "augment": aug, "generator": gen,
-                              "shuffle": True}
+        kw: dict[str, Any] = {
+            "batch_size": c.batch_size,
+            "device": ctx.device,
+            "augment": aug,
+            "generator": gen,
+            "shuffle": True,
+        }
         f_f, f_r = fisher_diagonal(model, forget, **kw), fisher_diagonal(model, retain, **kw)
         if cache is not None and key is not None:
-            cache.save(key, {**{f"forget/{n}": t for n, t in f_f.items()}, **{f"retain/{n}": t for n, t in f_r.items()}},
-                       {"n_forget": str(len(forget)), "n_retain": str(len(retain))})
+            cache.save(
+                key,
+                {**{f"forget/{n}": t for n, t in f_f.items()}, **{f"retain/{n}": t for n, t in f_r.items()}},
+                {"n_forget": str(len(forget)), "n_retain": str(len(retain))},
+            )
         return f_f, f_r
 
     def setup(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> None:
@@ -221,8 +253,14 @@ class SFRon(GradientMethod):
             if p.grad is not None:
                 p.grad.mul_(self.mask_[n])
 
-    def forget_step(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], alpha: float,
-                    optimizer: torch.optim.Optimizer, ctx: RunContext) -> torch.Tensor:
+    def forget_step(
+        self,
+        model: nn.Module,
+        batch: tuple[torch.Tensor, torch.Tensor],
+        alpha: float,
+        optimizer: torch.optim.Optimizer,
+        ctx: RunContext,
+    ) -> torch.Tensor:
         """Fast step: descend −α_t F, masked, then clipped (forget step only)."""
         with ctx.autocast():
             f = self.forget_loss(model, *batch)
@@ -235,8 +273,13 @@ class SFRon(GradientMethod):
         optimizer.step()
         return f.detach()
 
-    def remain_step(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
-                    optimizer: torch.optim.Optimizer, ctx: RunContext) -> torch.Tensor:
+    def remain_step(
+        self,
+        model: nn.Module,
+        batch: tuple[torch.Tensor, torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+        ctx: RunContext,
+    ) -> torch.Tensor:
         """Slow step: plain CE descent on a retain batch, every weight, no clipping."""
         with ctx.autocast():
             loss = F.cross_entropy(model(batch[0]), batch[1])
@@ -246,9 +289,15 @@ class SFRon(GradientMethod):
         optimizer.step()
         return loss.detach()
 
-    def joint_step(self, model: nn.Module, fbatch: tuple[torch.Tensor, torch.Tensor] | None,
-                   rbatch: tuple[torch.Tensor, torch.Tensor], alpha: float, optimizer: torch.optim.Optimizer,
-                   ctx: RunContext) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def joint_step(
+        self,
+        model: nn.Module,
+        fbatch: tuple[torch.Tensor, torch.Tensor] | None,
+        rbatch: tuple[torch.Tensor, torch.Tensor],
+        alpha: float,
+        optimizer: torch.optim.Optimizer,
+        ctx: RunContext,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Ablation without interleave: one step on L_r − α_t F; mask and clip touch the forget gradient only."""
         params = [p for p in model.parameters() if p.requires_grad]
         names = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -257,7 +306,7 @@ class SFRon(GradientMethod):
         if fbatch is not None:
             f = self.forget_loss(model, *fbatch)
             ctx.check_finite(f, "forget loss")
-            gf = torch.autograd.grad(-alpha * f, params, allow_unused=True)
+            gf: Sequence[torch.Tensor | None] = torch.autograd.grad(-alpha * f, params, allow_unused=True)
             grads = [torch.zeros_like(p) if g is None else g for g, p in zip(gf, params, strict=True)]
             if self.mask_ is not None:
                 grads = [g * self.mask_[n] for g, n in zip(grads, names, strict=True)]
@@ -266,7 +315,7 @@ class SFRon(GradientMethod):
             f_val = f.detach()
         loss = F.cross_entropy(model(rbatch[0]), rbatch[1])
         ctx.check_finite(loss, "retain loss")
-        gr = torch.autograd.grad(loss, params, allow_unused=True)
+        gr: Sequence[torch.Tensor | None] = torch.autograd.grad(loss, params, allow_unused=True)
         optimizer.zero_grad(set_to_none=True)
         for p, g, r in zip(params, grads, gr, strict=True):
             p.grad = g if r is None else g + r
@@ -274,8 +323,9 @@ class SFRon(GradientMethod):
         return f_val, loss.detach()
 
     # --- one iteration of the shared loop: a fast step every forget_every-th iteration, then a slow step ---
-    def training_step(self, model: nn.Module, batch: Batch, phase: Phase, optimizer: torch.optim.Optimizer,
-                      ctx: RunContext) -> StepOutput:
+    def training_step(
+        self, model: nn.Module, batch: Batch, phase: Phase, optimizer: torch.optim.Optimizer, ctx: RunContext
+    ) -> StepOutput:
         c = self.config
         is_forget = batch.forget is not None
         alpha = alpha_at(self.t_, c.n_iters, c.alpha0, c.decay_alpha) if is_forget else 0.0
@@ -290,9 +340,13 @@ class SFRon(GradientMethod):
                     p.mul_(c.slow_weight_beta).add_(q, alpha=1 - c.slow_weight_beta)
                     q.copy_(p)
         self.t_ += 1
-        logs: dict[str, float | torch.Tensor] = {"retain_loss": r_loss, "forget_step": float(is_forget),
-                                                 "alpha": alpha, "lr": optimizer.param_groups[0]["lr"],
-                                                 "mask_fraction": self.mask_fraction_}
+        logs: dict[str, float | torch.Tensor] = {
+            "retain_loss": r_loss,
+            "forget_step": float(is_forget),
+            "alpha": alpha,
+            "lr": optimizer.param_groups[0]["lr"],
+            "mask_fraction": self.mask_fraction_,
+        }
         if f_loss is not None:  # no NaN placeholders in the history
             logs["forget_loss"] = f_loss
         return StepOutput(r_loss, logs)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Mapping
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -28,16 +29,25 @@ class SSDConfig(MethodConfig):
     def validate(self) -> None:
         super().validate()
         self.check(self.dampening_constant >= 0, f"dampening_constant (λ) must be ≥ 0, got {self.dampening_constant}")
-        self.check(self.selection_weighting >= 0,
-                   f"selection_weighting (α) must be ≥ 0, got {self.selection_weighting}")
+        self.check(
+            self.selection_weighting >= 0, f"selection_weighting (α) must be ≥ 0, got {self.selection_weighting}"
+        )
         self.check(self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}")
-        self.check(self.importance_set in ("full", "retain"),
-                   f"importance_set must be 'full' or 'retain', got {self.importance_set!r}")
+        self.check(
+            self.importance_set in ("full", "retain"),
+            f"importance_set must be 'full' or 'retain', got {self.importance_set!r}",
+        )
 
 
 @torch.no_grad()
-def dampen(params: Mapping[str, torch.Tensor], importance_forget: Mapping[str, torch.Tensor],
-           importance_data: Mapping[str, torch.Tensor], *, alpha: float, lam: float) -> dict[str, int]:
+def dampen(
+    params: Mapping[str, torch.Tensor],
+    importance_forget: Mapping[str, torch.Tensor],
+    importance_data: Mapping[str, torch.Tensor],
+    *,
+    alpha: float,
+    lam: float,
+) -> dict[str, int]:
     """Apply SSD's rule in place and return the number of dampened entries per parameter.
 
     Where ``I_f > α · I_D`` (strict), ``θ ← β · θ`` with ``β = min(λ · I_D / I_f, 1)``; elsewhere ``θ`` is
@@ -47,8 +57,11 @@ def dampen(params: Mapping[str, torch.Tensor], importance_forget: Mapping[str, t
     for name, p in params.items():
         i_f, i_d = importance_forget[name].to(p.device), importance_data[name].to(p.device)
         selected = i_f > alpha * i_d
-        beta = torch.where(selected, (lam * i_d / torch.where(selected, i_f, torch.ones_like(i_f))).clamp(max=1.0),
-                           torch.ones_like(i_f))
+        beta = torch.where(
+            selected,
+            (lam * i_d / torch.where(selected, i_f, torch.ones_like(i_f))).clamp(max=1.0),
+            torch.ones_like(i_f),
+        )
         p.copy_(torch.where(selected, p * beta.to(p.dtype), p))
         counts[name] = int(selected.sum())
     return counts
@@ -87,16 +100,23 @@ class SSD(Method):
     """
 
     Config: ClassVar[type[SSDConfig]] = SSDConfig
-    paper: ClassVar[str | None] = ("Fast Machine Unlearning Without Retraining Through Selective Synaptic "
-                                   "Dampening (AAAI 2024), https://arxiv.org/abs/2308.07707")
+    paper: ClassVar[str | None] = (
+        "Fast Machine Unlearning Without Retraining Through Selective Synaptic "
+        "Dampening (AAAI 2024), https://arxiv.org/abs/2308.07707"
+    )
     summary: ClassVar[str] = "one-shot: shrink parameters far more Fisher-important for D_f than for D"
     smoke_config: ClassVar[dict[str, Any]] = {"batch_size": 32}
 
-    def importances(self, model: nn.Module, data: UnlearnData, ctx: RunContext,
-                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def importances(
+        self,
+        model: nn.Module,
+        data: UnlearnData,
+        ctx: RunContext,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """``(I_f, I_D)``: diagonal Fisher importances on the forget set and on the reference data."""
         c = self.config
         aug = data.augment if c.augment else None
+        assert data.retain is not None  # requires.retain, checked before compute
         forget, retain = as_image_dataset(data.forget), as_image_dataset(data.retain)
         if c.importance_set == "full":
             if forget.images.dtype == retain.images.dtype:

@@ -80,8 +80,12 @@ class WeightFiltering(Method):
             classes = _labels(data.forget)
             overlap = sorted(classes & _labels(data.retain))
             if overlap:
-                raise IncompatibleError([f"`{self.name}` forgets whole classes, but classes {overlap} of the forget "
-                                         "set also occur in the retain set; pass a class-wise split (class:…)"])
+                raise IncompatibleError(
+                    [
+                        f"`{self.name}` forgets whole classes, but classes {overlap} of the forget "
+                        "set also occur in the retain set; pass a class-wise split (class:…)"
+                    ]
+                )
             data = replace(data, split=SimpleNamespace(is_classwise=True, forget_classes=tuple(sorted(classes))))
         super().check_compatible(model, data, ctx)
 
@@ -98,13 +102,24 @@ class WeightFiltering(Method):
             raise ConfigError(f"forget classes {bad} are outside 0..{k - 1}")
         model.to(ctx.device).eval()
         train_set = _concat(data.forget, data.retain)
-        filters, hit = get_or_train_filters(model, train_set, k, c.filter_config(), seed=ctx.seed, device=ctx.device,
-                                            cache=c.cache, progress=ctx.progress)
+        filters, hit = get_or_train_filters(
+            model,
+            train_set,
+            k,
+            c.filter_config(),
+            seed=ctx.seed,
+            device=ctx.device,
+            cache=c.cache,
+            progress=ctx.progress,
+        )
         meta = filters.meta
-        ctx.log(from_cache=float(hit), filter_steps=float(meta.get("steps", 0)),
-                filter_train_seconds=float(meta.get("wall_seconds", 0.0)),
-                filter_params=float(filters.num_parameters()),
-                forget_classes=float(len(classes)))
+        ctx.log(
+            from_cache=float(hit),
+            filter_steps=float(meta.get("steps", 0)),
+            filter_train_seconds=float(meta.get("wall_seconds", 0.0)),
+            filter_params=float(filters.num_parameters()),
+            forget_classes=float(len(classes)),
+        )
         fold_filters(model, filters, classes, combine=c.combine, inplace=True)
         return model.eval()
 
