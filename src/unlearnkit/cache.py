@@ -97,12 +97,15 @@ def model_sha256(model: nn.Module) -> str:
 def dataset_digest(ds: Any) -> str:
     """SHA-256 over the images' bytes (with dtype and shape) and the labels of a dataset.
 
-    An `ImageDataset` is hashed as it is; any other map-style Dataset of (image, label) is materialised first.
+    An `ImageDataset` (anything with ``images`` and ``targets`` tensors) is hashed as it is; any other
+    map-style Dataset of (image, label) is read item by item first, as float images.
     """
-    from .data.loading import as_image_dataset
-
-    data = as_image_dataset(ds)
-    return tensors_sha256({"images": data.images, "labels": data.targets.long()})
+    images, targets = getattr(ds, "images", None), getattr(ds, "targets", None)
+    if not (isinstance(images, torch.Tensor) and isinstance(targets, torch.Tensor)):
+        items = [ds[i] for i in range(len(ds))]
+        images = torch.stack([torch.as_tensor(x) for x, _ in items]).float() if items else torch.zeros(0)
+        targets = torch.tensor([int(y) for _, y in items], dtype=torch.long)
+    return tensors_sha256({"images": images, "labels": targets.long()})
 
 
 def canonical_json(obj: Any) -> str:
