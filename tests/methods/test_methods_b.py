@@ -76,8 +76,9 @@ def test_salun_masked_gradients_are_zero_and_frozen_weights_do_not_move_under_pl
     opt = m.make_optimizer(model)
     before = _params(model)
     model.train()
-    batch = next(m.batches(Phase("forget", "forget"), data, ctx))
-    m.training_step(model, batch, Phase("forget", "forget"), opt, ctx)
+    phase = Phase("forget_random_labels", "forget")  # RL's random-label pass over the forget set
+    batch = next(m.batches(phase, data, ctx))
+    m.training_step(model, batch, phase, opt, ctx)
     moved_inside = 0
     for n, p in trainable_parameters(model).items():
         frozen = m.mask_[n] == 0

@@ -66,9 +66,9 @@ def test_forget_steps_every_kth_iteration(data, trained):
     calls: list[int] = []
 
     class Recording(SFRon):
-        def forget_step(self, model, batch, alpha, optimizer):
+        def forget_step(self, model, batch, alpha, optimizer, ctx):
             calls.append(len(ctx_ref.history))
-            return super().forget_step(model, batch, alpha, optimizer)
+            return super().forget_step(model, batch, alpha, optimizer, ctx)
 
     method = Recording(Recording.Config(**{**TINY, "n_iters": 10, "forget_freq": 3}))
     ctx_ref = RunContext.local("cpu", seed=0)
@@ -112,11 +112,13 @@ def test_mask_touches_only_the_forget_step(data, trained):
             moved[kind].append((masked_in, masked_out))
             return out
 
-        def forget_step(self, model, batch, alpha, optimizer):
-            return self._probe("forget", model, lambda: super(Probe, self).forget_step(model, batch, alpha, optimizer))
+        def forget_step(self, model, batch, alpha, optimizer, ctx):
+            return self._probe(
+                "forget", model, lambda: super(Probe, self).forget_step(model, batch, alpha, optimizer, ctx)
+            )
 
-        def remain_step(self, model, batch, optimizer):
-            return self._probe("remain", model, lambda: super(Probe, self).remain_step(model, batch, optimizer))
+        def remain_step(self, model, batch, optimizer, ctx):
+            return self._probe("remain", model, lambda: super(Probe, self).remain_step(model, batch, optimizer, ctx))
 
     # momentum and weight decay off: otherwise a zero gradient still moves a weight (methods.md §10.12.4)
     cfg = {**TINY, "n_iters": 4, "forget_freq": 1, "momentum": 0.0, "weight_decay": 0.0, "gamma": 1.0}
