@@ -72,7 +72,7 @@ def metric_bars(sc: Scenario) -> bytes | None:
     fig = _figure(max(9.0, 0.5 * len(rows) * 2), 7.5)
     axes = fig.subplots(2, 2)
     ref = sc.retrained
-    for ax, (key, title) in zip(axes.flat, PANELS):
+    for ax, (key, title) in zip(axes.flat, PANELS, strict=False):
         xs = list(range(len(rows)))
         means = [(_stat(r, key)[0] or 0.0) for r in rows]
         stds = [_stat(r, key)[1] for r in rows]
@@ -108,7 +108,7 @@ def tradeoff(sc: Scenario) -> bytes | None:
         ax.axvline(
             ref.metrics["runtime_seconds"]["mean"], color="#222222", linestyle="--", linewidth=1, label="retrain time"
         )
-    for (r, (t, ts), (g, gs)), c in zip(pts, colours):
+    for (r, (t, ts), (g, gs)), c in zip(pts, colours, strict=False):
         ax.errorbar([t], [g], xerr=[ts], yerr=[gs], fmt="o", color=c, capsize=3, markersize=6)
         ax.annotate(r.label, (t, g), textcoords="offset points", xytext=(5, 4), fontsize=8)
     times = [t for _, (t, _), _ in pts if t > 0]
@@ -140,7 +140,7 @@ def per_class_accuracy(sc: Scenario) -> bytes | None:
     fig = _figure(max(9.0, 0.12 * n_classes * len(rows) + 2), 4.8)
     ax = fig.subplots()
     width = 0.85 / len(rows)
-    for i, (r, c) in enumerate(zip(rows, colours)):
+    for i, (r, c) in enumerate(zip(rows, colours, strict=False)):
         xs = [k + (i - (len(rows) - 1) / 2) * width for k in range(n_classes)]
         ax.bar(xs, r.per_class, width=width, color=c, label=r.label)
     for k in forgotten:
