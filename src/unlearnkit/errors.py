@@ -26,8 +26,11 @@ class IncompatibleError(UnlearnkitError, ValueError):
 
     def __init__(self, problems: list[str] | str) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("; ".join(self.problems) if len(self.problems) == 1 else
-                         "\n".join(["incompatible inputs:"] + [f"  - {p}" for p in self.problems]))
+        super().__init__(
+            "; ".join(self.problems)
+            if len(self.problems) == 1
+            else "\n".join(["incompatible inputs:"] + [f"  - {p}" for p in self.problems])
+        )
 
 
 class DataNotFoundError(UnlearnkitError, FileNotFoundError):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from .errors import UnknownNameError
 
@@ -49,8 +50,7 @@ class Registry(Generic[T]):
         close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise UnknownNameError(
-            f"unknown {self.kind} {name!r}{hint} Known: {', '.join(sorted(self._items))}. "
-            f"See `{self.list_command}`."
+            f"unknown {self.kind} {name!r}{hint} Known: {', '.join(sorted(self._items))}. See `{self.list_command}`."
         )
 
     def get(self, name: str) -> T:

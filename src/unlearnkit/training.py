@@ -49,11 +49,13 @@ class Recipe:
 # Default recipes per (dataset, model), measured in the README. No augmentation for the small datasets:
 # the original must memorise its training set, or forgetting random samples is no test at all.
 DEFAULT_RECIPES: dict[tuple[str, str], Recipe] = {
-    ("fashion_mnist", "small_cnn"): Recipe(epochs=15, batch_size=128, optimizer="sgd", lr=0.08, weight_decay=0.0,
-                                           schedule="onecycle"),
+    ("fashion_mnist", "small_cnn"): Recipe(
+        epochs=15, batch_size=128, optimizer="sgd", lr=0.08, weight_decay=0.0, schedule="onecycle"
+    ),
     ("fashion_mnist", "resnet18"): Recipe(epochs=8, batch_size=128, optimizer="sgd", lr=0.08, schedule="onecycle"),
-    ("fashion_mnist", "vit_tiny"): Recipe(epochs=15, batch_size=128, optimizer="adamw", lr=2e-3, weight_decay=0.05,
-                                          schedule="onecycle"),
+    ("fashion_mnist", "vit_tiny"): Recipe(
+        epochs=15, batch_size=128, optimizer="adamw", lr=2e-3, weight_decay=0.05, schedule="onecycle"
+    ),
     ("digits", "small_cnn"): Recipe(epochs=30, batch_size=64, optimizer="sgd", lr=0.05, schedule="onecycle"),
     ("synthetic", "small_cnn"): Recipe(epochs=10, batch_size=32, optimizer="sgd", lr=0.05, schedule="onecycle"),
 }
@@ -100,8 +102,17 @@ class TrainStats:
     accuracy_train: float | None = None
 
 
-def train(model: nn.Module, dataset: Dataset, recipe: Recipe, *, seed: int = 0, augment: Augment | None = None,
-          device: str | torch.device = "cpu", progress: bool | None = None, desc: str = "train") -> TrainStats:
+def train(
+    model: nn.Module,
+    dataset: Dataset,
+    recipe: Recipe,
+    *,
+    seed: int = 0,
+    augment: Augment | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool | None = None,
+    desc: str = "train",
+) -> TrainStats:
     """Train ``model`` in place on ``dataset`` with ``recipe``; deterministic for a seed on CPU."""
     fmt = memory_format(model)
     model.to(device, memory_format=fmt).train()
@@ -114,8 +125,15 @@ def train(model: nn.Module, dataset: Dataset, recipe: Recipe, *, seed: int = 0, 
     with progress_bar(desc, recipe.epochs, progress) as bar:
         for epoch in range(recipe.epochs):
             run_loss, run_n = 0.0, 0
-            for x, y in iter_batches(dataset, recipe.batch_size, shuffle=True, generator=gen, augment=aug,
-                                     device=device, drop_last=len(dataset) > recipe.batch_size):  # type: ignore[arg-type]
+            for x, y in iter_batches(
+                dataset,
+                recipe.batch_size,
+                shuffle=True,
+                generator=gen,
+                augment=aug,
+                device=device,
+                drop_last=len(dataset) > recipe.batch_size,
+            ):  # type: ignore[arg-type]
                 for g in opt.param_groups:
                     g["lr"] = recipe.lr * lr_factor(recipe.schedule, step, total)
                 x = x.contiguous(memory_format=fmt)
@@ -135,8 +153,9 @@ def train(model: nn.Module, dataset: Dataset, recipe: Recipe, *, seed: int = 0, 
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, dataset: Dataset, *, batch_size: int = 1024,
-                   device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def predict_logits(
+    model: nn.Module, dataset: Dataset, *, batch_size: int = 1024, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, labels) of ``dataset`` in eval mode, on CPU."""
     was_training = model.training
     model.eval()

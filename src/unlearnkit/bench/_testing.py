@@ -18,8 +18,9 @@ import json
 import os
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from .._io import sha256_json
 
@@ -64,8 +65,9 @@ def register_fake_methods() -> None:
     if "fake_any" not in METHODS:
         register("fake_any")(type("FakeAny", (_Fake,), {}))
     if "fake_class_only" not in METHODS:
-        register("fake_class_only")(type("FakeClassOnly", (_Fake,), {
-            "requires": Requirements(split_kinds=frozenset({"class"}))}))
+        register("fake_class_only")(
+            type("FakeClassOnly", (_Fake,), {"requires": Requirements(split_kinds=frozenset({"class"}))})
+        )
 
 
 @contextlib.contextmanager
@@ -87,19 +89,35 @@ def _rng(*parts: Any) -> random.Random:
     return random.Random(json.dumps(parts, sort_keys=True, default=str))
 
 
-def fake_record(dataset: str, model: str, forget: str, method: str, *, overrides: dict[str, Any] | None = None,
-                seed: int = 0, num_classes: int = 10, per_class: bool = True) -> dict[str, Any]:
+def fake_record(
+    dataset: str,
+    model: str,
+    forget: str,
+    method: str,
+    *,
+    overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+    num_classes: int = 10,
+    per_class: bool = True,
+) -> dict[str, Any]:
     """A deterministic §8.2-shaped record (numbers depend on every argument)."""
     overrides = dict(overrides or {})
     classwise = forget.startswith("class:")
     forgotten = [int(c) for c in forget.split(":", 1)[1].split(",")] if classwise else []
     base = _rng(dataset, model, forget, seed)  # shared by every method of one (scenario, seed)
     rng = _rng(dataset, model, forget, method, overrides, seed)
-    original = {"accuracy_forget": 99.0 + base.random(), "accuracy_retain": 99.0 + base.random(),
-                "accuracy_test": 91.0 + base.random(), "mia_efficacy_forget": 2.0 + base.random()}
-    retrained = {"accuracy_forget": (0.0 if classwise else 90.0 + base.random()),
-                 "accuracy_retain": 99.0 + base.random(), "accuracy_test": 90.5 + base.random(),
-                 "mia_efficacy_forget": (100.0 if classwise else 10.0 + base.random())}
+    original = {
+        "accuracy_forget": 99.0 + base.random(),
+        "accuracy_retain": 99.0 + base.random(),
+        "accuracy_test": 91.0 + base.random(),
+        "mia_efficacy_forget": 2.0 + base.random(),
+    }
+    retrained = {
+        "accuracy_forget": (0.0 if classwise else 90.0 + base.random()),
+        "accuracy_retain": 99.0 + base.random(),
+        "accuracy_test": 90.5 + base.random(),
+        "mia_efficacy_forget": (100.0 if classwise else 10.0 + base.random()),
+    }
     skill = 0.5 + 4.0 * rng.random()  # how far this method lands from the retrained model
     unlearned = {k: min(100.0, max(0.0, v + rng.uniform(-skill, skill))) for k, v in retrained.items()}
     unlearned["kl_to_retrained_forget"] = 0.05 * skill
@@ -119,51 +137,99 @@ def fake_record(dataset: str, model: str, forget: str, method: str, *, overrides
     return {
         "schema_version": "1.0",
         "run_id": "fake-" + sha256_json([dataset, model, forget, method, overrides, seed])[:16],
-        "created_utc": "2026-01-01T00:00:00Z", "package": {"name": "unlearnkit", "version": "0.1.0"},
+        "created_utc": "2026-01-01T00:00:00Z",
+        "package": {"name": "unlearnkit", "version": "0.1.0"},
         "environment": {"device": "cpu", "device_name": "fake"},
-        "task": {"kind": "classification", "scenario": "class" if classwise else "random", "dataset": dataset,
-                 "num_classes": num_classes,
-                 "forget": {"spec": forget, "size": 100, "classes": forgotten or None}},
+        "task": {
+            "kind": "classification",
+            "scenario": "class" if classwise else "random",
+            "dataset": dataset,
+            "num_classes": num_classes,
+            "forget": {"spec": forget, "size": 100, "classes": forgotten or None},
+        },
         "model": {"arch": model},
         "method": {"name": method, "config": {"lr": 0.1, **overrides}},
         "evaluation_config": {"mia_flavour": "svc_confidence"},
         "seed": seed,
-        "models": {"original": {"metrics": original},
-                   "retrained": {"metrics": retrained, "runtime_seconds": retrain_time},
-                   "unlearned": {"metrics": unlearned, "runtime_seconds": runtime}},
+        "models": {
+            "original": {"metrics": original},
+            "retrained": {"metrics": retrained, "runtime_seconds": retrain_time},
+            "unlearned": {"metrics": unlearned, "runtime_seconds": runtime},
+        },
         "gaps_to_retrained": gaps,
         "noise_floor_avg_gap": 0.3 + 0.2 * base.random(),
-        "metric_meta": {"accuracy_forget": {"unit": "%", "higher_is_better": None},
-                        "avg_gap_to_retrained": {"unit": "pp", "higher_is_better": False}},
+        "metric_meta": {
+            "accuracy_forget": {"unit": "%", "higher_is_better": None},
+            "avg_gap_to_retrained": {"unit": "pp", "higher_is_better": False},
+        },
     }
 
 
-def fake_records(labels: tuple[str, ...] = ("fake_any", "scrub"),
-                 forgets: tuple[str, ...] = ("class:0", "random:0.1"), seeds: tuple[int, ...] = (0, 1, 2),
-                 per_class: bool = True) -> list[dict[str, Any]]:
+def fake_records(
+    labels: tuple[str, ...] = ("fake_any", "scrub"),
+    forgets: tuple[str, ...] = ("class:0", "random:0.1"),
+    seeds: tuple[int, ...] = (0, 1, 2),
+    per_class: bool = True,
+) -> list[dict[str, Any]]:
     """Fake records with the bench block the runner adds, for report tests (synthetic / small_cnn)."""
     out = []
     for forget in forgets:
         for seed in seeds:
             for label in labels:
                 rec = fake_record("synthetic", "small_cnn", forget, label, seed=seed, per_class=per_class)
-                rec["bench"] = {"run_key": f"{forget}-{label}-{seed}", "dataset": "synthetic", "model": "small_cnn",
-                                "model_args": {}, "forget": forget, "method": label, "label": label,
-                                "overrides": {}, "seed": seed, "wall_seconds": 0.1}
+                rec["bench"] = {
+                    "run_key": f"{forget}-{label}-{seed}",
+                    "dataset": "synthetic",
+                    "model": "small_cnn",
+                    "model_args": {},
+                    "forget": forget,
+                    "method": label,
+                    "label": label,
+                    "overrides": {},
+                    "seed": seed,
+                    "wall_seconds": 0.1,
+                }
                 out.append(rec)
     return out
 
 
-def fake_run(dataset: str, model: str, forget: str, method: str, *, overrides: dict[str, Any], seed: int,
-             model_kwargs: dict[str, Any] | None = None, metrics: list[str] | None = None, device: str = "auto",
-             data_dir: str | None = None, progress: bool | None = None, noise_floor: bool = True,
-             eval_cache: Any = None) -> dict[str, Any]:
+def fake_run(
+    dataset: str,
+    model: str,
+    forget: str,
+    method: str,
+    *,
+    overrides: dict[str, Any],
+    seed: int,
+    model_kwargs: dict[str, Any] | None = None,
+    metrics: list[str] | None = None,
+    device: str = "auto",
+    data_dir: str | None = None,
+    progress: bool | None = None,
+    noise_floor: bool = True,
+    eval_cache: Any = None,
+) -> dict[str, Any]:
     """Stand-in for `unlearnkit.pipeline.run_experiment` with the same signature; sleeps, then fakes a record."""
     calls = os.environ.get("UNLEARNKIT_FAKE_CALLS")
     if calls:
-        line = json.dumps({"dataset": dataset, "model": model, "forget": forget, "method": method, "seed": seed,
-                           "overrides": overrides, "model_kwargs": model_kwargs, "metrics": metrics,
-                           "device": device, "data_dir": data_dir, "progress": progress}) + "\n"
+        line = (
+            json.dumps(
+                {
+                    "dataset": dataset,
+                    "model": model,
+                    "forget": forget,
+                    "method": method,
+                    "seed": seed,
+                    "overrides": overrides,
+                    "model_kwargs": model_kwargs,
+                    "metrics": metrics,
+                    "device": device,
+                    "data_dir": data_dir,
+                    "progress": progress,
+                }
+            )
+            + "\n"
+        )
         fd = os.open(calls, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line.encode())

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .._io import _json_default
 
@@ -119,8 +120,11 @@ def read_records(path: str | os.PathLike, *, warn: bool = True) -> list[dict[str
             seen.add(key)
         out.append(rec)
     if bad and warn:
-        warnings.warn(f"{path}: skipped {len(bad)} line(s) that are not JSON records (lines "
-                      f"{', '.join(map(str, bad[:10]))}{'…' if len(bad) > 10 else ''})", stacklevel=2)
+        warnings.warn(
+            f"{path}: skipped {len(bad)} line(s) that are not JSON records (lines "
+            f"{', '.join(map(str, bad[:10]))}{'…' if len(bad) > 10 else ''})",
+            stacklevel=2,
+        )
     return out
 
 

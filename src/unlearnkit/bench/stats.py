@@ -8,7 +8,8 @@ and carries an equivalent fallback for when that package cannot be imported.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 def _numbers(values: Iterable[Any]) -> list[float]:

@@ -6,7 +6,7 @@ act on linear layers (masks, filters) reach every block.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -53,9 +53,19 @@ class Block(nn.Module):
 
 
 class TinyViT(Classifier):
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, patch_size: int | None = None,
-                 dim: int = 64, depth: int = 4, heads: int = 4, mlp_ratio: float = 2.0,
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        image_size: int = 32,
+        patch_size: int | None = None,
+        dim: int = 64,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: float = 2.0,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
         super().__init__(in_channels, mean, std)
         if patch_size is None:
             patch_size = 4 if image_size % 4 == 0 else (2 if image_size % 2 == 0 else 1)
