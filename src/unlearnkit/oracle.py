@@ -27,7 +27,17 @@ from .cache import CacheWarning, cache_dir, check_cache_writable, save_verified,
 from .data.datasets import DatasetBundle, bundle_digest, load_dataset
 from .data.splits import Split, split_for
 from .device import resolve_device
-from .models import DATASET_KEY, META_KEY, ROLE_KEY, SPLIT_KEY, create_model, load_into, model_for_dataset, save_model
+from .models import (
+    DATASET_KEY,
+    META_KEY,
+    ROLE_KEY,
+    SPLIT_KEY,
+    create_model,
+    load_into,
+    model_config,
+    model_for_dataset,
+    save_model,
+)
 from .training import Recipe, accuracy, default_recipe, train
 
 TRAIN_CODE_VERSION = 2  # 2: verified entries, dataset content digest in the key
@@ -145,7 +155,8 @@ def train_or_load(
     dev = resolve_device(device)
     net = model_for_dataset(model, info, **(model_kwargs or {}))
     recipe = recipe or default_recipe(info.name, model)
-    cfg = net.unlearnkit_config  # type: ignore[attr-defined]
+    cfg = model_config(net)
+    assert cfg is not None  # model_for_dataset (create_model) always sets it
     digest = bundle_digest(bundle)
     key = oracle_key(info.name, cfg, recipe, split, seed, digest)
     folder = entry_folder(key)

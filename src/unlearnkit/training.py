@@ -69,7 +69,9 @@ def default_recipe(dataset: str, model: str, **overrides: Any) -> Recipe:
     return replace(base, **overrides) if overrides else base
 
 
-def make_optimizer(params: Any, name: str, lr: float, momentum: float = 0.9, weight_decay: float = 0.0):
+def make_optimizer(
+    params: Any, name: str, lr: float, momentum: float = 0.9, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adam":
@@ -115,10 +117,11 @@ def train(
 ) -> TrainStats:
     """Train ``model`` in place on ``dataset`` with ``recipe``; deterministic for a seed on CPU."""
     fmt = memory_format(model)
-    model.to(device, memory_format=fmt).train()
+    model.to(device, memory_format=fmt).train()  # type: ignore[call-overload]  # torch's stubs omit memory_format
     gen = torch.Generator().manual_seed(seed)
     opt = make_optimizer(model.parameters(), recipe.optimizer, recipe.lr, recipe.momentum, recipe.weight_decay)
-    steps_per_epoch = num_batches(dataset, recipe.batch_size, drop_last=len(dataset) > recipe.batch_size)  # type: ignore[arg-type]
+    drop_last = len(dataset) > recipe.batch_size  # type: ignore[arg-type]  # torch's Dataset declares no __len__
+    steps_per_epoch = num_batches(dataset, recipe.batch_size, drop_last=drop_last)
     total = recipe.epochs * steps_per_epoch
     aug = augment if recipe.augment else None
     step, loss_val, t0 = 0, float("nan"), time.perf_counter()
@@ -132,8 +135,8 @@ def train(
                 generator=gen,
                 augment=aug,
                 device=device,
-                drop_last=len(dataset) > recipe.batch_size,
-            ):  # type: ignore[arg-type]
+                drop_last=drop_last,
+            ):
                 for g in opt.param_groups:
                     g["lr"] = recipe.lr * lr_factor(recipe.schedule, step, total)
                 x = x.contiguous(memory_format=fmt)
@@ -161,7 +164,7 @@ def predict_logits(
     model.eval()
     outs, ys = [], []
     fmt = memory_format(model)
-    model.to(memory_format=fmt)  # layout only: values are unchanged
+    model.to(memory_format=fmt)  # type: ignore[call-overload]  # layout only: values are unchanged
     for x, y in iter_batches(dataset, batch_size, device=device):
         outs.append(model(x.contiguous(memory_format=fmt)).float().cpu())
         ys.append(y.cpu())

@@ -12,10 +12,12 @@ The library (data, models, methods, evaluation) never imports this package; it s
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = ["BenchSpec", "MethodEntry", "Run", "build_report", "load_spec", "plan_runs", "read_records", "run_bench"]
 
 
-def __getattr__(name: str):  # lazy: `import unlearnkit.bench` must not pull torch or matplotlib
+def __getattr__(name: str) -> Any:  # lazy: `import unlearnkit.bench` must not pull torch or matplotlib
     if name in ("BenchSpec", "MethodEntry", "Run", "load_spec", "plan_runs"):
         from . import spec
 

@@ -112,14 +112,14 @@ def fake_record(
         "accuracy_test": 91.0 + base.random(),
         "mia_efficacy_forget": 2.0 + base.random(),
     }
-    retrained = {
+    retrained: dict[str, Any] = {
         "accuracy_forget": (0.0 if classwise else 90.0 + base.random()),
         "accuracy_retain": 99.0 + base.random(),
         "accuracy_test": 90.5 + base.random(),
         "mia_efficacy_forget": (100.0 if classwise else 10.0 + base.random()),
     }
     skill = 0.5 + 4.0 * rng.random()  # how far this method lands from the retrained model
-    unlearned = {k: min(100.0, max(0.0, v + rng.uniform(-skill, skill))) for k, v in retrained.items()}
+    unlearned: dict[str, Any] = {k: min(100.0, max(0.0, v + rng.uniform(-skill, skill))) for k, v in retrained.items()}
     unlearned["kl_to_retrained_forget"] = 0.05 * skill
     unlearned["js_to_retrained_forget"] = 0.01 * skill
     retrain_time = 60.0 + base.random()

@@ -44,7 +44,8 @@ def _colours(rows: list[Row]) -> list[Any]:
     from matplotlib import colormaps
 
     cmap = colormaps["tab20"]
-    out, k = [], 0
+    out: list[Any] = []
+    k = 0
     for r in rows:
         if r.kind == "original":
             out.append("#9e9e9e")
@@ -77,8 +78,9 @@ def metric_bars(sc: Scenario) -> bytes | None:
         means = [(_stat(r, key)[0] or 0.0) for r in rows]
         stds = [_stat(r, key)[1] for r in rows]
         ax.bar(xs, means, yerr=stds, color=colours, capsize=2, edgecolor="white", linewidth=0.5)
-        if ref is not None and ref.metrics.get(key):
-            ax.axhline(ref.metrics[key]["mean"], color="#222222", linestyle="--", linewidth=1, label="retrained")
+        ref_stat = ref.metrics.get(key) if ref is not None else None
+        if ref_stat:
+            ax.axhline(ref_stat["mean"], color="#222222", linestyle="--", linewidth=1, label="retrained")
         ax.set_title(title)
         ax.set_xticks(xs)
         ax.set_xticklabels([r.label for r in rows], rotation=60, ha="right", fontsize=8)
@@ -91,23 +93,25 @@ def metric_bars(sc: Scenario) -> bytes | None:
 
 def tradeoff(sc: Scenario) -> bytes | None:
     """Avg. gap to the retrained model (lower is better) against the method's wall time."""
-    pts = [(r, _stat(r, "runtime_seconds"), _stat(r, "avg_gap_to_retrained")) for r in sc.rows if r.kind == "method"]
-    pts = [(r, t, g) for r, t, g in pts if t[0] is not None and g[0] is not None]
+    pts: list[tuple[Row, tuple[float, float], tuple[float, float]]] = []
+    for r in sc.rows:
+        if r.kind != "method":
+            continue
+        (t, ts), (g, gs) = _stat(r, "runtime_seconds"), _stat(r, "avg_gap_to_retrained")
+        if t is not None and g is not None:
+            pts.append((r, (t, ts), (g, gs)))
     if not pts:
         return None
     fig = _figure(8.0, 5.5)
     ax = fig.subplots()
     colours = _colours([r for r, _, _ in pts])
-    floor = next(
-        (r.metrics["noise_floor_avg_gap"]["mean"] for r in sc.rows if r.metrics.get("noise_floor_avg_gap")), None
-    )
+    floor = next((s["mean"] for s in (r.metrics.get("noise_floor_avg_gap") for r in sc.rows) if s), None)
     if floor is not None:
         ax.axhspan(0, floor, color="#4caf50", alpha=0.15, label=f"noise floor ({floor:.2f})")
     ref = sc.retrained
-    if ref is not None and ref.metrics.get("runtime_seconds"):
-        ax.axvline(
-            ref.metrics["runtime_seconds"]["mean"], color="#222222", linestyle="--", linewidth=1, label="retrain time"
-        )
+    ref_time = ref.metrics.get("runtime_seconds") if ref is not None else None
+    if ref_time:
+        ax.axvline(ref_time["mean"], color="#222222", linestyle="--", linewidth=1, label="retrain time")
     for (r, (t, ts), (g, gs)), c in zip(pts, colours, strict=False):
         ax.errorbar([t], [g], xerr=[ts], yerr=[gs], fmt="o", color=c, capsize=3, markersize=6)
         ax.annotate(r.label, (t, g), textcoords="offset points", xytext=(5, 4), fontsize=8)

@@ -34,7 +34,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .._io import sha256_json
 from ..errors import ConfigError
@@ -379,6 +379,7 @@ def _methods(
         problems.append("methods: is empty; add at least one [[methods]] table")
         return []
     out: list[MethodEntry] = []
+    unnamed: list[str | None] = [None]  # no datasets/models listed: validate for any
     for i, entry in enumerate(entries):
         where = f"methods[{i}]"
         _unknown(entry, METHOD_KEYS, where, problems)
@@ -401,8 +402,8 @@ def _methods(
         cls = METHODS.get(canonical)
         resolved: dict[str, Any] | None = None
         errors: list[str] = []
-        for dataset in datasets or [None]:
-            for model in models or [None]:
+        for dataset in datasets or unnamed:
+            for model in models or unnamed:
                 for kind in kinds:
                     if kind not in cls.requires.split_kinds:
                         continue
@@ -471,7 +472,14 @@ def plan_runs(spec: BenchSpec) -> list[Run]:
     return runs
 
 
-RunnerFn = Callable[..., dict]
+class _HasRecord(Protocol):
+    """What `unlearnkit.pipeline.run_experiment` returns (an ``Experiment``): the record plus the model."""
+
+    record: dict[str, Any]
+
+
+# A run function returns the record, or an object holding it as ``.record`` (the runner takes either).
+RunnerFn = Callable[..., "dict[str, Any] | _HasRecord"]
 
 
 RUNNER_ENTRY_POINTS = "unlearnkit.bench_runners"
@@ -484,7 +492,8 @@ def register_runner(name: str, fn: RunnerFn) -> None:
     Installed plugins register theirs through the entry-point group ``unlearnkit.bench_runners``; nothing else is
     ever imported by name, so a spec cannot make the bench import an arbitrary module.
     """
-    if not isinstance(name, str) or not name or ":" in name:
+    n: object = name  # checked as any object: plugins call this with whatever they pass
+    if not isinstance(n, str) or not n or ":" in n:
         raise ConfigError(f"a bench runner name must be a plain non-empty name, got {name!r}")
     _RUNNERS[name] = fn
 
@@ -507,7 +516,7 @@ def resolve_runner(ref: str | None) -> RunnerFn:
     """
     if ref is None:
         try:
-            from ..pipeline import run_experiment  # type: ignore[import-not-found]
+            from ..pipeline import run_experiment
         except ImportError as exc:
             raise ConfigError(f"unlearnkit.pipeline.run_experiment is not available: {exc}") from None
         return run_experiment

@@ -377,8 +377,8 @@ def image_folder(
             )
         for f in files:
             try:
-                with Image.open(f) as im:
-                    im = im.convert(mode).resize((image_size, image_size), Image.BILINEAR)
+                with Image.open(f) as src:
+                    im = src.convert(mode).resize((image_size, image_size), Image.Resampling.BILINEAR)
                     arr = np.asarray(im, dtype=np.uint8)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
                 why = str(exc).splitlines()[0] if str(exc) else "damaged"

@@ -44,10 +44,12 @@ def fetch_fashion_mnist(data_dir: str | os.PathLike, base_url: str = FASHION_MNI
 
         def _download(tmp: str, name: str = name, digest: str = digest) -> None:
             try:
-                urllib.request.urlretrieve(base_url + name, tmp)  # noqa: S310 - fixed https/http source
+                urllib.request.urlretrieve(base_url + name, tmp)
             except OSError as exc:
-                raise DataNotFoundError(f"cannot download {name} ({exc}); install the Debian package "
-                                        "dataset-fashion-mnist or pass --data-dir to files you have") from exc
+                raise DataNotFoundError(
+                    f"cannot download {name} ({exc}); install the Debian package "
+                    "dataset-fashion-mnist or pass --data-dir to files you have"
+                ) from exc
             try:
                 got = _sha256(Path(tmp))
             except OSError as exc:

@@ -56,7 +56,8 @@ def parse_forget_spec(spec: str | ForgetSpec | None) -> ForgetSpec:
         return spec
     if spec is None or spec == "none":
         return ForgetSpec("none", source="none")
-    if not isinstance(spec, str) or ":" not in spec:
+    s: object = spec  # checked as any object: the API is called with whatever the user passes
+    if not isinstance(s, str) or ":" not in s:
         raise ConfigError(f"malformed forget spec {spec!r}: {_SPEC_HELP}")
     kind, _, arg = spec.partition(":")
     kind, arg = kind.strip().lower(), arg.strip()

@@ -54,7 +54,7 @@ def create_model(
         if not name[5:]:
             raise ConfigError("timm model name is empty; use timm:<name>, e.g. timm:resnet18")
         try:
-            import timm  # type: ignore[import-not-found]
+            import timm
         except ImportError as exc:
             raise MissingDependencyError("timm models need `pip install timm`") from exc
         model = timm.create_model(name[5:], num_classes=num_classes, in_chans=in_channels, **kwargs)
@@ -86,7 +86,7 @@ def create_model(
     model.unlearnkit_config = {
         "name": name,
         "num_classes": num_classes,
-        "in_channels": in_channels,  # type: ignore[assignment]
+        "in_channels": in_channels,
         "image_size": image_size,
         "mean": list(mean) if mean else None,
         "std": list(std) if std else None,

@@ -11,6 +11,9 @@ from torch import nn
 class Normalize(nn.Module):
     """Per-channel (x - mean) / std as the model's first module, so attacks and noise act in [0, 1] pixels."""
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
