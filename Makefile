@@ -34,8 +34,11 @@ setup: $(STAMP)
 data: setup
 	@bash scripts/get-data.sh "$(DATA_DIR)" "$(BIN)/unlearnkit"
 
+# --data-dir only when the files were fetched there; otherwise the system copy (Debian package) is found.
+DATA_ARG = $(shell $(BIN)/python -c 'import sys; from unlearnkit.data.datasets import find_fashion_mnist; print("--data-dir $(DATA_DIR)" if find_fashion_mnist("$(DATA_DIR)") else "")' 2>/dev/null)
+
 demo: setup data
-	$(BIN)/unlearnkit demo --data-dir "$(DATA_DIR)"
+	$(BIN)/unlearnkit demo $(DATA_ARG)
 
 lint: setup
 	@status=0; \
@@ -60,7 +63,7 @@ test: setup data
 	$(MAKE) --no-print-directory -k lint typecheck test-pytest
 
 bench: setup data
-	$(BIN)/unlearnkit bench benchmarks/fashion_mnist.toml --out runs/bench-fashion_mnist --data-dir "$(DATA_DIR)"
+	$(BIN)/unlearnkit bench benchmarks/fashion_mnist.toml --out runs/bench-fashion_mnist $(DATA_ARG)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache

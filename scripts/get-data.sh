@@ -8,7 +8,8 @@ have() {
   "${cli%/unlearnkit}/python" - "$data_dir" <<'PY'
 import sys
 from unlearnkit.data.datasets import find_fashion_mnist
-sys.exit(0 if find_fashion_mnist(sys.argv[1]) else 1)
+# the folder given (files fetched there) or, when it holds none, the usual places (Debian package, $UNLEARNKIT_DATA)
+sys.exit(0 if find_fashion_mnist(sys.argv[1]) or find_fashion_mnist(None) else 1)
 PY
 }
 if have; then exit 0; fi
