@@ -4,7 +4,9 @@ One grammar for CLI and API:
 
 * ``class:3`` or ``class:3,7``: every training image of those classes;
 * ``random:0.1``: that fraction of the training set, drawn with the split seed;
-* ``indices:FILE``: a JSON list (or an object with key ``"indices"``) or a text file of training indices.
+* ``indices:FILE``: a JSON list (or an object with key ``"indices"``) or a text file of training indices;
+* ``poisoned`` or ``poisoned:0.25``: every manipulated training sample, or a seeded fraction of them (the part the
+  defender found; the rest stays in the retain set) — needs a bundle from `unlearnkit.data.manipulations.apply`.
 
 A `Split` holds forget / retain / test indices, the seed and a SHA-256 of the indices; it saves as JSON
 beside results and reloads identically.
@@ -31,7 +33,7 @@ SPLIT_FORMAT = 1
 class ForgetSpec:
     """A parsed forget spec (no dataset attached yet)."""
 
-    kind: str  # "class" | "random" | "indices" | "none"
+    kind: str  # "class" | "random" | "indices" | "poisoned" | "none"
     classes: tuple[int, ...] = ()
     fraction: float | None = None
     indices: tuple[int, ...] = ()
@@ -42,12 +44,14 @@ class ForgetSpec:
             return "class:" + ",".join(str(c) for c in self.classes)
         if self.kind == "random":
             return f"random:{self.fraction:g}"
+        if self.kind == "poisoned":
+            return "poisoned" if self.fraction == 1.0 else f"poisoned:{self.fraction:g}"
         if self.kind == "indices":
             return f"indices:{len(self.indices)}@{sha256_bytes(np.asarray(self.indices, np.int64).tobytes())[:12]}"
         return "none"
 
 
-_SPEC_HELP = "expected one of class:3, class:3,7, random:0.1 or indices:FILE"
+_SPEC_HELP = "expected one of class:3, class:3,7, random:0.1, indices:FILE, poisoned or poisoned:0.25"
 
 
 def parse_forget_spec(spec: str | ForgetSpec | None) -> ForgetSpec:
@@ -57,6 +61,8 @@ def parse_forget_spec(spec: str | ForgetSpec | None) -> ForgetSpec:
     if spec is None or spec == "none":
         return ForgetSpec("none", source="none")
     s: object = spec  # checked as any object: the API is called with whatever the user passes
+    if isinstance(s, str) and s.strip().lower() == "poisoned":
+        return ForgetSpec("poisoned", fraction=1.0, source=s)
     if not isinstance(s, str) or ":" not in s:
         raise ConfigError(f"malformed forget spec {spec!r}: {_SPEC_HELP}")
     kind, _, arg = spec.partition(":")
@@ -80,6 +86,16 @@ def parse_forget_spec(spec: str | ForgetSpec | None) -> ForgetSpec:
         return ForgetSpec("random", fraction=frac, source=spec)
     if kind == "indices":
         return ForgetSpec("indices", indices=tuple(_read_indices_file(arg)), source=spec)
+    if kind == "poisoned":
+        try:
+            frac = float(arg)
+        except ValueError:
+            raise ConfigError(
+                f"malformed forget spec {spec!r}: poisoned takes the known fraction, e.g. poisoned:0.25"
+            ) from None
+        if not (0.0 < frac <= 1.0):
+            raise ConfigError(f"the known fraction of poisoned must be in (0, 1], got {frac:g} in {spec!r}")
+        return ForgetSpec("poisoned", fraction=frac, source=spec)
     raise ConfigError(f"malformed forget spec {spec!r}: unknown kind {kind!r}: {_SPEC_HELP}")
 
 
@@ -130,11 +146,12 @@ class Split:
     num_train: int
     forget_classes: tuple[int, ...] = ()
     sha256: str = field(default="")
+    manipulation: str = ""  # the training-data manipulation of the dataset, e.g. "badnets:…@seed=0" ("" = none)
 
     def __post_init__(self) -> None:
         for name in ("forget", "retain", "test"):
             object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.int64))
-        digest = split_digest(self.dataset, self.forget, self.retain, self.test)
+        digest = split_digest(self.dataset, self.forget, self.retain, self.test, self.manipulation)
         if self.sha256 and self.sha256 != digest:
             raise ConfigError(
                 f"split file digest {self.sha256[:12]}… does not match its indices ({digest[:12]}…); "
@@ -159,6 +176,7 @@ class Split:
             "num_train": self.num_train,
             "forget_classes": list(self.forget_classes),
             "sha256": self.sha256,
+            **({"manipulation": self.manipulation} if self.manipulation else {}),
             "forget": self.forget.tolist(),
             "retain": self.retain.tolist(),
             "test": self.test.tolist(),
@@ -177,6 +195,7 @@ class Split:
                 int(d["num_train"]),
                 tuple(d.get("forget_classes", ())),
                 d["sha256"],
+                str(d.get("manipulation", "")),
             )
         except KeyError as exc:
             raise ConfigError(f"split JSON lacks key {exc}; was it written by `unlearnkit`?") from None
@@ -195,8 +214,9 @@ class Split:
         return hash(self.sha256)
 
 
-def split_digest(dataset: str, forget: np.ndarray, retain: np.ndarray, test: np.ndarray) -> str:
+def split_digest(dataset: str, forget: np.ndarray, retain: np.ndarray, test: np.ndarray, manipulation: str = "") -> str:
     parts = [
+        *([b"|manipulation|", manipulation.encode()] if manipulation else []),
         dataset.encode(),
         b"|forget|",
         np.asarray(forget, np.int64).tobytes(),
@@ -215,8 +235,13 @@ def make_split(
     spec: str | ForgetSpec | None,
     seed: int = 0,
     num_classes: int | None = None,
+    manipulated: Any = None,
+    manipulation: str = "",
 ) -> Split:
     """Build the split for ``spec`` over a training set with labels ``train_targets``.
+
+    ``manipulated`` (the manipulated training indices) is what ``poisoned`` specs select from; ``manipulation``
+    names the manipulation and enters the digest, so splits of differently manipulated data never collide.
 
     Every check runs here, before any compute: a class outside [0, K), an empty forget set, a forget set
     equal to the whole training set, duplicate or out-of-range indices.
@@ -249,6 +274,17 @@ def make_split(
             raise ConfigError(f"forget spec {fs.source!r} selects the whole training set; lower the fraction")
         rng = np.random.default_rng(seed)
         forget = np.sort(rng.permutation(n)[:n_f])
+    elif fs.kind == "poisoned":
+        if manipulated is None or len(manipulated) == 0:
+            raise ConfigError(
+                f"forget spec {fs.source!r} needs manipulated training data: pass --manipulation (e.g. "
+                "badnets:rate=0.05 or confusion:k=500,a=3,b=5), or a bundle from manipulations.apply"
+            )
+        pool = np.sort(np.asarray(manipulated, dtype=np.int64))
+        n_f = round(fs.fraction * len(pool))  # type: ignore[operator]
+        if n_f == 0:
+            raise ConfigError(f"forget spec {fs.source!r} selects none of the {len(pool)} manipulated samples")
+        forget = np.sort(np.random.default_rng([int(seed), 2]).permutation(pool)[:n_f]) if n_f < len(pool) else pool
     else:  # indices
         idx = np.asarray(fs.indices, dtype=np.int64)
         if len(np.unique(idx)) != len(idx):
@@ -270,11 +306,29 @@ def make_split(
         )
     mask = np.ones(n, dtype=bool)
     mask[forget] = False
-    return Split(dataset, str(fs), int(seed), forget, np.flatnonzero(mask), np.arange(num_test), n, forget_classes)
+    return Split(
+        dataset,
+        str(fs),
+        int(seed),
+        forget,
+        np.flatnonzero(mask),
+        np.arange(num_test),
+        n,
+        forget_classes,
+        manipulation=manipulation,
+    )
 
 
 def split_for(bundle: Any, spec: str | ForgetSpec | None, seed: int = 0) -> Split:
-    """`make_split` for a loaded `DatasetBundle`."""
+    """`make_split` for a loaded `DatasetBundle` (a manipulated one provides the ``poisoned`` pool)."""
+    desc = getattr(bundle, "manipulation", None) or {}
     return make_split(
-        bundle.info.name, bundle.train.targets.numpy(), len(bundle.test), spec, seed, bundle.info.num_classes
+        bundle.info.name,
+        bundle.train.targets.numpy(),
+        len(bundle.test),
+        spec,
+        seed,
+        bundle.info.num_classes,
+        manipulated=getattr(bundle, "manipulated", None),
+        manipulation=f"{desc['spec']}@seed={desc['seed']}" if desc else "",
     )
