@@ -61,9 +61,10 @@ def prepare_method(
     kind = split_kind(forget)
     cls = METHODS.get(method)
     if kind not in cls.requires.split_kinds:
+        label = "poisoned-sample" if parse_forget_spec(forget).kind == "poisoned" else kind
         raise IncompatibleError(
             f"method {METHODS.canonical(method)!r} supports only "
-            f"{'/'.join(sorted(cls.requires.split_kinds))} forgetting, not {kind} ({forget!r})"
+            f"{'/'.join(sorted(cls.requires.split_kinds))} forgetting, not {label} ({forget!r})"
         )
     return create_method(method, dataset=dataset, model=model, kind=kind, preset=preset, **(overrides or {}))
 
@@ -85,15 +86,24 @@ def run_experiment(
     preset: str | None = None,
     noise_floor: bool = True,
     eval_cache: EvaluationCache | None = None,
+    manipulation: str | None = None,
 ) -> Experiment:
     """Run one (dataset, model, forget spec, method, seed) experiment and return its record and model.
 
     ``eval_cache`` is shared by the runs of one benchmark (see `unlearnkit.evaluation.EvaluationCache`).
+    ``manipulation`` (e.g. ``badnets:rate=0.05,value=1``, see `unlearnkit.data.manipulations`) manipulates the
+    training data under ``seed`` first: the original learns it, and for ``poisoned`` forget specs the retrained
+    oracle is trained on the clean remainder (every manipulated sample removed, known to the defender or not).
     """
+    from .data.manipulations import parse_manipulation
     from .evaluation import evaluate
 
     MODELS.get(model)
-    parse_forget_spec(forget)
+    manip = parse_manipulation(manipulation)
+    if parse_forget_spec(forget).kind == "poisoned" and manip is None:
+        from .errors import ConfigError
+
+        raise ConfigError(f"forget spec {forget!r} needs manipulated data: pass --manipulation (manipulation=)")
     check_seed(seed)
     m = prepare_method(method, dataset, model, forget, overrides, preset)
     if metrics:
@@ -104,7 +114,11 @@ def run_experiment(
     validate_kwargs(MODELS.canonical(model), model_kwargs)
     dev = resolve_device(device)
     bundle = load_dataset(dataset, data_dir)
+    if manip is not None:
+        bundle = manipulate(bundle, manip, seed, model=model, model_kwargs=model_kwargs, device=dev, progress=progress)
     split = split_for(bundle, forget, seed)
+    # corrective setting: the oracle never saw any manipulated sample, whatever part the defender knows
+    oracle_split = split_for(bundle, "poisoned", seed) if split.kind == "poisoned" else split
 
     if original_path:
         original = load_original(original_path, model, bundle, model_kwargs, dev)
@@ -112,13 +126,15 @@ def run_experiment(
     else:
         t = train_or_load(bundle, model, None, seed=seed, model_kwargs=model_kwargs, device=dev, progress=progress)
         original, original_meta = t.model, t.meta
-    retrained = train_or_load(bundle, model, split, seed=seed, model_kwargs=model_kwargs, device=dev, progress=progress)
+    retrained = train_or_load(
+        bundle, model, oracle_split, seed=seed, model_kwargs=model_kwargs, device=dev, progress=progress
+    )
     second = None
     if noise_floor:
         second = train_or_load(
             bundle,
             model,
-            split,
+            oracle_split,
             seed=seed + NOISE_FLOOR_SEED_OFFSET,
             model_kwargs=model_kwargs,
             device=dev,
@@ -150,6 +166,8 @@ def run_experiment(
     record.setdefault("method", {})["preset"] = preset_source
     record["model"]["kwargs"] = model_kwargs
     record["model"]["original_recipe"] = original_meta.get("recipe")
+    if oracle_split is not split:
+        record["model"]["retrained_split"] = {"spec": oracle_split.spec, "size_forget": len(oracle_split.forget)}
     if model_sha256(unlearned) == model_sha256(original):  # a silent no-op must not look like a result
         record["unchanged_from_original"] = True
         record.setdefault("warnings", []).append(
@@ -157,6 +175,29 @@ def run_experiment(
             "(check its options, e.g. epochs=0 or lr=0)"
         )
     return Experiment(record, unlearned, split)
+
+
+def manipulate(
+    bundle: Any,
+    manipulation: Any,
+    seed: int,
+    *,
+    model: str,
+    model_kwargs: dict[str, Any] | None = None,
+    device: Any = "cpu",
+    progress: bool | None = None,
+) -> Any:
+    """``bundle`` manipulated under ``seed``; a confusion without a class pair (and no dataset default) takes the
+    most-confused pair of the clean original of ``model`` (trained or loaded from the cache)."""
+    from .data.manipulations import DEFAULT_PAIRS, Confusion, apply, parse_manipulation
+
+    m = parse_manipulation(manipulation)
+    clean = None
+    if isinstance(m, Confusion) and m.a is None and bundle.info.name not in DEFAULT_PAIRS:
+        clean = train_or_load(
+            bundle, model, None, seed=seed, model_kwargs=model_kwargs, device=device, progress=progress
+        )
+    return apply(bundle, m, seed, model=clean.model if clean else None, device=device)[0]
 
 
 def load_original(

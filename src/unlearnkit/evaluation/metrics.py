@@ -36,7 +36,17 @@ __all__ = [
     "register_metric",
 ]
 
-EVAL_SPLITS = ("forget", "retain", "test", "test_forgotten_classes")
+EVAL_SPLITS = (
+    "forget",
+    "retain",
+    "test",
+    "test_forgotten_classes",
+    # manipulated data only (`unlearnkit.data.manipulations.manipulation_eval_sets`)
+    "manipulated",
+    "test_triggered",
+    "test_triggered_target_class",
+    "test_pair_swapped",
+)
 AVG_GAP_BASE = ("accuracy_forget", "accuracy_retain", "accuracy_test")  # with the MIA flavour's key: Avg. Gap (§1.5)
 MIA_FLAVOURS = {"svc_confidence": "mia_efficacy_forget", "entropy_logreg": "mia_member_rate_forget_entropy_logreg"}
 
@@ -82,15 +92,21 @@ class MetricOptions:
         reproduce: compute the m_entropy feature with the published bug (§1.4; ``mia_efficacy_forget_m_entropy``).
         retain_limit: keep only the first ``retain_limit`` retain samples as the SVC's shadow members (§1.4;
             the ``mia_efficacy_forget*`` metrics). `EvaluationSuite` sets it to the size of the test set.
+        asr_include_target_class: ``asr_test`` also counts triggered test images of the target class, as
+            [SPARSE]'s attack_acc does (§5); ``reproduce`` implies it.
     """
 
     reproduce: bool = False
     retain_limit: int | None = None
+    asr_include_target_class: bool = False
 
     def __post_init__(self) -> None:
         reproduce: object = self.reproduce  # as passed, whatever the annotation says
         if not isinstance(reproduce, bool):
             raise ConfigError(f"metric option reproduce must be True or False, got {reproduce!r}")
+        include: object = self.asr_include_target_class
+        if not isinstance(include, bool):
+            raise ConfigError(f"metric option asr_include_target_class must be True or False, got {include!r}")
         limit: object = self.retain_limit
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
             raise ConfigError(f"metric option retain_limit must be a non-negative integer or None, got {limit!r}")
@@ -489,6 +505,61 @@ class KlToRetrainedTest(_Divergence):
 
     def divergence(self, ref_logits: np.ndarray, logits: np.ndarray) -> np.ndarray:
         return F.kl_divergence(ref_logits, logits)
+
+
+# ------------------------------------------------------------- manipulated data (backdoor §5, confusion §4.5)
+@register_metric
+class AsrTest(Metric):
+    """ASR (§5): % of triggered test images classified as the backdoor target, over the test images whose true
+    class is not the target (``asr_include_target_class`` or ``reproduce``: over all test images, as [SPARSE])."""
+
+    name = "asr_test"
+    higher_is_better = False
+    summary = "ASR: % of triggered test images (true class ≠ target) classified as the target (badnets data)"
+    section = "5"
+    default = True
+    needs = frozenset({"test_triggered", "test_triggered_target_class"})
+
+    def reset(self) -> None:
+        self.hits = dict.fromkeys(self.needs, 0)
+        self.count = dict.fromkeys(self.needs, 0)
+
+    def update(self, split: str, out: Outputs, ref: Outputs | None = None) -> None:
+        if split in self.hits:  # the labels of these sets are the target class
+            self.hits[split] += int(F.correctness(out.logits, out.labels).sum())
+            self.count[split] += len(out.labels)
+
+    def compute(self) -> dict[str, Any]:
+        parts = ["test_triggered"]
+        if self.options.asr_include_target_class or self.options.reproduce:
+            parts.append("test_triggered_target_class")
+        n = sum(self.count[s] for s in parts)
+        return {self.name: 100.0 * sum(self.hits[s] for s in parts) / n if n else float("nan")}
+
+
+@register_metric
+class IcConfusionTest(_Accuracy):
+    """IC test (§4.5): ``100 · (cm[a,b] + cm[b,a]) / (n_a + n_b)`` on the clean test images of the swapped pair."""
+
+    name = "ic_confusion_test"
+    summary = "IC test: % of clean test images of the swapped pair predicted as the other class (confusion data)"
+    section = "4.5"
+    default = True
+    split = "test_pair_swapped"  # labelled with the other class of the pair
+    needs = frozenset({"test_pair_swapped"})
+
+
+@register_metric
+class MemorisedManipulated(_Accuracy):
+    """% of all manipulated training samples predicted as their manipulated label, known to the defender or not
+    (IC_memorised of §4.5; for badnets the share of poisoned training images still mapped to the target, §5)."""
+
+    name = "memorised_manipulated"
+    summary = "% of the whole manipulated training set predicted as its manipulated label (manipulated data)"
+    section = "4.5"
+    default = True
+    split = "manipulated"
+    needs = frozenset({"manipulated"})
 
 
 # ----------------------------------------------------------- derived keys (written by the suite and the record)

@@ -167,7 +167,7 @@ def build_record(
     if "original" in models:
         model_section["original_sha256"] = model_sha256(models["original"])
     sizes = {"train": int(split.num_train), "test": len(split.test)}
-    kind = split.kind
+    kind = (getattr(bundle, "manipulation", None) or {}).get("scenario") or split.kind
     rec_models: dict[str, Any] = {}
     for role, m in {**models, **singles}.items():
         entry: dict[str, Any] = {"sha256": model_sha256(m), "metrics": result.metrics.get(role, {})}
@@ -218,6 +218,7 @@ def build_record(
                 "classes": list(split.forget_classes) or None,
             },
             "test_set_for_accuracy_test": "test_without_forgotten_classes" if split.is_classwise else "test",
+            "manipulation": getattr(bundle, "manipulation", None) or None,
         },
         "model": model_section,
         "method": {"name": method, "config": config or {}},

@@ -156,6 +156,9 @@ def eval_datasets(bundle: Any, split: Any) -> dict[str, Any]:
             raise ConfigError("no test image belongs to a remaining class; accuracy_test would be empty")
     else:
         out["test"] = test
+    from ..data.manipulations import manipulation_eval_sets
+
+    out.update(manipulation_eval_sets(bundle, split.test))  # nothing for clean data
     return out
 
 
@@ -267,11 +270,13 @@ class EvaluationSuite:
         classwise: bool,
         extra_models: Mapping[str, Any] | None = None,
         explicit: Iterable[str] = (),
+        available: Iterable[str] | None = None,
     ) -> SuitePlan:
         """Which models × splits need a forward pass and which metrics and audits run.
 
         Metrics whose requirements are missing are dropped; every missing requirement of an ``explicit``ly
-        selected metric or of an audit is reported at once in ``problems``.
+        selected metric or of an audit is reported at once in ``problems``. ``available`` (the evaluation sets
+        at hand) drops metrics reading another set, e.g. the backdoor ones on clean data.
         """
         roles = set(roles)
         explicit = set(explicit)
@@ -285,6 +290,14 @@ class EvaluationSuite:
             if cls.needs_reference and "retrained" not in roles:
                 if cls.name in explicit:
                     problems.append(f"metric {cls.name} needs the retrained model (pass retrained=)")
+                continue
+            missing = sorted(cls.needs - set(available)) if available is not None else []
+            if missing:
+                if cls.name in explicit:
+                    problems.append(
+                        f"metric {cls.name} needs the {', '.join(missing)} set(s): manipulated training data "
+                        "(--manipulation badnets:… or confusion:…)"
+                    )
                 continue
             runnable.append(cls)
         audits = tuple(AUDITS.get(name) for name in self.audits)
@@ -327,7 +340,7 @@ class EvaluationSuite:
         """Evaluate ``models`` (role → module) on ``datasets``: plan, then per model a forward pass per split
         streamed into every metric, then the metric values, then the audits. ``cache`` remembers forward
         outputs and metric values across calls (``None``: nothing is remembered)."""
-        plan = plan or self.plan(models, split.is_classwise)
+        plan = plan or self.plan(models, split.is_classwise, available=datasets)
         timing, kept = _Timing(), _Kept()
         values: dict[str, dict[str, Any]] = {}
         diags: dict[str, dict[str, Any]] = {}
@@ -759,7 +772,7 @@ def evaluate(
         audit_options=dict(audit_options or {}),
         batch_size=batch_size,
     )
-    plan = suite.plan({**models.roles, **models.singles}, split.is_classwise, models.lists, explicit)
+    plan = suite.plan({**models.roles, **models.singles}, split.is_classwise, models.lists, explicit, datasets)
     problems = list(plan.problems)
     if "tow_to_retrained" in derived and r is None:
         problems.append("tow_to_retrained needs the retrained model")
