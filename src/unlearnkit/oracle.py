@@ -190,6 +190,7 @@ def train_or_load(
         "model": cfg,
         "split_spec": split.spec,
         "split_sha256": split.sha256,
+        "manipulation": getattr(bundle, "manipulation", None) or None,
         "seed": seed,
         "recipe": recipe.to_dict(),
         "accuracy_test": accuracy(net, bundle.test, device=dev),

@@ -31,6 +31,7 @@ from .records import RECORDS_FILE, make_readable, read_records
 from .stats import summarize
 
 GAP_KEYS = ("accuracy_forget", "accuracy_retain", "accuracy_test", "mia_efficacy_forget")
+MANIPULATION_KEYS = ("asr_test", "ic_confusion_test", "memorised_manipulated")
 ORIGINAL, RETRAINED = "Original", "Retrained (oracle)"
 
 
@@ -49,6 +50,9 @@ COLUMNS = (
     Column("accuracy_forget", "FA", gap=True),
     Column("accuracy_retain", "RA", gap=True),
     Column("accuracy_test", "TA", gap=True),
+    Column("asr_test", "ASR"),  # manipulated data only (a table shows these columns when a row has them)
+    Column("ic_confusion_test", "IC test"),
+    Column("memorised_manipulated", "Memorised"),
     Column("mia_efficacy_forget", "MIA-Eff.", gap=True),
     Column("avg_gap_to_retrained", "Avg. gap"),
     Column("avg_gap_of_means", "Avg. gap of means*", decimals=2),
@@ -101,10 +105,12 @@ def identity(rec: dict[str, Any]) -> dict[str, Any]:
     model = b.get("model") or _dig(rec, "model", "arch") or "?"
     if margs:
         model = f"{model}({', '.join(f'{k}={v}' for k, v in sorted(margs.items()))})"
+    forget = b.get("forget") or _forget_text(_dig(rec, "task", "forget", "spec"))
+    manipulation = b.get("manipulation") or _dig(rec, "task", "manipulation", "spec")
     return {
         "dataset": b.get("dataset") or _dig(rec, "task", "dataset") or "?",
         "model": model,
-        "forget": b.get("forget") or _forget_text(_dig(rec, "task", "forget", "spec")),
+        "forget": f"{forget} on {manipulation}" if manipulation else forget,
         "method": method,
         "label": b.get("label") or method,
         "seed": b.get("seed", rec.get("seed")),
@@ -323,10 +329,9 @@ def within_floor(row: Row) -> bool:
 
 def table_rows(sc: Scenario) -> tuple[list[str], list[dict[str, Any]]]:
     """Headers and rows (``{"label", "kind", "n", "cells"}``) of one scenario's table."""
-    headers = ["Method", "n", *[c.header for c in COLUMNS]]
-    rows = [
-        {"label": r.label, "kind": r.kind, "n": len(r.seeds), "cells": [cell(r, c) for c in COLUMNS]} for r in sc.rows
-    ]
+    cols = [c for c in COLUMNS if c.key not in MANIPULATION_KEYS or any(r.metrics.get(c.key) for r in sc.rows)]
+    headers = ["Method", "n", *[c.header for c in cols]]
+    rows = [{"label": r.label, "kind": r.kind, "n": len(r.seeds), "cells": [cell(r, c) for c in cols]} for r in sc.rows]
     return headers, rows
 
 

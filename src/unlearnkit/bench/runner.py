@@ -178,7 +178,8 @@ def run_bench(
             with _progress(show_bar, len(pending), console) as bar:
                 for i, status in enumerate(pending, 1):
                     run = status.run
-                    bar.describe(escape(f"{run.method.label} {run.forget.spec} s{run.seed}"))
+                    on = f" on {run.manipulation.split(':')[0]}" if run.manipulation else ""
+                    bar.describe(escape(f"{run.method.label} {run.forget.spec}{on} s{run.seed}"))
                     _do_run(run, runner, status, spec, device, data_dir, records_path, eval_cache)
                     tag = "[green]done[/]" if status.status == "done" else "[red]FAILED[/]"
                     extra = status.message if status.status == "failed" else _summary(status)
@@ -236,6 +237,7 @@ def _do_run(
             progress=False,
             noise_floor=run.seed == spec.seeds[0],
             eval_cache=eval_cache,
+            **({"manipulation": run.manipulation} if run.manipulation else {}),
         )
         record = getattr(result, "record", result)  # run_experiment returns an Experiment(record, unlearned, split)
         if not isinstance(record, dict):

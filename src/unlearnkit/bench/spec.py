@@ -11,6 +11,7 @@ A spec looks like this::
     models = ["small_cnn"]
     forget = ["class:0", "random:0.1"]
     seeds = [0, 1, 2]
+    manipulations = ["none", "badnets:rate=0.05,value=1"]   # optional: training-data manipulations (§5, §4.5)
 
     [model_args.resnet18]               # optional keyword arguments of one model
     width = 16
@@ -23,7 +24,8 @@ A spec looks like this::
 `load_spec` collects every problem (unknown keys, unknown names, wrong types, malformed forget specs, empty
 grid, bad method options) and raises one `ConfigError` listing them, one per line, before any compute.
 `plan_runs` expands the grid; each run carries a run key, the SHA-256 of (dataset, model, model_args, forget
-spec, method name, resolved overrides, seed), which is what makes a bench resumable.
+spec, method name, resolved overrides, seed, and the manipulation when there is one), which is what makes a bench
+resumable. ``poisoned`` forget specs run only on manipulated data (skipped, with the reason, on ``none``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from ..errors import ConfigError
 
 TOP_KEYS = ("name", "description", "metrics", "runner", "grid", "model_args", "methods")
 GRID_KEYS = ("datasets", "models", "forget", "seeds")
+OPTIONAL_GRID_KEYS = ("manipulations",)
 METHOD_KEYS = ("name", "set", "label")
 _SCALARS = (str, int, float, bool)
 
@@ -78,6 +81,7 @@ class BenchSpec:
     description: str = ""
     runner: str | None = None  # hidden: name of a registered runner (plugin entry point) replacing run_experiment
     source_text: str = ""  # the TOML as given (copied into the bench folder)
+    manipulations: tuple[str | None, ...] = (None,)  # canonical manipulation specs; None = the clean data
 
 
 @dataclass(frozen=True)
@@ -92,10 +96,12 @@ class Run:
     seed: int
     key: str
     skip_reason: str | None = None
+    manipulation: str | None = None
 
     @property
     def title(self) -> str:
-        return f"{self.dataset}/{self.model} {self.forget.spec} {self.method.label} seed {self.seed}"
+        on = f" on {self.manipulation}" if self.manipulation else ""
+        return f"{self.dataset}/{self.model} {self.forget.spec}{on} {self.method.label} seed {self.seed}"
 
     def describe(self) -> dict[str, Any]:
         """The JSON block stored with the record (``record["bench"]``) and in ``bench.json``."""
@@ -109,6 +115,7 @@ class Run:
             "label": self.method.label,
             "overrides": self.method.overrides,
             "seed": self.seed,
+            **({"manipulation": self.manipulation} if self.manipulation else {}),
         }
 
 
@@ -120,8 +127,9 @@ def run_key(
     method: str,
     overrides: Mapping[str, Any],
     seed: int,
+    manipulation: str | None = None,
 ) -> str:
-    """SHA-256 identifying one run; labels and spec order do not enter it."""
+    """SHA-256 identifying one run; labels and spec order do not enter it (nor an absent manipulation)."""
     return sha256_json(
         {
             "dataset": dataset,
@@ -131,6 +139,7 @@ def run_key(
             "method": method,
             "overrides": dict(sorted(overrides.items())),
             "seed": int(seed),
+            **({"manipulation": manipulation} if manipulation else {}),
         }
     )
 
@@ -244,12 +253,13 @@ def _validate(raw: dict[str, Any], base_dir: Path, problems: list[str], text: st
     models: list[str] = []
     forget: list[ForgetEntry] = []
     seeds: list[int] = []
+    manipulations: list[str | None] = [None]
     if grid is None:
         problems.append("grid: missing; add a [grid] table with datasets, models, forget and seeds")
     elif not isinstance(grid, dict):
         problems.append(f"grid: expected a table, got {_show(grid)}")
     else:
-        _unknown(grid, GRID_KEYS, "grid", problems)
+        _unknown(grid, GRID_KEYS + OPTIONAL_GRID_KEYS, "grid", problems)
         for key in GRID_KEYS:
             if key not in grid:
                 problems.append(f"grid.{key}: missing")
@@ -282,6 +292,10 @@ def _validate(raw: dict[str, Any], base_dir: Path, problems: list[str], text: st
         datasets, models = list(dict.fromkeys(datasets)), list(dict.fromkeys(models))
         if len({f.spec for f in forget}) != len(forget):
             problems.append("grid.forget: two entries name the same forget set")
+        if "manipulations" in grid:
+            manipulations = _manipulations(grid["manipulations"], problems)
+        if any(f.spec.startswith("poisoned") for f in forget) and not any(manipulations):
+            problems.append("grid.forget: poisoned forget specs need grid.manipulations (e.g. ['badnets:value=1'])")
 
     # --- model_args -----------------------------------------------------------------------------------
     model_args: dict[str, dict[str, Any]] = {}
@@ -321,7 +335,26 @@ def _validate(raw: dict[str, Any], base_dir: Path, problems: list[str], text: st
         description=description,
         runner=runner,
         source_text=text,
+        manipulations=tuple(manipulations),
     )
+
+
+def _manipulations(value: Any, problems: list[str]) -> list[str | None]:
+    """``grid.manipulations``: canonical specs (``"none"`` → None), each parsed now."""
+    from ..data.manipulations import parse_manipulation
+
+    texts = _str_list(value, "grid.manipulations", problems)
+    out: list[str | None] = []
+    for i, text in enumerate(texts or []):
+        try:
+            m = parse_manipulation(text)
+        except ConfigError as exc:
+            problems.append(f"grid.manipulations[{i}]: {exc}")
+            continue
+        out.append(str(m) if m is not None else None)
+    if len(set(out)) != len(out):
+        problems.append("grid.manipulations: two entries name the same manipulation")
+    return out or [None]
 
 
 def _forget_entry(text: str, base_dir: Path, where: str, problems: list[str]) -> ForgetEntry | None:
@@ -457,18 +490,21 @@ def plan_runs(spec: BenchSpec) -> list[Run]:
     for dataset in spec.datasets:
         for model in spec.models:
             margs = spec.model_args.get(model, {})
-            for forget in spec.forget:
-                for seed in spec.seeds:
-                    for m in spec.methods:
-                        kinds = METHODS.get(m.name).requires.split_kinds
-                        reason = None
-                        if forget.kind not in kinds:
-                            reason = (
-                                f"{m.name} supports only {'/'.join(sorted(kinds))} forgetting, "
-                                f"not {forget.kind} ({forget.spec})"
-                            )
-                        key = run_key(dataset, model, margs, forget.spec, m.name, m.overrides, seed)
-                        runs.append(Run(dataset, model, margs, forget, m, seed, key, reason))
+            for manip in spec.manipulations:
+                for forget in spec.forget:
+                    for seed in spec.seeds:
+                        for m in spec.methods:
+                            kinds = METHODS.get(m.name).requires.split_kinds
+                            reason = None
+                            if forget.kind not in kinds:
+                                reason = (
+                                    f"{m.name} supports only {'/'.join(sorted(kinds))} forgetting, "
+                                    f"not {forget.kind} ({forget.spec})"
+                                )
+                            if manip is None and forget.spec.startswith("poisoned"):
+                                reason = f"{forget.spec} needs manipulated data (this cell is the clean data)"
+                            key = run_key(dataset, model, margs, forget.spec, m.name, m.overrides, seed, manip)
+                            runs.append(Run(dataset, model, margs, forget, m, seed, key, reason, manip))
     return runs
 
 
