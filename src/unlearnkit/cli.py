@@ -70,26 +70,6 @@ def _manipulation(p: argparse.ArgumentParser, note: str = "") -> None:
     )
 
 
-def _audits(p: argparse.ArgumentParser, *, oracles: bool = True, note: str = "") -> None:
-    p.add_argument(
-        "--audits",
-        default=None,
-        metavar="LEVEL|NAMES",
-        help="audit level: none, standard (default: population MIAs, linear probe, CKA to retrained) or strong "
-        "(+ relearn time, oracle margins, U-LiRA-lite, competition ε; trains extra models through the cache and "
-        f"prints the cost first); or comma-separated audit names, -name drops one{note}",
-    )
-    if oracles:
-        p.add_argument(
-            "--oracles",
-            type=int,
-            default=None,
-            metavar="K",
-            help="train K ≥ 3 retrained oracles (cached) and score the unlearned model's per-example margins "
-            f"against their distribution (KLoM-style){note}",
-        )
-
-
 def _kv(items: Sequence[str] | None, what: str = "--set") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items or []:
@@ -157,7 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--original", default=None, help="original checkpoint, to report its metrics too")
     p.add_argument("--metrics", default=None, help="comma-separated metric or audit names (default: the default suite)")
     p.add_argument("--out", required=True, help="output folder for record.json")
-    _audits(p, oracles=False)
     _common(p)
 
     p = sub.add_parser(
@@ -176,51 +155,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model option, e.g. width=16")
     p.add_argument("--metrics", default=None, help="extra metric or audit names, comma-separated")
     p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<model>-<method>-<spec>-s<seed>)")
-    _audits(p)
     _manipulation(p)
     _no_cache(p)
     _common(p)
 
     p = sub.add_parser(
         "tune",
-        help="search a method's options (Optuna) against the retrained oracle on a validation split",
-        description="Search the method's [search] space (its preset file) with Optuna's TPE sampler, or every "
-        "--grid combination with --sampler grid, for the smallest avg gap to the retrained model on a "
-        "validation forget split (seed --validation-seed; use another class or random draw than the "
-        "benchmark's), averaged over originals --seeds (not benchmark seeds). A trial whose unlearning takes "
-        "more than --budget x the retraining time is pruned (or penalised). The study is stored in "
-        "--storage (default study.db beside --out) and resumes when run again. Prints the ranking and a TOML "
-        "preset block; with --out, writes both as JSON. Needs pip install 'unlearnkit[tune]'.",
+        help="grid-search a method's options against the retrained oracle on a validation split",
+        description="Rank every combination of --grid values by the avg gap to the retrained model on "
+        "a validation forget split (seed --validation-seed, away from the benchmark seeds), starting "
+        "from the method's preset. Prints the ranking and, with --out, writes it as JSON with a TOML "
+        "preset block for the best config.",
     )
     p.add_argument("--model", required=True, help="model name (see `unlearnkit list models`)")
-    p.add_argument("--forget", required=True, help="validation forget spec, e.g. class:2 or random:0.1")
+    p.add_argument("--forget", required=True, help="forget spec to validate on, e.g. class:5 or random:0.1")
     p.add_argument("--method", required=True, help="method name (see `unlearnkit list methods`)")
     p.add_argument(
         "--grid",
         action="append",
+        required=True,
         metavar="KEY=V1,V2,...",
-        help="values to try for one option (repeatable; replaces the [search] space; sampler grid by default)",
+        help="values to try for one option (repeatable; every combination is run)",
     )
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed override for every trial (repeatable)")
-    p.add_argument("--sampler", choices=("tpe", "grid"), default=None, help="tpe (default) or grid (with --grid)")
-    p.add_argument("--sampler-seed", type=_seed, default=0, help="seed of the sampler (default 0)")
-    p.add_argument("--n-trials", type=int, default=None, help="trials in the study in all (default 30; grid: all)")
-    p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
-    p.add_argument("--n-jobs", type=int, default=1, help="parallel trials (default 1)")
-    p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///<--out folder>/study.db)")
-    p.add_argument("--study-name", default=None, help="study name (default from method, data, split and seeds)")
-    p.add_argument(
-        "--budget",
-        default="auto",
-        help="unlearning time allowed, as a fraction of the retraining time (default 0.25 random, 0.10 class; "
-        "none: no budget)",
-    )
-    p.add_argument(
-        "--over-budget", choices=("prune", "penalise"), default="prune", help="what a trial over budget gets"
-    )
-    p.add_argument("--seeds", default="10,11", help="comma-separated original seeds averaged over (default 10,11)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed override for every config (repeatable)")
+    p.add_argument("--seeds", default="0", help="comma-separated model seeds averaged over (default 0)")
     p.add_argument("--validation-seed", type=_seed, default=100, help="seed of the validation split (default 100)")
-    p.add_argument("--out", default=None, help="write the ranking and the preset block here (JSON)")
+    p.add_argument("--out", default=None, help="write the ranking here (JSON)")
     _no_cache(p)
     _common(p)
 
@@ -239,7 +199,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="folder with the dataset files")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _manipulation(p, " (replaces the spec's grid.manipulations)")
-    _audits(p, note=" (replaces the spec's value)")
     _no_cache(p)
 
     p = sub.add_parser("report", help="tables, plots and report.html from a bench folder's records")
@@ -452,9 +411,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import write_record
     from .evaluation.checkpoints import evaluate_checkpoints
 
-    from .evaluation.levels import resolve_audits
-
-    resolve_audits(args.audits)  # an unknown audit name fails before any checkpoint is read
     _check_eval_checkpoints(args)
 
     record = evaluate_checkpoints(
@@ -467,7 +423,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         metrics=args.metrics,
         device=args.device,
         data_dir=args.data_dir,
-        audits=args.audits,
     )
     path = write_record(record, Path(args.out) / "record.json")
     task = record["task"]
@@ -550,8 +505,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         original_path=args.original,
         preset=args.preset,
-        audits=args.audits,
-        oracles=args.oracles or 0,
         manipulation=args.manipulation,
     )
     _print_record(exp.record)
@@ -563,12 +516,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ._io import write_json_atomic
-    from .tune import require_optuna, tune
+    from .pipeline import split_kind
+    from .tune import tune
 
-    require_optuna()  # before anything else: says how to install it
     grid = {k: [_num(v) for v in vals.split(",") if v.strip()] for k, vals in _kv(args.grid, "--grid").items()}
     base = {k: _num(v) for k, v in _kv(args.set).items()}
     try:
@@ -578,63 +529,49 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     bad = [s for s in seeds if not 0 <= s < 2**63]
     if bad:
         raise UnlearnkitError(f"--seeds must be integers in [0, 2^63), got {bad[0]}")
-    budget: Any = args.budget
-    if str(budget).lower() in ("none", "off", "inf"):
-        budget = None
-    elif budget != "auto":
-        try:
-            budget = float(budget)
-        except ValueError:
-            raise UnlearnkitError(f"--budget expects a fraction (e.g. 0.25), auto or none, got {budget!r}") from None
-    storage = args.storage
-    if storage is None and args.out:
-        storage = f"sqlite:///{Path(args.out).parent / 'study.db'}"
-    if storage and storage.startswith("sqlite:///"):
-        Path(storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    res = tune(
+    ranked = tune(
         args.method,
         args.dataset,
         args.model,
         args.forget,
-        grid or None,
+        grid,
         seeds=seeds,
         validation_seed=args.validation_seed,
         device=args.device,
         data_dir=args.data_dir,
         base=base,
-        sampler=args.sampler,
-        sampler_seed=args.sampler_seed,
-        n_trials=args.n_trials,
-        timeout=args.timeout,
-        n_jobs=args.n_jobs,
-        storage=storage,
-        study_name=args.study_name,
-        budget=budget,
-        over_budget=args.over_budget,
     )
-    rows = []
-    for t in res.trials:
-        gap = t["avg_gap"]
-        note = t.get("pruned_by") or t.get("failure") or ("penalised" if t.get("penalised") else "")
-        rows.append(
-            {
-                "trial": t["number"],
-                **t["config"],
-                "avg gap": "-" if gap is None else gap,
-                "state": t["state"],
-                "note": note,
-            }
-        )
     _print_table(
-        rows,
-        title=f"{res.method} on {res.dataset}/{res.model}, validation {res.forget} "
-        f"(split seed {res.validation_seed}, originals {args.seeds}), study {res.study_name}",
+        [{**cfg, "avg gap": gap} for cfg, gap in ranked],
+        title=f"{args.method} on {args.dataset}/{args.model}, validation {args.forget} "
+        f"(split seed {args.validation_seed}, model seeds {args.seeds})",
     )
-    block = res.preset_block()
-    print(f"\npreset block for src/unlearnkit/methods/presets/{res.method}.toml:\n{block}")
-    print(f"\nreproduce: {res.command()}")
+    best = {**base, **ranked[0][0]}
+    block = "\n".join(
+        [
+            f"[{args.dataset}.{args.model}.{split_kind(args.forget)}]",
+            f'source = "unlearnkit tune on {args.forget}, split seed {args.validation_seed}, '
+            f'model seeds {args.seeds}: avg gap {ranked[0][1]:.2f}"',
+        ]
+        + [f"{k} = {json.dumps(v)}" for k, v in best.items()]
+    )
+    print(f"\npreset block for src/unlearnkit/methods/presets/{args.method}.toml:\n{block}")
     if args.out:
-        write_json_atomic(args.out, res.to_json())
+        ranking = [{"config": c, "avg_gap": g if math.isfinite(g) else None} for c, g in ranked]  # inf: diverged
+        write_json_atomic(
+            args.out,
+            {
+                "method": args.method,
+                "dataset": args.dataset,
+                "model": args.model,
+                "forget": args.forget,
+                "validation_seed": args.validation_seed,
+                "seeds": seeds,
+                "base": base,
+                "ranking": ranking,
+                "preset_toml": block,
+            },
+        )
     return 0
 
 
@@ -718,17 +655,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         m = parse_manipulation(args.manipulation)
         spec = replace(spec, manipulations=(str(m) if m is not None else None,))
-    if args.audits is not None or args.oracles is not None:
-        from dataclasses import replace
-
-        from .bench.spec import check_audits
-
-        spec = replace(
-            spec,
-            audits=args.audits if args.audits is not None else spec.audits,
-            oracles=args.oracles if args.oracles is not None else spec.oracles,
-        )
-        check_audits(spec.audits, spec.oracles)
     try:
         result = run_bench(
             spec, args.out, device=args.device, data_dir=args.data_dir, progress=False if args.no_progress else None
