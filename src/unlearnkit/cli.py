@@ -70,6 +70,26 @@ def _manipulation(p: argparse.ArgumentParser, note: str = "") -> None:
     )
 
 
+def _audits(p: argparse.ArgumentParser, *, oracles: bool = True, note: str = "") -> None:
+    p.add_argument(
+        "--audits",
+        default=None,
+        metavar="LEVEL|NAMES",
+        help="audit level: none, standard (default: population MIAs, linear probe, CKA to retrained) or strong "
+        "(+ relearn time, oracle margins, U-LiRA-lite, competition ε; trains extra models through the cache and "
+        f"prints the cost first); or comma-separated audit names, -name drops one{note}",
+    )
+    if oracles:
+        p.add_argument(
+            "--oracles",
+            type=int,
+            default=None,
+            metavar="K",
+            help="train K ≥ 3 retrained oracles (cached) and score the unlearned model's per-example margins "
+            f"against their distribution (KLoM-style){note}",
+        )
+
+
 def _kv(items: Sequence[str] | None, what: str = "--set") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items or []:
@@ -137,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--original", default=None, help="original checkpoint, to report its metrics too")
     p.add_argument("--metrics", default=None, help="comma-separated metric or audit names (default: the default suite)")
     p.add_argument("--out", required=True, help="output folder for record.json")
+    _audits(p, oracles=False)
     _common(p)
 
     p = sub.add_parser(
@@ -155,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model option, e.g. width=16")
     p.add_argument("--metrics", default=None, help="extra metric or audit names, comma-separated")
     p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<model>-<method>-<spec>-s<seed>)")
+    _audits(p)
     _manipulation(p)
     _no_cache(p)
     _common(p)
@@ -199,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="folder with the dataset files")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _manipulation(p, " (replaces the spec's grid.manipulations)")
+    _audits(p, note=" (replaces the spec's value)")
     _no_cache(p)
 
     p = sub.add_parser("report", help="tables, plots and report.html from a bench folder's records")
@@ -410,7 +433,9 @@ def _print_record(record: dict[str, Any], title: str | None = None) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import write_record
     from .evaluation.checkpoints import evaluate_checkpoints
+    from .evaluation.levels import resolve_audits
 
+    resolve_audits(args.audits)  # an unknown audit name fails before any checkpoint is read
     _check_eval_checkpoints(args)
 
     record = evaluate_checkpoints(
@@ -423,6 +448,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         metrics=args.metrics,
         device=args.device,
         data_dir=args.data_dir,
+        audits=args.audits,
     )
     path = write_record(record, Path(args.out) / "record.json")
     task = record["task"]
@@ -505,6 +531,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         original_path=args.original,
         preset=args.preset,
+        audits=args.audits,
+        oracles=args.oracles or 0,
         manipulation=args.manipulation,
     )
     _print_record(exp.record)
@@ -655,6 +683,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         m = parse_manipulation(args.manipulation)
         spec = replace(spec, manipulations=(str(m) if m is not None else None,))
+    if args.audits is not None or args.oracles is not None:
+        from dataclasses import replace
+
+        from .bench.spec import check_audits
+
+        spec = replace(
+            spec,
+            audits=args.audits if args.audits is not None else spec.audits,
+            oracles=args.oracles if args.oracles is not None else spec.oracles,
+        )
+        check_audits(spec.audits, spec.oracles)
     try:
         result = run_bench(
             spec, args.out, device=args.device, data_dir=args.data_dir, progress=False if args.no_progress else None

@@ -87,6 +87,8 @@ def run_experiment(
     noise_floor: bool = True,
     eval_cache: EvaluationCache | None = None,
     manipulation: str | None = None,
+    audits: str | list[str] | None = None,
+    oracles: int = 0,
 ) -> Experiment:
     """Run one (dataset, model, forget spec, method, seed) experiment and return its record and model.
 
@@ -94,9 +96,15 @@ def run_experiment(
     ``manipulation`` (e.g. ``badnets:rate=0.05,value=1``, see `unlearnkit.data.manipulations`) manipulates the
     training data under ``seed`` first: the original learns it, and for ``poisoned`` forget specs the retrained
     oracle is trained on the clean remainder (every manipulated sample removed, known to the defender or not).
+    ``audits`` is an audit level (``none`` | ``standard``, the default | ``strong``) and/or audit names
+    (`unlearnkit.evaluation.levels.resolve_audits`); ``oracles`` = K ≥ 3 trains K retrained oracles (cached)
+    for the oracle-distribution margin score. The extra models strong audits need are trained through the model
+    cache after a cost estimate is printed (`unlearnkit.audit_models`).
     """
+    from .audit_models import plan_audit_models
     from .data.manipulations import parse_manipulation
     from .evaluation import evaluate
+    from .evaluation.levels import resolve_audits
 
     MODELS.get(model)
     manip = parse_manipulation(manipulation)
@@ -106,6 +114,10 @@ def run_experiment(
         raise ConfigError(f"forget spec {forget!r} needs manipulated data: pass --manipulation (manipulation=)")
     check_seed(seed)
     m = prepare_method(method, dataset, model, forget, overrides, preset)
+    audit_items = (audits.split(",") if isinstance(audits, str) else list(audits)) if audits else ["standard"]
+    if oracles and "oracle_margins" not in resolve_audits(audit_items):
+        audit_items.append("oracle_margins")
+    plan_audit_models(resolve_audits(audit_items), oracles)  # bad audit names or K fail here, before any compute
     if metrics:
         from .evaluation import resolve_selection
 
@@ -144,6 +156,10 @@ def run_experiment(
     result = run_method(m, original, UnlearnData.from_split(bundle, split), device=dev, seed=seed, progress=progress)
     unlearned, runtime = result.model, result.seconds
 
+    extra_models = _audit_models(
+        audit_items, oracles, m, bundle, model, split, oracle_split, original, retrained, unlearned, second, seed,
+        model_kwargs, dev, progress, runtime,
+    )  # fmt: skip
     _, preset_source = preset_config(method, bundle.info.name, model, split_kind(forget), preset)
     record = evaluate(
         unlearned,
@@ -162,6 +178,8 @@ def run_experiment(
         config=m.config.to_dict(),
         seed=seed,
         cache=eval_cache,
+        audits=audit_items,
+        extra_models=extra_models or None,
     )
     record.setdefault("method", {})["preset"] = preset_source
     record["model"]["kwargs"] = model_kwargs
@@ -198,6 +216,60 @@ def manipulate(
             bundle, model, None, seed=seed, model_kwargs=model_kwargs, device=device, progress=progress
         )
     return apply(bundle, m, seed, model=clean.model if clean else None, device=device)[0]
+
+
+def _audit_models(
+    audit_items: list[str],
+    oracles: int,
+    method: Method,
+    bundle: Any,
+    model: str,
+    split: Split,
+    oracle_split: Split,
+    original: nn.Module,
+    retrained: Any,
+    unlearned: nn.Module,
+    second: nn.Module | None,
+    seed: int,
+    model_kwargs: dict[str, Any],
+    device: Any,
+    progress: bool | None,
+    runtime: float,
+) -> dict[str, Any]:
+    """The extra models the selected audits need (strong level, ``oracles``); the cost is printed first."""
+    import sys
+
+    from .audit_models import build_audit_models, plan_audit_models
+    from .evaluation.levels import resolve_audits
+
+    plan = plan_audit_models(
+        resolve_audits(audit_items),
+        oracles,
+        method_kinds=sorted(type(method).requires.split_kinds),
+        train_seconds=retrained.meta.get("wall_seconds"),
+        unlearn_seconds=runtime,
+    )
+    if not (plan.oracles or plan.unlearned_runs or plan.shadows):
+        return {}
+    print(f"unlearnkit: {plan.describe()}", file=sys.stderr)
+    for note in plan.notes:
+        print(f"unlearnkit: {note}", file=sys.stderr)
+    return build_audit_models(
+        plan,
+        bundle=bundle,
+        model=model,
+        split=split,
+        oracle_split=oracle_split,
+        method=method,
+        original=original,
+        retrained=retrained.model,
+        unlearned=unlearned,
+        noise_floor_model=second,
+        seed=seed,
+        model_kwargs=model_kwargs,
+        device=device,
+        progress=progress,
+    )
 
 
 def load_original(

@@ -84,7 +84,7 @@ def avg_gap(
         from .evaluation import evaluate
     except ImportError:  # pragma: no cover - the evaluation package is part of unlearnkit
         return _simple_avg_gap(unlearned, retrained, bundle, split, device)
-    record = evaluate(unlearned, bundle, split, retrained=retrained, device=device, cache=cache)
+    record = evaluate(unlearned, bundle, split, retrained=retrained, device=device, cache=cache, audits="none")
     gap = record.get("gaps_to_retrained", {}).get("avg_gap_to_retrained")
     if gap is None or not math.isfinite(gap):
         return _simple_avg_gap(unlearned, retrained, bundle, split, device)

@@ -238,6 +238,8 @@ def _do_run(
             noise_floor=run.seed == spec.seeds[0],
             eval_cache=eval_cache,
             **({"manipulation": run.manipulation} if run.manipulation else {}),
+            **({"audits": spec.audits} if spec.audits is not None else {}),
+            **({"oracles": spec.oracles} if spec.oracles else {}),
         )
         record = getattr(result, "record", result)  # run_experiment returns an Experiment(record, unlearned, split)
         if not isinstance(record, dict):

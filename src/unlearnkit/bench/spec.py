@@ -5,6 +5,8 @@ A spec looks like this::
     name = "fashion_mnist"              # optional, shown in the report
     description = "…"                   # optional
     metrics = ["mia_efficacy_forget"]   # optional: extra metrics/audits for every run
+    audits = "standard"                 # optional: none | standard (default) | strong, or audit names
+    oracles = 4                         # optional: K ≥ 3 retrained oracles per split (oracle-margin score)
 
     [grid]
     datasets = ["fashion_mnist"]
@@ -41,7 +43,7 @@ from typing import Any, Protocol
 from .._io import sha256_json
 from ..errors import ConfigError
 
-TOP_KEYS = ("name", "description", "metrics", "runner", "grid", "model_args", "methods")
+TOP_KEYS = ("name", "description", "metrics", "audits", "oracles", "runner", "grid", "model_args", "methods")
 GRID_KEYS = ("datasets", "models", "forget", "seeds")
 OPTIONAL_GRID_KEYS = ("manipulations",)
 METHOD_KEYS = ("name", "set", "label")
@@ -82,6 +84,8 @@ class BenchSpec:
     runner: str | None = None  # hidden: name of a registered runner (plugin entry point) replacing run_experiment
     source_text: str = ""  # the TOML as given (copied into the bench folder)
     manipulations: tuple[str | None, ...] = (None,)  # canonical manipulation specs; None = the clean data
+    audits: str | None = None  # audit level / names of every run (None: the runner's default, standard)
+    oracles: int = 0  # K retrained oracles per split for the oracle-distribution score (0: none)
 
 
 @dataclass(frozen=True)
@@ -241,6 +245,17 @@ def _validate(raw: dict[str, Any], base_dir: Path, problems: list[str], text: st
             except ConfigError as exc:
                 problems.append(f"runner: {exc}")
 
+    audits = raw.get("audits")
+    if audits is not None and not isinstance(audits, str):
+        problems.append(
+            f"audits: expected a level (none, standard, strong) or comma-separated names, got {_show(audits)}"
+        )
+        audits = None
+    oracles = raw.get("oracles", 0)
+    try:
+        check_audits(audits, oracles)
+    except ConfigError as exc:
+        problems.append(f"audits/oracles: {exc}")
     metrics = None
     if "metrics" in raw:
         metrics = _str_list(raw["metrics"], "metrics", problems)
@@ -336,6 +351,8 @@ def _validate(raw: dict[str, Any], base_dir: Path, problems: list[str], text: st
         runner=runner,
         source_text=text,
         manipulations=tuple(manipulations),
+        audits=audits,
+        oracles=oracles,
     )
 
 
@@ -379,6 +396,14 @@ def _forget_entry(text: str, base_dir: Path, where: str, problems: list[str]) ->
         problems.append(f"{where}: 'none' forgets nothing; use class:K, random:F or indices:FILE")
         return None
     return ForgetEntry(spec=str(parsed), arg=arg, kind="class" if parsed.kind == "class" else "random")
+
+
+def check_audits(audits: str | None, oracles: Any) -> None:
+    """Raise `ConfigError` for an unknown audit level / name or a bad oracle count (K = 0 or K ≥ 3)."""
+    from ..audit_models import plan_audit_models
+    from ..evaluation.levels import resolve_audits
+
+    plan_audit_models(resolve_audits(audits), oracles)
 
 
 def _check_metrics(metrics: list[str], problems: list[str]) -> None:

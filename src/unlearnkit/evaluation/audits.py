@@ -156,12 +156,26 @@ def _audit_info(
 def _audit_population(ctx: AuditContext) -> dict[str, Any]:
     nonmember = "test_forgotten_classes" if ctx.split.is_classwise else "test"
     attacks = tuple(ctx.options.get("attacks", POPULATION_ATTACKS))
+    roc_attack = str(ctx.options.get("roc_attack", "loss"))
     per = {}
+    rocs = {}
     for role in ctx.models:
         lf, yf = ctx.logits[(role, "forget")]
         ln, yn = ctx.logits[(role, nonmember)]
         per[role] = population_mias(lf, yf, ln, yn, attacks)
-    return {"per_model": per, "extras": {"nonmember_set": nonmember, "attacks": list(attacks)}}
+        fpr, tpr, _ = F.binary_roc(mia.attack_scores(roc_attack, lf, yf), mia.attack_scores(roc_attack, ln, yn))
+        rocs[role] = roc_points(fpr, tpr)
+    extras = {"nonmember_set": nonmember, "attacks": list(attacks), "roc_attack": roc_attack, "roc": rocs}
+    return {"per_model": per, "extras": extras}
+
+
+def roc_points(fpr: Any, tpr: Any, n: int = 64) -> dict[str, list[float]]:
+    """A ROC curve thinned for the record: the upper envelope at ``n`` FPRs, log-spaced from 1e-4 to 1 (plus 0)."""
+    fpr, tpr = np.asarray(fpr, np.float64), np.asarray(tpr, np.float64)
+    grid = np.concatenate([[0.0], np.logspace(-4, 0, n)])
+    idx = np.searchsorted(fpr, grid, side="right") - 1  # the last ROC point with FPR ≤ grid value
+    best = np.maximum.accumulate(tpr)[np.clip(idx, 0, len(tpr) - 1)]
+    return {"fpr": [round(float(x), 6) for x in grid], "tpr": [round(float(x), 6) for x in best]}
 
 
 _register(
@@ -183,7 +197,7 @@ _register(
                 ),
             )
         ),
-        options=("attacks",),
+        options=("attacks", "roc_attack"),
     )
 )
 

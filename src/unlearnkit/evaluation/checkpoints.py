@@ -67,6 +67,7 @@ def evaluate_checkpoints(
     metrics: str | Sequence[str] | None = None,
     device: str = "auto",
     data_dir: str | None = None,
+    audits: str | Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate an unlearned checkpoint against the retrained one (and the original) and return the record.
 
@@ -100,6 +101,7 @@ def evaluate_checkpoints(
         original=load_model(original, expect=expect) if original else None,
         retrained=load_model(retrained, expect=expect),
         metrics=metrics,
+        audits=audits,
         device=device,
         runtime_seconds=runtime,
         runtime_setup_seconds=setup,

@@ -150,6 +150,7 @@ def build_record(
     timing: dict[str, Any],
     infos: Mapping[str, MetricInfo],
     model_name: str | None = None,
+    audits_skipped: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Assemble the §8.2 record from a suite result (used by `evaluate`); ``infos`` gives ``metric_meta``."""
     from .. import __version__
@@ -228,6 +229,7 @@ def build_record(
             "kl": {"direction": "retrained||model", "sets": ["forget"]},
             "metrics": list(streamed),
             "audits": list(audits),
+            "audits_skipped": dict(audits_skipped or {}),
         },
         "seed": int(seed),
         "models": rec_models,

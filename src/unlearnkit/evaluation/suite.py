@@ -23,6 +23,7 @@ from torch import nn
 from ..errors import ConfigError, DivergenceError, IncompatibleError
 from .audits import AUDITS, Audit, AuditContext
 from .cache import Batch, EvaluationCache, ForwardKey, ValuesKey
+from .levels import EXTRA_HELP, applicable_audits, split_audits
 from .metrics import (
     AVG_GAP_BASE,
     DERIVED_KEYS,
@@ -304,7 +305,9 @@ class EvaluationSuite:
         for a in audits:
             problems += [f"audit {a.name} needs the {r} model (pass {r}=)" for r in sorted(a.needs_models - roles)]
             problems += [
-                f"audit {a.name} needs extra_models[{e!r}]" for e in a.needs_extra if not (extra_models or {}).get(e)
+                f"audit {a.name} needs extra_models[{e!r}]: {EXTRA_HELP.get(e, 'pass it to evaluate')}"
+                for e in a.needs_extra
+                if not (extra_models or {}).get(e)
             ]
             if a.classwise_only and not classwise:
                 problems.append(f"audit {a.name} needs class-wise forgetting")
@@ -709,6 +712,7 @@ def evaluate(
     mia_flavour: str = "svc_confidence",
     reproduce: bool = False,
     audit_options: Mapping[str, Mapping[str, Any]] | None = None,
+    audits: str | Sequence[str] | None = None,
     batch_size: int = 1024,
     retrained_split_sha256: str | None = None,
     model_name: str | None = None,
@@ -740,6 +744,10 @@ def evaluate(
         mia_flavour: MIA number inside the Avg. Gap: ``svc_confidence`` (SalUn) or ``entropy_logreg`` (SFR-on).
         reproduce: reproduce published bugs (the m_entropy feature).
         audit_options: per-audit options, e.g. ``{"relearn_time": {"max_steps": 200}}``.
+        audits: audit level ``none`` | ``standard`` | ``strong`` and/or audit names (see
+            `unlearnkit.evaluation.levels.resolve_audits`); ``None`` is ``standard`` (population MIAs, linear
+            probe, CKA to retrained). Audits of a level that cannot run here (no retrained model, no extra
+            models) are skipped and listed in ``evaluation_config.audits_skipped``; named ones are refused.
         batch_size: evaluation batch size.
         retrained_split_sha256: split digest the retrained model was trained for; refused if it differs.
         model_name: architecture name for the record (default: from the model's config).
@@ -759,6 +767,13 @@ def evaluate(
         explicit = {n.strip() for n in (metrics.split(",") if isinstance(metrics, str) else metrics)}
     models = _collect_models(unlearned, original, retrained, extra_models, noise_floor)
     r = models.roles.get("retrained")
+    level_audits, named_audits = split_audits(audits)
+    named_audits = list(dict.fromkeys([*audit_names, *named_audits]))
+    all_models = {**models.roles, **models.singles}
+    level_audits, audits_skipped = applicable_audits(
+        [a for a in level_audits if a not in named_audits], all_models, models.lists, split.is_classwise, all_models
+    )
+    audit_names = [*level_audits, *named_audits]
 
     # ---- checks before any compute
     datasets = eval_datasets(bundle, split)
@@ -831,6 +846,7 @@ def evaluate(
         timing=timing,
         model_name=model_name,
         infos=metric_infos(),
+        audits_skipped=audits_skipped,
     )
 
 
