@@ -27,6 +27,10 @@ from typing import Any
 
 from .._io import write_json_atomic, write_text_atomic
 from ..errors import ConfigError, MissingDependencyError
+from .audit_report import audit_section, roc_figure, score_histograms
+from .audit_report import markdown as audit_markdown
+from .audit_report import notes as audit_notes
+from .audit_report import table as audit_table
 from .records import RECORDS_FILE, make_readable, read_records
 from .stats import summarize
 
@@ -187,6 +191,11 @@ class Scenario:
     n_records: int
     devices: list[str]
     mia_flavours: list[str]
+    audits: Any = None  # an `audit_report.AuditSection` when the records hold audits
+
+    @property
+    def classwise(self) -> bool:
+        return self.forget.startswith("class:")
 
     @property
     def title(self) -> str:
@@ -284,7 +293,9 @@ def aggregate(records: list[dict[str, Any]]) -> list[Scenario]:
                 if _dig(r, "evaluation_config", "mia_flavour")
             }
         )
-        scenarios.append(Scenario(dataset, model, forget, rows, len(recs), devices, flavours))
+        sc = Scenario(dataset, model, forget, rows, len(recs), devices, flavours)
+        sc.audits = audit_section(recs, sc.classwise)
+        scenarios.append(sc)
     return scenarios
 
 
@@ -370,6 +381,8 @@ def markdown_tables(scenarios: list[Scenario]) -> str:
         for r in rows:
             out.append("| " + " | ".join([r["label"].replace("|", "\\|"), str(r["n"]), *r["cells"]]) + " |")
         out += [""] + [f"- {n}" for n in footnotes(sc)] + [""]
+        if sc.audits is not None:
+            out += [audit_markdown(sc.audits, sc.classwise)]
     return "\n".join(out)
 
 
@@ -498,6 +511,7 @@ def render_html(
     title: str,
     n_records: int,
     skipped: list[dict[str, Any]] | None = None,
+    audit_images: dict[str, list[tuple[str, bytes]]] | None = None,
 ) -> str:
     """The self-contained page: tables as HTML and images as ``data:image/png;base64,…`` URIs."""
     jinja2 = _need("jinja2")
@@ -515,6 +529,7 @@ def render_html(
                 "headers": headers,
                 "rows": rows,
                 "footnotes": footnotes(sc),
+                "audits": _audits_html(sc, (audit_images or {}).get(sc.slug, [])),
                 "images": [
                     {"title": t, "src": "data:image/png;base64," + base64.b64encode(png).decode()}
                     for t, png in images.get(sc.slug, [])
@@ -528,6 +543,19 @@ def render_html(
         sections=sections,
         skipped=skipped or [],
     )
+
+
+def _audits_html(sc: Scenario, images: list[tuple[str, bytes]]) -> dict[str, Any] | None:
+    """The template's audits block of one scenario (None without audits in the records)."""
+    if sc.audits is None:
+        return None
+    headers, rows = audit_table(sc.audits)
+    return {
+        "headers": headers,
+        "rows": rows,
+        "notes": audit_notes(sc.audits, sc.classwise),
+        "images": [{"title": t, "src": "data:image/png;base64," + base64.b64encode(png).decode()} for t, png in images],
+    }
 
 
 def build_report(bench_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
@@ -557,6 +585,7 @@ def build_report(bench_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     ]
 
     images: dict[str, list[tuple[str, bytes]]] = {}
+    audit_images: dict[str, list[tuple[str, bytes]]] = {}
     (out / "plots").mkdir(exist_ok=True)
     for sc in scenarios:
         figs: list[tuple[str, str, Callable[[Scenario], bytes | None]]] = [
@@ -570,6 +599,15 @@ def build_report(bench_dir: str | os.PathLike, out_dir: str | os.PathLike | None
                 continue
             (out / "plots" / f"{sc.slug}_{name}.png").write_bytes(png)
             images.setdefault(sc.slug, []).append((caption, png))
+        if sc.audits is not None:
+            audit_figs = [
+                ("audit_roc", "Membership inference: ROC on log-log axes", roc_figure(sc.audits, sc.title)),
+                ("audit_scores", "Per-example scores", score_histograms(sc.audits, sc.title)),
+            ]
+            for name, caption, png in audit_figs:
+                if png is not None:
+                    (out / "plots" / f"{sc.slug}_{name}.png").write_bytes(png)
+                    audit_images.setdefault(sc.slug, []).append((caption, png))
 
     skipped = _skipped(path.parent)
     spec_name = _spec_name(path.parent)
@@ -579,6 +617,7 @@ def build_report(bench_dir: str | os.PathLike, out_dir: str | os.PathLike | None
         title=f"unlearnkit benchmark{': ' + spec_name if spec_name else ''}",
         n_records=len(records),
         skipped=skipped,
+        audit_images=audit_images,
     )
     written.append(write_text_atomic(out / "report.html", html))
     make_readable(written)
