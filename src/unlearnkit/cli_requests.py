@@ -1,0 +1,221 @@
+"""The CLI verbs for deletion requests: ``unlearnkit request init|add|list|apply|verify`` and ``unlearnkit unlearn``.
+
+Kept apart from `unlearnkit.cli` (which registers them): argparse definitions and handlers only, the work is done
+by `unlearnkit.ledger` and `unlearnkit.runner`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+def _kv(items: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _indices(text: str) -> list[int]:
+    """``3,17,42`` or ``10-20`` ranges, or ``@FILE`` (one index per line or a JSON list)."""
+    items: list[Any] = []
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise ConfigError(f"--indices file {path} does not exist")
+        raw = path.read_text(encoding="utf-8").strip()
+        items = json.loads(raw) if raw.startswith("[") else raw.split()
+    else:
+        for part in text.split(","):
+            lo, dash, hi = part.strip().partition("-")
+            try:
+                if dash and lo:
+                    items.extend(range(int(lo), int(hi) + 1))
+                elif part.strip():
+                    items.append(part.strip())
+            except ValueError:
+                raise ConfigError(f"--indices must be integers (e.g. 3,17,40-49 or @file), got {text!r}") from None
+    try:
+        return [int(i) for i in items]
+    except (TypeError, ValueError):
+        raise ConfigError(f"--indices must be integers (e.g. 3,17,40-49 or @file), got {text!r}") from None
+
+
+def add_parsers(sub: Any) -> None:
+    """Add the ``request`` and ``unlearn`` verbs to the main parser's subcommands."""
+    p = sub.add_parser(
+        "request",
+        help="deletion requests against a model directory: init, add, list, apply, verify",
+        description="A model directory holds model.safetensors and a tamper-evident ledger of deletion "
+        "requests (ledger.db, or --db URL). `apply` batches the pending requests, runs the method (sisa for a "
+        "SISA model), audits the result and swaps the new model in atomically.",
+    )
+    rs = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = rs.add_parser("init", help="register the model.safetensors of DIR and its training dataset")
+    q.add_argument("dir", help="model directory")
+    q.add_argument("--dataset", required=True, help="the dataset the model was trained on")
+    _dir_opts(q)
+    q = rs.add_parser("add", help="record a deletion request (training indices or class:K)")
+    q.add_argument("dir", help="model directory")
+    q.add_argument("--subject", required=True, help="who or what the request is about")
+    q.add_argument("--indices", default=None, help="training indices: 3,17,40-49 or @FILE")
+    q.add_argument("--spec", default=None, help="a class-wise request, e.g. class:3")
+    q.add_argument("--id", default=None, help="request id (default req-NNNNNN); must be new")
+    _dir_opts(q)
+    q = rs.add_parser("list", help="list the requests and applications")
+    q.add_argument("dir", help="model directory")
+    q.add_argument("--format", choices=("table", "json"), default="table")
+    _dir_opts(q)
+    q = rs.add_parser("apply", help="apply every pending request (one batch), audit, swap the model in")
+    q.add_argument("dir", help="model directory")
+    q.add_argument("--method", default=None, help="method (default: sisa for a SISA model)")
+    q.add_argument("--set", action="append", metavar="KEY=VALUE", help="method option (repeatable)")
+    q.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the method's run (default 0)")
+    q.add_argument("--no-audit", action="store_true", help="skip the audit (accuracies, MIA) of the new model")
+    _dir_opts(q)
+    q = rs.add_parser("verify", help="check the ledger's hash chain and the model file's hash")
+    q.add_argument("dir", help="model directory")
+    _dir_opts(q)
+
+    p = sub.add_parser(
+        "unlearn",
+        help="unlearn a forget set from your checkpoint; audit it without a retrained model",
+        description="Your checkpoint + a forget spec (+ the data) -> unlearned.safetensors and audit.json: "
+        "forget/retain/test accuracy, MIA efficacy, population MIAs (forget vs held-out test) and the change "
+        "from the original. No retrained model is trained.",
+    )
+    p.add_argument("checkpoint", help="the trained model (.safetensors written by unlearnkit, or a SISA model)")
+    p.add_argument("--dataset", required=True, help="the dataset it was trained on")
+    p.add_argument("--forget", required=True, help="forget spec: class:3, random:0.01, indices:FILE")
+    p.add_argument("--method", required=True, help="method name (see `unlearnkit list methods`)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="method option (repeatable)")
+    p.add_argument("--out", required=True, help="output folder (unlearned.safetensors, audit.json)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the run (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--data-dir", default=None, help="folder with the dataset files")
+
+
+def _dir_opts(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--db", default=None, help="SQLAlchemy URL of the ledger (default sqlite: DIR/ledger.db)")
+    q.add_argument("--data-dir", default=None, help="folder with the dataset files")
+
+
+def cmd_request(args: argparse.Namespace) -> int:
+    from .ledger import ModelDirectory
+
+    if args.action == "init":
+        d = ModelDirectory.create(args.dir, dataset=args.dataset, data_dir=args.data_dir, url=args.db)
+        print(f"registered {d.model_path} (sha256 {d.current_sha()[:16]}…) with dataset {args.dataset}")
+        return 0
+    d = ModelDirectory(args.dir, url=args.db)
+    if args.action == "add":
+        if (args.indices is None) == (args.spec is None):
+            raise ConfigError("pass --indices or --spec (one of them)")
+        req = d.add(
+            args.subject,
+            indices=_indices(args.indices) if args.indices is not None else None,
+            spec=args.spec,
+            request_id=args.id,
+            data_dir=args.data_dir,
+        )
+        print(f"added {req.id}: {len(req.indices)} training indices, pending")
+        return 0
+    if args.action == "list":
+        reqs, apps = d.ledger.requests_list(), d.ledger.applications_list()
+        if args.format == "json":
+            from dataclasses import asdict
+
+            print(json.dumps({"requests": [asdict(r) for r in reqs], "applications": [asdict(a) for a in apps]}))
+            return 0
+        for r in reqs:
+            shown = r.spec or f"{len(r.indices)} indices"
+            print(f"{r.id:16s} {r.status:8s} {r.received}  {r.subject}  ({shown})")
+        for a in apps:
+            print(
+                f"applied {a.applied} {a.method:8s} {a.model_before[:12] or '-':12s} -> "
+                f"{a.model_after[:12]}  {a.requests}"
+            )
+        return 0
+    if args.action == "apply":
+        res = d.apply(
+            args.method,
+            config=_kv(args.set),
+            device=args.device,
+            seed=args.seed,
+            data_dir=args.data_dir,
+            audit=not args.no_audit,
+        )
+        if res is None:
+            print("no pending request")
+            return 0
+        cost = res.audit.get("cost") or {}
+        extra = f", {cost['sample_fraction']:.1%} of a full retrain's sample-passes" if cost else ""
+        print(
+            f"applied {len(res.applied)} requests with {res.method} in {res.seconds:.1f} s{extra}; "
+            f"model {res.model_before[:12]} -> {res.model_after[:12]}"
+        )
+        return 0
+    if args.action == "verify":
+        v = d.verify()
+        if v.ok:
+            print(f"ok: {v.rows} ledger rows chained, model.safetensors matches the last application")
+            return 0
+        for p in v.problems:
+            print(f"unlearnkit request verify: {p}", file=sys.stderr)
+        return 1
+    raise ConfigError(f"unknown request action {args.action!r}")
+
+
+def cmd_unlearn(args: argparse.Namespace) -> int:
+    from ._io import check_output_dir, write_dir_atomic, write_json_atomic
+    from .data import load_dataset, split_for
+    from .ledger import audit_without_retrain
+    from .methods import create_method
+    from .methods.base import UnlearnData
+    from .models import load_model, save_model
+    from .runner import run_method
+    from .sisa import SISAEnsemble, is_sisa_checkpoint, load_sisa, save_sisa
+
+    out = check_output_dir(args.out)
+    method = create_method(args.method, **_kv(args.set))  # bad options fail before any data is read
+    if not Path(args.checkpoint).is_file():
+        raise ConfigError(f"checkpoint {args.checkpoint} does not exist")
+    bundle = load_dataset(args.dataset, args.data_dir)
+    split = split_for(bundle, args.forget, args.seed)
+    if is_sisa_checkpoint(args.checkpoint):
+        model: Any = load_sisa(args.checkpoint)
+    else:
+        model = load_model(args.checkpoint, expect={"num_classes": bundle.info.num_classes})
+    res = run_method(method, model, UnlearnData.from_split(bundle, split), device=args.device, seed=args.seed)
+    unlearned = res.model.cpu()
+    audit = audit_without_retrain(unlearned, bundle, split, original=model, device=args.device)
+    audit["runtime_seconds"] = res.seconds
+    audit["method"] = {"name": method.name, "config": method.config.to_dict()}
+    audit["split"] = split.to_dict() if hasattr(split, "to_dict") else None
+
+    def fill(tmp: Path) -> None:
+        if isinstance(unlearned, SISAEnsemble):
+            save_sisa(unlearned, tmp / "unlearned.safetensors")
+        else:
+            save_model(unlearned, tmp / "unlearned.safetensors")
+        write_json_atomic(tmp / "audit.json", audit)
+
+    write_dir_atomic(out, fill, last="audit.json")
+    u = audit.get("unlearned", {})
+    print(
+        f"{method.name}: {res.seconds:.1f} s; forget acc {u.get('accuracy_forget', float('nan')):.1f}, retain acc "
+        f"{u.get('accuracy_retain', float('nan')):.1f}, test acc {u.get('accuracy_test', float('nan')):.1f}, "
+        f"MIA efficacy {u.get('mia_efficacy_forget', float('nan')):.1f}"
+    )
+    print(f"wrote {out}/unlearned.safetensors, audit.json")
+    return 0

@@ -1,0 +1,664 @@
+"""A tamper-evident ledger of deletion requests beside a model, and the model directory that applies them.
+
+A *model directory* holds ``model.safetensors`` (the current model: a plain checkpoint or a SISA ensemble) and,
+by default, ``ledger.db`` (SQLite). Any SQLAlchemy URL works instead (``postgresql://…``), with the same code.
+
+Two tables, one hash chain (ordered by ``seq``, shared by both tables):
+
+* ``requests``: id, subject, the selected training ``indices`` (and the ``spec`` they came from), received time,
+  status (``pending`` / ``applied``);
+* ``applications``: the request ids applied together, method, config, model SHA-256 before and after, the audit
+  record, applied time. The first application (method ``init``) registers the initial model and the dataset.
+
+Each row stores ``prev_hash`` (the previous row's hash) and ``row_hash`` = SHA-256 of its canonical JSON (every
+field but ``status``, plus ``prev_hash``). `Ledger.verify` recomputes the chain, checks each status against the
+applications, and checks that the model file's SHA-256 is the last application's ``model_after``: an edit of any
+past row, a deleted row, or a swapped model file is reported.
+
+`ModelDirectory.apply` batches the pending requests under an exclusive lock (a file lock on the directory and a
+write transaction that re-checks the requests are still pending and the model is still the recorded one), writes
+the new model to a staged file, commits the application, then swaps the staged file in with one rename. A crash
+before the commit leaves the previous model and the requests pending; a crash between commit and rename is
+rolled forward by the next command (the staged file carries the committed hash).
+
+SQLAlchemy is an optional extra (``pip install 'unlearnkit[ledger]'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, IncompatibleError, MissingDependencyError, UnlearnkitError
+
+MODEL_FILE = "model.safetensors"
+LEDGER_FILE = "ledger.db"
+LOCK_FILE = ".apply.lock"
+HEAD_FILE = "ledger.head"
+STAGED_PREFIX = ".staged-"
+#: Test hook: seconds `ModelDirectory.apply` sleeps after computing the new model and before committing it.
+SLEEP_ENV = "UNLEARNKIT_LEDGER_TEST_SLEEP"
+GENESIS = "0" * 64
+
+
+class LedgerError(UnlearnkitError, ValueError):
+    """The ledger is damaged, was edited, or does not match the model file."""
+
+
+def _sa() -> Any:
+    try:
+        import sqlalchemy
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "the deletion-request ledger needs SQLAlchemy: pip install 'unlearnkit[ledger]' (or sqlalchemy>=2)"
+        ) from exc
+    return sqlalchemy
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds")
+
+
+def _canon(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def _row_hash(table: str, fields: dict[str, Any]) -> str:
+    return hashlib.sha256(_canon({"table": table, **fields}).encode()).hexdigest()
+
+
+_REQ_FIELDS = ("seq", "id", "subject", "indices", "spec", "received", "prev_hash")
+_APP_FIELDS = ("seq", "requests", "method", "config", "model_before", "model_after", "audit", "applied", "prev_hash")
+
+
+@dataclass(frozen=True)
+class Request:
+    seq: int
+    id: str
+    subject: str
+    indices: list[int]
+    spec: str | None
+    received: str
+    status: str
+
+
+@dataclass(frozen=True)
+class Application:
+    seq: int
+    requests: list[str]
+    method: str
+    config: dict[str, Any]
+    model_before: str
+    model_after: str
+    audit: dict[str, Any]
+    applied: str
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    rows: int = 0
+
+
+# ------------------------------------------------------------------------------------------------ ledger
+class Ledger:
+    """The two chained tables in a database given by a SQLAlchemy URL (``sqlite:///path`` by default)."""
+
+    def __init__(self, url: str) -> None:
+        sa = _sa()
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kw: dict[str, Any] = {"connect_args": {"timeout": 60}} if self.is_sqlite else {}
+        self.engine = sa.create_engine(url, **kw)
+        if self.is_sqlite:
+            # take the write lock at BEGIN (BEGIN IMMEDIATE), so two writers serialise instead of failing late
+            @sa.event.listens_for(self.engine, "connect")
+            def _connect(dbapi_conn: Any, _: Any) -> None:
+                dbapi_conn.isolation_level = None
+
+            @sa.event.listens_for(self.engine, "begin")
+            def _begin(conn: Any) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        md = sa.MetaData()
+        self.requests = sa.Table(
+            "requests",
+            md,
+            sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("id", sa.String(200), nullable=False, unique=True),
+            sa.Column("subject", sa.Text, nullable=False),
+            sa.Column("indices", sa.Text, nullable=False),
+            sa.Column("spec", sa.Text),
+            sa.Column("received", sa.String(40), nullable=False),
+            sa.Column("status", sa.String(20), nullable=False),
+            sa.Column("prev_hash", sa.String(64), nullable=False),
+            sa.Column("row_hash", sa.String(64), nullable=False),
+        )
+        self.applications = sa.Table(
+            "applications",
+            md,
+            sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("requests", sa.Text, nullable=False),
+            sa.Column("method", sa.String(100), nullable=False),
+            sa.Column("config", sa.Text, nullable=False),
+            sa.Column("model_before", sa.String(64), nullable=False),
+            sa.Column("model_after", sa.String(64), nullable=False),
+            sa.Column("audit", sa.Text, nullable=False),
+            sa.Column("applied", sa.String(40), nullable=False),
+            sa.Column("prev_hash", sa.String(64), nullable=False),
+            sa.Column("row_hash", sa.String(64), nullable=False),
+        )
+        md.create_all(self.engine)
+
+    # --- transactions ------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Any]:
+        """A write transaction holding the ledger's write lock (SQLite: BEGIN IMMEDIATE; others: table locks)."""
+        with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                conn.exec_driver_sql("LOCK TABLE requests, applications IN SHARE ROW EXCLUSIVE MODE")
+            yield conn
+
+    # --- reading -----------------------------------------------------------------------------------------
+    def _rows(self, conn: Any) -> list[tuple[str, dict[str, Any]]]:
+        sa = _sa()
+        out = [("requests", dict(r._mapping)) for r in conn.execute(sa.select(self.requests))]
+        out += [("applications", dict(r._mapping)) for r in conn.execute(sa.select(self.applications))]
+        return sorted(out, key=lambda t: t[1]["seq"])
+
+    def _tail(self, conn: Any) -> tuple[int, str]:
+        rows = self._rows(conn)
+        return (rows[-1][1]["seq"], rows[-1][1]["row_hash"]) if rows else (0, GENESIS)
+
+    def requests_list(self, conn: Any | None = None, status: str | None = None) -> list[Request]:
+        sa = _sa()
+        with contextlib.ExitStack() as st:
+            c = conn or st.enter_context(self.engine.connect())
+            q = sa.select(self.requests).order_by(self.requests.c.seq)
+            if status:
+                q = q.where(self.requests.c.status == status)
+            return [
+                Request(r.seq, r.id, r.subject, json.loads(r.indices), r.spec, r.received, r.status)
+                for r in c.execute(q)
+            ]
+
+    def applications_list(self, conn: Any | None = None) -> list[Application]:
+        sa = _sa()
+        with contextlib.ExitStack() as st:
+            c = conn or st.enter_context(self.engine.connect())
+            q = sa.select(self.applications).order_by(self.applications.c.seq)
+            return [
+                Application(
+                    r.seq,
+                    json.loads(r.requests),
+                    r.method,
+                    json.loads(r.config),
+                    r.model_before,
+                    r.model_after,
+                    json.loads(r.audit),
+                    r.applied,
+                )
+                for r in c.execute(q)
+            ]
+
+    # --- writing -----------------------------------------------------------------------------------------
+    def insert_request(
+        self, conn: Any, *, request_id: str, subject: str, indices: Sequence[int], spec: str | None
+    ) -> Request:
+        seq, prev = self._tail(conn)
+        row: dict[str, Any] = {
+            "seq": seq + 1,
+            "id": request_id,
+            "subject": subject,
+            "indices": _canon(sorted(int(i) for i in indices)),
+            "spec": spec,
+            "received": _now(),
+            "prev_hash": prev,
+        }
+        conn.execute(self.requests.insert().values(**row, status="pending", row_hash=_row_hash("requests", row)))
+        return Request(row["seq"], request_id, subject, json.loads(row["indices"]), spec, row["received"], "pending")
+
+    def insert_application(
+        self,
+        conn: Any,
+        *,
+        requests: Sequence[str],
+        method: str,
+        config: dict[str, Any],
+        model_before: str,
+        model_after: str,
+        audit: dict[str, Any],
+    ) -> int:
+        seq, prev = self._tail(conn)
+        row: dict[str, Any] = {
+            "seq": seq + 1,
+            "requests": _canon(list(requests)),
+            "method": method,
+            "config": _canon(config),
+            "model_before": model_before,
+            "model_after": model_after,
+            "audit": _canon(audit),
+            "applied": _now(),
+            "prev_hash": prev,
+        }
+        conn.execute(self.applications.insert().values(**row, row_hash=_row_hash("applications", row)))
+        if requests:
+            conn.execute(self.requests.update().where(self.requests.c.id.in_(list(requests))).values(status="applied"))
+        return int(row["seq"])
+
+    # --- verification ------------------------------------------------------------------------------------
+    def verify(self) -> VerifyResult:
+        """Recompute the hash chain and check every status against the applications."""
+        problems: list[str] = []
+        with self.engine.connect() as conn:
+            rows = self._rows(conn)
+        prev, applied_ids = GENESIS, set()
+        for i, (table, r) in enumerate(rows, start=1):
+            fields = _REQ_FIELDS if table == "requests" else _APP_FIELDS
+            where = f"{table} row seq {r['seq']}"
+            if r["seq"] != i:
+                problems.append(f"{where}: expected seq {i} (a row was deleted or inserted)")
+            if r["prev_hash"] != prev:
+                problems.append(f"{where}: prev_hash does not match the previous row (a row was removed or edited)")
+            if _row_hash(table, {k: r[k] for k in fields}) != r["row_hash"]:
+                problems.append(f"{where}: its content does not match its hash (edited after it was written)")
+            prev = r["row_hash"]
+            if table == "applications":
+                try:
+                    applied_ids.update(json.loads(r["requests"]))
+                except ValueError:
+                    problems.append(f"{where}: unreadable request list")
+        for table, r in rows:
+            if table == "requests":
+                want = "applied" if r["id"] in applied_ids else "pending"
+                if r["status"] != want:
+                    problems.append(f"request {r['id']!r}: status {r['status']!r}, but the applications say {want!r}")
+        if rows and rows[0][0] != "applications":
+            problems.append("the ledger does not start with the model's registration (init)")
+        return VerifyResult(not problems, problems, len(rows))
+
+
+# ------------------------------------------------------------------------------------------------ directory
+@dataclass
+class ApplyResult:
+    applied: list[str]
+    method: str
+    model_before: str
+    model_after: str
+    audit: dict[str, Any]
+    seconds: float
+
+
+class ModelDirectory:
+    """A model directory: ``model.safetensors`` and its ledger (``ledger.db`` unless ``url`` names another)."""
+
+    def __init__(self, path: str | os.PathLike, url: str | None = None) -> None:
+        self.path = Path(path)
+        if not (self.path / MODEL_FILE).is_file() and not any(self.path.glob(STAGED_PREFIX + "*")):
+            raise ConfigError(f"{self.path} is not a model directory: it holds no {MODEL_FILE}")
+        self.url = url or f"sqlite:///{(self.path / LEDGER_FILE).resolve()}"
+        if url is None and not (self.path / LEDGER_FILE).is_file():
+            raise ConfigError(
+                f"{self.path} has no ledger; create one with `unlearnkit request init {self.path} --dataset NAME` "
+                "or ModelDirectory.create(...)"
+            )
+        self.ledger = Ledger(self.url)
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    # --- creation ----------------------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        model: Any = None,
+        *,
+        dataset: str,
+        data_dir: str | None = None,
+        url: str | None = None,
+    ) -> ModelDirectory:
+        """Register a model (a `SISAEnsemble`, an nn.Module, or an existing ``model.safetensors`` in ``path``)."""
+        from .data import load_dataset
+        from .models import save_model
+        from .sisa import SISAEnsemble, save_sisa
+
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        if model is not None:
+            if (p / MODEL_FILE).exists():
+                raise ConfigError(f"{p / MODEL_FILE} exists already; pass no model to register it")
+            if isinstance(model, SISAEnsemble):
+                save_sisa(model, p / MODEL_FILE)
+            else:
+                save_model(model, p / MODEL_FILE)
+        if not (p / MODEL_FILE).is_file():
+            raise ConfigError(f"{p} holds no {MODEL_FILE}; pass the model to register")
+        ledger = Ledger(url or f"sqlite:///{(p / LEDGER_FILE).resolve()}")
+        bundle = load_dataset(dataset, data_dir)
+        from .cache import dataset_digest
+
+        with ledger.write() as conn:
+            if ledger._rows(conn):
+                raise ConfigError(f"{p} already has a ledger; it is registered")
+            sha = file_sha256(p / MODEL_FILE)
+            ledger.insert_application(
+                conn,
+                requests=[],
+                method="init",
+                config={"dataset": dataset, "num_train": len(bundle.train), "data": dataset_digest(bundle.train)},
+                model_before="",
+                model_after=sha,
+                audit={},
+            )
+        d = cls(p, url)
+        d._write_head()
+        return d
+
+    # --- state -------------------------------------------------------------------------------------------
+    def _genesis(self) -> Application:
+        apps = self.ledger.applications_list()
+        if not apps or apps[0].method != "init":
+            raise LedgerError("the ledger has no registration row (init)")
+        return apps[0]
+
+    def current_sha(self) -> str:
+        return self.ledger.applications_list()[-1].model_after
+
+    def deleted(self) -> set[int]:
+        return {i for r in self.ledger.requests_list(status="applied") for i in r.indices}
+
+    def _roll_forward(self) -> None:
+        """Finish a swap interrupted after its commit; remove staged files that were never committed."""
+        want = self.current_sha()
+        for staged in self.path.glob(STAGED_PREFIX + "*.safetensors"):
+            if staged.name == f"{STAGED_PREFIX}{want}.safetensors" and (
+                not self.model_path.is_file() or file_sha256(self.model_path) != want
+            ):
+                os.replace(staged, self.model_path)
+            else:
+                staged.unlink(missing_ok=True)
+
+    def verify(self) -> VerifyResult:
+        """The ledger's chain and statuses, and that ``model.safetensors`` is the last recorded model."""
+        res = self.ledger.verify()
+        self._check_head(res.problems)
+        res.ok = not res.problems
+        if res.ok:
+            want = self.current_sha()
+            staged = self.path / f"{STAGED_PREFIX}{want}.safetensors"
+            if not self.model_path.is_file():
+                res.problems.append(f"{MODEL_FILE} is missing")
+            elif file_sha256(self.model_path) != want:
+                if staged.is_file() and file_sha256(staged) == want:
+                    res.problems.append("an interrupted swap is pending (the next apply or add finishes it)")
+                else:
+                    res.problems.append(f"{MODEL_FILE} does not match the SHA-256 recorded by the last application")
+            res.ok = not res.problems
+        return res
+
+    def _write_head(self) -> None:
+        """Anchor the newest row (seq and hash) outside the database, so removing the newest rows is detected."""
+        from ._io import write_json_atomic
+
+        with self.ledger.engine.connect() as conn:
+            seq, row_hash = self.ledger._tail(conn)
+        write_json_atomic(self.path / HEAD_FILE, {"seq": seq, "row_hash": row_hash})
+
+    def _check_head(self, problems: list[str]) -> None:
+        path = self.path / HEAD_FILE
+        if not path.is_file():
+            problems.append(f"{HEAD_FILE} is missing (the anchor of the newest ledger row)")
+            return
+        try:
+            head = json.loads(path.read_text(encoding="utf-8"))
+            seq, want = int(head["seq"]), str(head["row_hash"])
+        except (OSError, ValueError, KeyError, TypeError):
+            problems.append(f"{HEAD_FILE} is unreadable")
+            return
+        with self.ledger.engine.connect() as conn:
+            rows = {r["seq"]: r["row_hash"] for _, r in self.ledger._rows(conn)}
+        if rows.get(seq) != want:
+            problems.append(f"the ledger no longer holds row {seq} recorded in {HEAD_FILE} (rows were removed)")
+
+    def _require_verified(self) -> None:
+        res = self.verify()
+        if not res.ok:
+            raise LedgerError("the ledger fails verify; nothing was changed:\n  - " + "\n  - ".join(res.problems))
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        import fcntl
+
+        with open(self.path / LOCK_FILE, "a+") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    # --- requests ----------------------------------------------------------------------------------------
+    def add(
+        self,
+        subject: str,
+        *,
+        indices: Iterable[int] | None = None,
+        spec: str | None = None,
+        request_id: str | None = None,
+        data_dir: str | None = None,
+    ) -> Request:
+        """Record a deletion request for training ``indices`` or a ``spec`` (``class:3``; resolved now)."""
+        if (indices is None) == (spec is None):
+            raise ConfigError("a request names either training indices or a spec (e.g. class:3), not both")
+        with self._lock():
+            self._roll_forward()
+            self._require_verified()
+            init = self._genesis()
+            n = int(init.config["num_train"])
+            if spec is not None:
+                sel = self._resolve_spec(spec, init.config["dataset"], data_dir)
+            else:
+                try:
+                    sel = sorted({int(i) for i in indices or ()})
+                except (TypeError, ValueError):
+                    raise ConfigError("request indices must be integers") from None
+            if not sel:
+                raise IncompatibleError("the request selects no training index")
+            bad = [i for i in sel if not 0 <= i < n]
+            if bad:
+                raise IncompatibleError(f"training indices out of range [0, {n}): {bad[:5]}")
+            with self.ledger.write() as conn:
+                reqs = self.ledger.requests_list(conn)
+                rid = request_id or f"req-{len(reqs) + 1:06d}"
+                if any(r.id == rid for r in reqs):
+                    raise IncompatibleError(f"a request with id {rid!r} exists already")
+                gone = sorted(set(sel) & {i for r in reqs if r.status == "applied" for i in r.indices})
+                if gone:
+                    raise IncompatibleError(f"training indices already deleted: {gone[:5]}")
+                pending = {i for r in reqs if r.status == "pending" for i in r.indices}
+                if spec is not None:  # a class-wise request takes what is neither deleted nor requested yet
+                    sel = [i for i in sel if i not in pending]
+                    if not sel:
+                        raise IncompatibleError(f"every training image of {spec} is already deleted or requested")
+                asked = sorted(set(sel) & pending)
+                if asked:
+                    raise IncompatibleError(f"training indices already requested by a pending request: {asked[:5]}")
+                req = self.ledger.insert_request(conn, request_id=rid, subject=subject, indices=sel, spec=spec)
+            self._write_head()
+            return req
+
+    def _resolve_spec(self, spec: str, dataset: str, data_dir: str | None) -> list[int]:
+        from .data import load_dataset
+
+        kind, _, arg = spec.partition(":")
+        if kind.strip() != "class":
+            raise ConfigError(f"request spec {spec!r}: use class:K[,K…] (or pass training indices)")
+        try:
+            classes = [int(c) for c in arg.split(",")]
+        except ValueError:
+            raise ConfigError(f"request spec {spec!r}: class needs integers, e.g. class:3") from None
+        bundle = load_dataset(dataset, data_dir)
+        if any(not 0 <= c < bundle.info.num_classes for c in classes):
+            raise IncompatibleError(f"request spec {spec!r}: classes are 0…{bundle.info.num_classes - 1}")
+        deleted = self.deleted()
+        targets = bundle.train.targets
+        sel = [i for i in range(len(targets)) if int(targets[i]) in classes and i not in deleted]
+        if not sel:
+            raise IncompatibleError(f"request spec {spec!r}: every training image of it is already deleted")
+        return sel
+
+    # --- apply -------------------------------------------------------------------------------------------
+    def apply(
+        self,
+        method: str | None = None,
+        *,
+        config: dict[str, Any] | None = None,
+        device: str = "cpu",
+        seed: int = 0,
+        data_dir: str | None = None,
+        audit: bool = True,
+    ) -> ApplyResult | None:
+        """Apply every pending request in one batch; None when none is pending."""
+        import numpy as np
+
+        from .data import load_dataset
+        from .data.splits import Split
+        from .models import load_model, save_model
+        from .sisa import SISAEnsemble, is_sisa_checkpoint, load_sisa, save_sisa
+
+        with self._lock():
+            self._roll_forward()
+            self._require_verified()
+            pending = self.ledger.requests_list(status="pending")
+            if not pending:
+                return None
+            init = self._genesis()
+            before = self.current_sha()
+            sisa_model = is_sisa_checkpoint(self.model_path)
+            method = method or ("sisa" if sisa_model else None)
+            if method is None:
+                raise ConfigError("this model is not a SISA model: pass the method to apply (e.g. --method ft)")
+            from .methods import create_method
+
+            m = create_method(method, **(config or {}))
+            bundle = load_dataset(init.config["dataset"], data_dir)
+            from .cache import dataset_digest
+
+            if len(bundle.train) != init.config["num_train"] or dataset_digest(bundle.train) != init.config["data"]:
+                raise IncompatibleError("the training data differ from the data registered with this model")
+            model = load_sisa(self.model_path) if sisa_model else load_model(self.model_path)
+            forget = sorted({i for r in pending for i in r.indices})
+            gone = self.deleted()
+            retain = [i for i in range(len(bundle.train)) if i not in gone and i not in set(forget)]
+            split = Split(
+                init.config["dataset"],
+                "indices:ledger",
+                seed,
+                np.asarray(forget, dtype=np.int64),
+                np.asarray(retain, dtype=np.int64),
+                np.arange(len(bundle.test)),
+                len(bundle.train),
+            )
+            from .methods.base import UnlearnData
+            from .runner import run_method
+
+            t0 = time.perf_counter()
+            res = run_method(m, model, UnlearnData.from_split(bundle, split), device=device, seed=seed)
+            out = res.model.cpu()
+            record: dict[str, Any] = {"seconds": res.seconds, "forget": len(forget), "retain": len(retain)}
+            if isinstance(out, SISAEnsemble) and out.last_deletion is not None:
+                record["cost"] = out.last_deletion.to_dict()
+            if audit:
+                record["audit"] = audit_without_retrain(out, bundle, split, original=model, device=device)
+            sleep = float(os.environ.get(SLEEP_ENV, "0") or 0)
+            if sleep:  # test hook: a marker says the new model is computed and nothing is committed yet
+                (self.path / ".apply-sleeping").touch()
+                time.sleep(sleep)
+            staged_tmp = self.path / f"{STAGED_PREFIX}tmp-{os.getpid()}.safetensors"
+            if isinstance(out, SISAEnsemble):
+                save_sisa(out, staged_tmp)
+            else:
+                save_model(out, staged_tmp)
+            after = file_sha256(staged_tmp)
+            staged = self.path / f"{STAGED_PREFIX}{after}.safetensors"
+            os.replace(staged_tmp, staged)
+            ids = [r.id for r in pending]
+            try:
+                with self.ledger.write() as conn:
+                    apps = self.ledger.applications_list(conn)
+                    still = {r.id for r in self.ledger.requests_list(conn, status="pending")}
+                    if apps[-1].model_after != before or not set(ids) <= still:
+                        raise LedgerError("another apply changed the model or the requests meanwhile; run apply again")
+                    self.ledger.insert_application(
+                        conn,
+                        requests=ids,
+                        method=m.name,
+                        config=m.config.to_dict(),
+                        model_before=before,
+                        model_after=after,
+                        audit=record,
+                    )
+            except BaseException:
+                staged.unlink(missing_ok=True)
+                raise
+            self._write_head()
+            os.replace(staged, self.model_path)  # the swap: readers see the old file or the new one
+            return ApplyResult(ids, m.name, before, after, record, time.perf_counter() - t0)
+
+
+def audit_without_retrain(
+    model: Any, bundle: Any, split: Any, *, original: Any = None, device: str = "cpu"
+) -> dict[str, Any]:
+    """An audit that needs no retrained model (the metrics of `unlearnkit.evaluation.evaluate` with
+    ``retrained=None``): FA, RA, TA, MIA efficacy, the population MIAs (forget vs held-out test AUCs), and the
+    change from the original (prediction agreement on forget and test, relative weight change).
+    """
+    from .evaluation import evaluate
+    from .training import predict_logits
+
+    rec = evaluate(model, bundle, split, original=original, retrained=None, device=device, model_name="ledger")
+    out: dict[str, Any] = {role: m.get("metrics", {}) for role, m in rec.get("models", {}).items()}
+    if original is not None:
+        forget, test = bundle.train.subset(split.forget), bundle.test
+        change: dict[str, float] = {}
+        for name, ds in (("forget", forget), ("test", test)):
+            a = predict_logits(model, ds, device=device)[0].argmax(1)
+            b = predict_logits(original, ds, device=device)[0].argmax(1)
+            change[f"prediction_agreement_{name}"] = float((a == b).float().mean() * 100)
+        sa, sb = model.state_dict(), original.state_dict()
+        num = sum(float((sa[k].float() - sb[k].float()).norm() ** 2) for k in sa if sa[k].is_floating_point())
+        den = sum(float(sb[k].float().norm() ** 2) for k in sb if sb[k].is_floating_point())
+        change["relative_weight_change"] = (num / max(den, 1e-12)) ** 0.5
+        out["change"] = change
+    return out
+
+
+__all__ = [
+    "Application",
+    "ApplyResult",
+    "Ledger",
+    "LedgerError",
+    "ModelDirectory",
+    "Request",
+    "VerifyResult",
+    "audit_without_retrain",
+    "file_sha256",
+]
