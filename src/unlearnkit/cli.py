@@ -173,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a method option (repeatable)")
     p.add_argument("--preset", default=None, help="named preset of the method (default: tuned for dataset/model/kind)")
     p.add_argument("--original", default=None, help="your own original checkpoint instead of the cached one")
+    p.add_argument(
+        "--no-noise-floor",
+        action="store_true",
+        help="skip the second retrained model (the noise floor): one retraining instead of two",
+    )
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model option, e.g. width=16")
     p.add_argument("--metrics", default=None, help="extra metric or audit names, comma-separated")
     p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<model>-<method>-<spec>-s<seed>)")
@@ -227,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="tables, plots and report.html from a bench folder's records")
     p.add_argument("dir", help="bench output folder holding records.jsonl")
     p.add_argument("--out", default=None, help="report folder (default DIR/report)")
+
+    from .cli_requests import add_parsers as _add_request_parsers  # request init|add|list|apply|verify, unlearn
+
+    _add_request_parsers(sub)
     return parser
 
 
@@ -257,6 +266,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ.pop("UNLEARNKIT_NO_CACHE", None)
         else:
             os.environ["UNLEARNKIT_NO_CACHE"] = no_cache_before
+
+
+def _cmd_request(args: argparse.Namespace) -> int:
+    from .cli_requests import cmd_request
+
+    return cmd_request(args)
+
+
+def _cmd_unlearn(args: argparse.Namespace) -> int:
+    from .cli_requests import cmd_unlearn
+
+    return cmd_unlearn(args)
 
 
 # verb -> (attribute, kind) of its output paths, checked before any compute
@@ -534,6 +555,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         audits=args.audits,
         oracles=args.oracles or 0,
         manipulation=args.manipulation,
+        noise_floor=not getattr(args, "no_noise_floor", False),
     )
     _print_record(exp.record)
     save_experiment(exp, out)
