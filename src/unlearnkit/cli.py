@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -173,11 +172,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a method option (repeatable)")
     p.add_argument("--preset", default=None, help="named preset of the method (default: tuned for dataset/model/kind)")
     p.add_argument("--original", default=None, help="your own original checkpoint instead of the cached one")
-    p.add_argument(
-        "--no-noise-floor",
-        action="store_true",
-        help="skip the second retrained model (the noise floor): one retraining instead of two",
-    )
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model option, e.g. width=16")
     p.add_argument("--metrics", default=None, help="extra metric or audit names, comma-separated")
     p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<model>-<method>-<spec>-s<seed>)")
@@ -188,26 +182,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "tune",
-        help="grid-search a method's options against the retrained oracle on a validation split",
-        description="Rank every combination of --grid values by the avg gap to the retrained model on "
-        "a validation forget split (seed --validation-seed, away from the benchmark seeds), starting "
-        "from the method's preset. Prints the ranking and, with --out, writes it as JSON with a TOML "
-        "preset block for the best config.",
+        help="search a method's options (Optuna) against the retrained oracle on a validation split",
+        description="Search the method's [search] space (its preset file) with Optuna's TPE sampler, or every "
+        "--grid combination with --sampler grid, for the smallest avg gap to the retrained model on a "
+        "validation forget split (seed --validation-seed; use another class or random draw than the "
+        "benchmark's), averaged over originals --seeds (not benchmark seeds). A trial whose unlearning takes "
+        "more than --budget x the retraining time is pruned (or penalised). The study is stored in "
+        "--storage (default study.db beside --out) and resumes when run again. Prints the ranking and a TOML "
+        "preset block; with --out, writes both as JSON. Needs pip install 'unlearnkit[tune]'.",
     )
     p.add_argument("--model", required=True, help="model name (see `unlearnkit list models`)")
-    p.add_argument("--forget", required=True, help="forget spec to validate on, e.g. class:5 or random:0.1")
+    p.add_argument("--forget", required=True, help="validation forget spec, e.g. class:2 or random:0.1")
     p.add_argument("--method", required=True, help="method name (see `unlearnkit list methods`)")
     p.add_argument(
         "--grid",
         action="append",
-        required=True,
         metavar="KEY=V1,V2,...",
-        help="values to try for one option (repeatable; every combination is run)",
+        help="values to try for one option (repeatable; replaces the [search] space; sampler grid by default)",
     )
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed override for every config (repeatable)")
-    p.add_argument("--seeds", default="0", help="comma-separated model seeds averaged over (default 0)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed override for every trial (repeatable)")
+    p.add_argument("--sampler", choices=("tpe", "grid"), default=None, help="tpe (default) or grid (with --grid)")
+    p.add_argument("--sampler-seed", type=_seed, default=0, help="seed of the sampler (default 0)")
+    p.add_argument("--n-trials", type=int, default=None, help="trials in the study in all (default 30; grid: all)")
+    p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    p.add_argument("--n-jobs", type=int, default=1, help="parallel trials (default 1)")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///<--out folder>/study.db)")
+    p.add_argument("--study-name", default=None, help="study name (default from method, data, split and seeds)")
+    p.add_argument(
+        "--budget",
+        default="auto",
+        help="unlearning time allowed, as a fraction of the retraining time (default 0.25 random, 0.10 class; "
+        "none: no budget)",
+    )
+    p.add_argument(
+        "--over-budget", choices=("prune", "penalise"), default="prune", help="what a trial over budget gets"
+    )
+    p.add_argument("--seeds", default="10,11", help="comma-separated original seeds averaged over (default 10,11)")
     p.add_argument("--validation-seed", type=_seed, default=100, help="seed of the validation split (default 100)")
-    p.add_argument("--out", default=None, help="write the ranking here (JSON)")
+    p.add_argument("--out", default=None, help="write the ranking and the preset block here (JSON)")
     _no_cache(p)
     _common(p)
 
@@ -232,10 +244,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="tables, plots and report.html from a bench folder's records")
     p.add_argument("dir", help="bench output folder holding records.jsonl")
     p.add_argument("--out", default=None, help="report folder (default DIR/report)")
-
-    from .cli_requests import add_parsers as _add_request_parsers  # request init|add|list|apply|verify, unlearn
-
-    _add_request_parsers(sub)
     return parser
 
 
@@ -266,18 +274,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ.pop("UNLEARNKIT_NO_CACHE", None)
         else:
             os.environ["UNLEARNKIT_NO_CACHE"] = no_cache_before
-
-
-def _cmd_request(args: argparse.Namespace) -> int:
-    from .cli_requests import cmd_request
-
-    return cmd_request(args)
-
-
-def _cmd_unlearn(args: argparse.Namespace) -> int:
-    from .cli_requests import cmd_unlearn
-
-    return cmd_unlearn(args)
 
 
 # verb -> (attribute, kind) of its output paths, checked before any compute
@@ -555,7 +551,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         audits=args.audits,
         oracles=args.oracles or 0,
         manipulation=args.manipulation,
-        noise_floor=not getattr(args, "no_noise_floor", False),
     )
     _print_record(exp.record)
     save_experiment(exp, out)
@@ -566,10 +561,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from ._io import write_json_atomic
-    from .pipeline import split_kind
-    from .tune import tune
+    from pathlib import Path
 
+    from ._io import write_json_atomic
+    from .tune import require_optuna, tune
+
+    require_optuna()  # before anything else: says how to install it
     grid = {k: [_num(v) for v in vals.split(",") if v.strip()] for k, vals in _kv(args.grid, "--grid").items()}
     base = {k: _num(v) for k, v in _kv(args.set).items()}
     try:
@@ -579,49 +576,63 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     bad = [s for s in seeds if not 0 <= s < 2**63]
     if bad:
         raise UnlearnkitError(f"--seeds must be integers in [0, 2^63), got {bad[0]}")
-    ranked = tune(
+    budget: Any = args.budget
+    if str(budget).lower() in ("none", "off", "inf"):
+        budget = None
+    elif budget != "auto":
+        try:
+            budget = float(budget)
+        except ValueError:
+            raise UnlearnkitError(f"--budget expects a fraction (e.g. 0.25), auto or none, got {budget!r}") from None
+    storage = args.storage
+    if storage is None and args.out:
+        storage = f"sqlite:///{Path(args.out).parent / 'study.db'}"
+    if storage and storage.startswith("sqlite:///"):
+        Path(storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    res = tune(
         args.method,
         args.dataset,
         args.model,
         args.forget,
-        grid,
+        grid or None,
         seeds=seeds,
         validation_seed=args.validation_seed,
         device=args.device,
         data_dir=args.data_dir,
         base=base,
+        sampler=args.sampler,
+        sampler_seed=args.sampler_seed,
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        n_jobs=args.n_jobs,
+        storage=storage,
+        study_name=args.study_name,
+        budget=budget,
+        over_budget=args.over_budget,
     )
-    _print_table(
-        [{**cfg, "avg gap": gap} for cfg, gap in ranked],
-        title=f"{args.method} on {args.dataset}/{args.model}, validation {args.forget} "
-        f"(split seed {args.validation_seed}, model seeds {args.seeds})",
-    )
-    best = {**base, **ranked[0][0]}
-    block = "\n".join(
-        [
-            f"[{args.dataset}.{args.model}.{split_kind(args.forget)}]",
-            f'source = "unlearnkit tune on {args.forget}, split seed {args.validation_seed}, '
-            f'model seeds {args.seeds}: avg gap {ranked[0][1]:.2f}"',
-        ]
-        + [f"{k} = {json.dumps(v)}" for k, v in best.items()]
-    )
-    print(f"\npreset block for src/unlearnkit/methods/presets/{args.method}.toml:\n{block}")
-    if args.out:
-        ranking = [{"config": c, "avg_gap": g if math.isfinite(g) else None} for c, g in ranked]  # inf: diverged
-        write_json_atomic(
-            args.out,
+    rows = []
+    for t in res.trials:
+        gap = t["avg_gap"]
+        note = t.get("pruned_by") or t.get("failure") or ("penalised" if t.get("penalised") else "")
+        rows.append(
             {
-                "method": args.method,
-                "dataset": args.dataset,
-                "model": args.model,
-                "forget": args.forget,
-                "validation_seed": args.validation_seed,
-                "seeds": seeds,
-                "base": base,
-                "ranking": ranking,
-                "preset_toml": block,
-            },
+                "trial": t["number"],
+                **t["config"],
+                "avg gap": "-" if gap is None else gap,
+                "state": t["state"],
+                "note": note,
+            }
         )
+    _print_table(
+        rows,
+        title=f"{res.method} on {res.dataset}/{res.model}, validation {res.forget} "
+        f"(split seed {res.validation_seed}, originals {args.seeds}), study {res.study_name}",
+    )
+    block = res.preset_block()
+    print(f"\npreset block for src/unlearnkit/methods/presets/{res.method}.toml:\n{block}")
+    print(f"\nreproduce: {res.command()}")
+    if args.out:
+        write_json_atomic(args.out, res.to_json())
     return 0
 
 

@@ -50,6 +50,10 @@ TUNE = [
     "ft",
     "--set",
     "epochs=1",
+    "--seeds",
+    "10",
+    "--budget",
+    "none",
 ]
 
 

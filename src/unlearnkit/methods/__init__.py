@@ -100,7 +100,7 @@ def preset_config(
 def _preset_names(node: dict[str, Any], prefix: str = "") -> list[str]:
     out = []
     for k, v in node.items():
-        if isinstance(v, dict):
+        if isinstance(v, dict) and not (prefix == "" and k == "search"):  # [search]: the tune search space
             if any(not isinstance(x, dict) for x in v.values()):
                 out.append(prefix + k)
             out.extend(_preset_names(v, prefix + k + "."))
