@@ -6,7 +6,7 @@ before any compute: names, forget spec, method config and method × split compat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -153,7 +153,10 @@ def run_experiment(
             progress=progress,
         ).model
 
-    result = run_method(m, original, UnlearnData.from_split(bundle, split), device=dev, seed=seed, progress=progress)
+    data = replace(
+        UnlearnData.from_split(bundle, split), original_weight_decay=recipe_weight_decay(original_meta.get("recipe"))
+    )
+    result = run_method(m, original, data, device=dev, seed=seed, progress=progress)
     unlearned, runtime = result.model, result.seconds
 
     extra_models = _audit_models(
@@ -184,6 +187,7 @@ def run_experiment(
     record.setdefault("method", {})["preset"] = preset_source
     record["model"]["kwargs"] = model_kwargs
     record["model"]["original_recipe"] = original_meta.get("recipe")
+    record["method"]["original_weight_decay"] = data.original_weight_decay  # what weight_decay=None resolves to
     if oracle_split is not split:
         record["model"]["retrained_split"] = {"spec": oracle_split.spec, "size_forget": len(oracle_split.forget)}
     if model_sha256(unlearned) == model_sha256(original):  # a silent no-op must not look like a result
@@ -270,6 +274,19 @@ def _audit_models(
         device=device,
         progress=progress,
     )
+
+
+def recipe_weight_decay(recipe: dict[str, Any] | None) -> float | None:
+    """The weight decay of an original's training recipe (its checkpoint metadata) as an unlearning default.
+
+    Only coupled (L2) decay carries over: SGD and Adam add ``wd · θ`` to the gradient, as the unlearning
+    optimizers do; AdamW's decoupled decay is another quantity, so it gives None (the library default then).
+    None when the recipe is unknown (e.g. a user's ``--original`` checkpoint).
+    """
+    if not recipe or recipe.get("optimizer") not in ("sgd", "adam"):
+        return None
+    wd = recipe.get("weight_decay")
+    return float(wd) if isinstance(wd, (int, float)) and not isinstance(wd, bool) else None
 
 
 def load_original(

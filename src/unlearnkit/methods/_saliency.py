@@ -77,9 +77,16 @@ def fisher_diagonal(
     shuffle: bool = False,
 ) -> dict[str, torch.Tensor]:
     """SSD importance: the mean over batches of the squared batch-mean gradient, ``mean_b (∂L_b/∂θ)²``."""
+    batches = iter_batches(dataset, batch_size, shuffle=shuffle, generator=generator, augment=augment, device=device)
+    return fisher_diagonal_batches(model, batches)
+
+
+def fisher_diagonal_batches(
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
+    """`fisher_diagonal` over the given (images, labels) batches, in their order."""
     total: dict[str, torch.Tensor] = {}
     count = 0
-    batches = iter_batches(dataset, batch_size, shuffle=shuffle, generator=generator, augment=augment, device=device)
     for grads in _batch_gradients(model, batches):
         count += 1
         for n, g in grads.items():
@@ -111,4 +118,10 @@ def global_topk_mask(scores: dict[str, torch.Tensor], ratio: float) -> dict[str,
     return masks
 
 
-__all__ = ["fisher_diagonal", "global_topk_mask", "gradient_saliency", "trainable_parameters"]
+__all__ = [
+    "fisher_diagonal",
+    "fisher_diagonal_batches",
+    "global_topk_mask",
+    "gradient_saliency",
+    "trainable_parameters",
+]

@@ -43,7 +43,8 @@ class UnlearnData:
 
     ``augment`` is the training augmentation of the dataset (used only where a config asks for it).
     ``num_classes`` defaults to the model's output size. Any map-style torch ``Dataset`` of (image, label)
-    works; our in-memory `ImageDataset` takes a faster path.
+    works; our in-memory `ImageDataset` takes a faster path. ``original_weight_decay`` is the weight decay the
+    original was trained with, when known (the default unlearning weight decay follows it).
     """
 
     forget: Dataset
@@ -52,6 +53,7 @@ class UnlearnData:
     split: Any = None  # unlearnkit.data.Split, when known
     augment: Augment | None = None
     num_classes: int | None = None
+    original_weight_decay: float | None = None
 
     @classmethod
     def from_split(cls, bundle: Any, split: Any) -> UnlearnData:
@@ -342,7 +344,10 @@ class GradientConfig(MethodConfig):
         epochs: passes over the phase's anchor set.
         lr: base learning rate.
         optimizer: ``sgd``, ``adam`` or ``adamw``.
-        momentum, weight_decay: optimizer settings.
+        momentum: optimizer momentum.
+        weight_decay: None (default): the weight decay the original was trained with when known
+            (``UnlearnData.original_weight_decay``), else 5e-4 (the reference codes' value, shared by their
+            training and unlearning); a number sets it.
         batch_size: mini-batch size of both forget and retain batches.
         schedule: ``constant`` or ``cosine`` learning-rate decay over the run.
         max_steps: stop after this many optimizer steps (None: no limit).
@@ -357,7 +362,7 @@ class GradientConfig(MethodConfig):
     lr: float = 0.01
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     momentum: float = 0.9
-    weight_decay: float = 5e-4
+    weight_decay: float | None = None
     batch_size: int = 128
     schedule: Literal["constant", "cosine"] = "constant"
     max_steps: int | None = None
@@ -370,6 +375,10 @@ class GradientConfig(MethodConfig):
         self.check(self.epochs >= 0, f"epochs must be ≥ 0, got {self.epochs}")
         self.check(self.lr >= 0 and math.isfinite(self.lr), f"lr must be a finite number ≥ 0, got {self.lr}")
         self.check(self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}")
+        self.check(
+            self.weight_decay is None or self.weight_decay >= 0,
+            f"weight_decay must be ≥ 0 or None, got {self.weight_decay}",
+        )
         self.check(
             self.optimizer in ("sgd", "adam", "adamw"), f"optimizer must be sgd, adam or adamw, got {self.optimizer!r}"
         )
@@ -489,8 +498,13 @@ class GradientMethod(Method):
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         c = self.config
         return make_optimizer(
-            [p for p in model.parameters() if p.requires_grad], c.optimizer, c.lr, c.momentum, c.weight_decay
+            [p for p in model.parameters() if p.requires_grad], c.optimizer, c.lr, c.momentum, self.weight_decay()
         )
+
+    def weight_decay(self) -> float:
+        """The run's weight decay: the config's, else the original's (``UnlearnData.original_weight_decay``, known
+        once ``unlearn`` started), else `DEFAULT_WEIGHT_DECAY`."""
+        return resolve_weight_decay(self.config.weight_decay, getattr(self, "original_weight_decay_", None))
 
     def lr_at(self, step: int, total: int, epoch: int) -> float:
         """Learning rate of optimizer step ``step`` (from 0) of ``total``, in schedule epoch ``epoch``."""
@@ -609,6 +623,7 @@ class GradientMethod(Method):
             else None
         )
         try:
+            self.original_weight_decay_ = data.original_weight_decay
             self.setup(model, data, ctx)
             optimizer = self.make_optimizer(model)
             phases = list(self.schedule())
@@ -690,6 +705,15 @@ class GradientMethod(Method):
 
 
 DEFAULT_COLLAPSE_FLOOR = 20.0
+#: Unlearning weight decay when neither the config nor the original's training recipe gives one.
+DEFAULT_WEIGHT_DECAY = 5e-4
+
+
+def resolve_weight_decay(configured: float | None, original: float | None) -> float:
+    """``configured`` when set, else the original's training weight decay when known, else 5e-4."""
+    if configured is not None:
+        return configured
+    return original if original is not None else DEFAULT_WEIGHT_DECAY
 
 
 def _nonfinite_parameter(model: nn.Module) -> str | None:

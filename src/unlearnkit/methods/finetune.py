@@ -37,7 +37,8 @@ class FineTune(GradientMethod):
         epochs: passes over the retain set (E, default 10).
         lr: learning rate η (default 0.01; the authors search [0.01, 0.1]).
         batch_size: retain batch size (default 256).
-        momentum, weight_decay, schedule, optimizer: as in `GradientConfig` (SGD 0.9 / 5e-4, constant).
+        momentum, weight_decay, schedule, optimizer: as in `GradientConfig` (SGD 0.9, constant; weight decay:
+            the original's training value when known, else 5e-4).
 
     Requires: the retain set.
 

@@ -30,8 +30,10 @@ class FisherConfig(MethodConfig):
         fisher_batch_size: 1 = per-sample Fisher (Golatkar et al., default); 32 = the batch-level approximation
             of the Unlearn-Sparse/SalUn code, roughly 32× smaller, so it needs a smaller α.
         max_samples: use only the first ``max_samples`` retain images for the Fisher (None: all).
-        augment_for_statistics: apply the dataset's training augmentation while computing the Fisher (the
-            reference codes do; methods.md §0.4).
+        augment_for_statistics: apply the dataset's training augmentation while computing the Fisher. Off by
+            default: the statistics should see the images the original was trained on, and our originals are
+            trained without augmentation (the reference codes augment because their originals were trained with
+            it, methods.md §0.4); True reproduces the reference for augmented originals.
         reference_parity: reproduce the reference bug that zeroes the *last* class's head row in random mode
             too (methods.md §4 [PARITY]); off by default.
     """
@@ -39,7 +41,7 @@ class FisherConfig(MethodConfig):
     alpha: float = 1e-6
     fisher_batch_size: int = 1
     max_samples: int | None = None
-    augment_for_statistics: bool = True
+    augment_for_statistics: bool = False
     reference_parity: bool = False
 
     def validate(self) -> None:
@@ -69,7 +71,7 @@ class FisherForgetting(Method):
         alpha: α, the noise scale (default 1e-6).
         fisher_batch_size: 1 (per-sample Fisher, default) or the reference's 32.
         max_samples: cap on the retain images used for the Fisher (default None: all).
-        augment_for_statistics: training augmentation while computing F (default True).
+        augment_for_statistics: training augmentation while computing F (default False: clean images).
         reference_parity: also zero the last class's head row in random mode (default False).
 
     Requires: the retain set (labels are not used); the split, to know the forgotten class in class-wise mode.

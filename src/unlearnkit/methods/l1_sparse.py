@@ -22,9 +22,13 @@ class L1SparseConfig(GradientConfig):
     Args:
         gamma: initial ℓ1 strength γ (the reference's ``alpha``; library default 1e-4, grid {5e-5 … 5e-4}).
         no_l1_epochs: m, the number of final epochs without the penalty.
-        prune_rate: when set, first apply one-shot global magnitude pruning to all Conv2d weights at this rate
-            (the OMP pre-step of methods.md §6.2, e.g. 0.95) and keep the pruned weights at exactly 0 during
-            unlearning. None: dense.
+        prune_rate: when set, "prune first, then unlearn" (methods.md §6.2 at unlearning time): the OMP mask is
+            taken from the original's Conv2d weight magnitudes (global, this fraction removed, e.g. 0.95), the
+            surviving weights are rewound to the original's values (the reference rewinds to an early training
+            checkpoint, which an unlearning request does not have) and the pruned ones set to 0, then unlearning
+            runs with the mask enforced (gradients masked, pruned weights kept at exactly 0 after every step).
+            The reference's retraining of the masked model on the full data before the request is not run.
+            None: dense.
     """
 
     epochs: int = 10

@@ -25,18 +25,21 @@ class RandomLabelConfig(GradientConfig):
             fresh uniform labels in {0..K−1} (may equal the true label), then one pass over the retain set.
             ``fixed_wrong`` (SFR-on, §3 (b)): every forget sample gets one fixed label drawn uniformly from its
             K−1 wrong classes, and training runs on one shuffled loader over forget ∪ retain.
+            ``combined`` (OPTML's CIFAR-100/TinyImageNet branch, and its CIFAR-10 code when the SalUn paper was
+            published): one shuffled loader over forget ∪ retain per epoch, the forget labels redrawn uniformly
+            in {0..K−1} at the start of every epoch.
     """
 
     epochs: int = 10
     lr: float = 0.01
     batch_size: int = 256
-    variant: Literal["sequential", "fixed_wrong"] = "sequential"
+    variant: Literal["sequential", "fixed_wrong", "combined"] = "sequential"
 
     def validate(self) -> None:
         super().validate()
         self.check(
-            self.variant in ("sequential", "fixed_wrong"),
-            f"variant must be 'sequential' or 'fixed_wrong', got {self.variant!r}",
+            self.variant in ("sequential", "fixed_wrong", "combined"),
+            f"variant must be 'sequential', 'fixed_wrong' or 'combined', got {self.variant!r}",
         )
 
 
@@ -67,8 +70,9 @@ class RandomLabel(GradientMethod):
     (see ``variant``).
 
     Args:
-        variant: ``sequential`` (default; forget pass with fresh labels, then retain pass, per epoch) or
-            ``fixed_wrong`` (one fixed wrong label per forget sample, one shuffled loader over both sets).
+        variant: ``sequential`` (default; forget pass with fresh labels, then retain pass, per epoch),
+            ``fixed_wrong`` (one fixed wrong label per forget sample, one shuffled loader over both sets) or
+            ``combined`` (one shuffled loader over both sets, forget labels redrawn in {0..K−1} every epoch).
         epochs, lr, batch_size: 10, 0.01 (tuned in [0.01, 0.1]), 256.
 
     Requires: the retain and forget sets with labels.
@@ -82,10 +86,16 @@ class RandomLabel(GradientMethod):
 
     def setup(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> None:
         self.num_classes_ = infer_num_classes(model, data)
-        if self.config.variant == "fixed_wrong":
+        variant = self.config.variant
+        if variant in ("fixed_wrong", "combined"):
             forget = as_image_dataset(data.forget)
             retain = as_image_dataset(data.retain)  # type: ignore[arg-type]
-            relabelled = wrong_labels(forget.targets, self.num_classes_, ctx.rng)
+            self.num_forget_ = len(forget)
+            if variant == "fixed_wrong":
+                relabelled = wrong_labels(forget.targets, self.num_classes_, ctx.rng)
+            else:
+                relabelled = torch.randint(0, self.num_classes_, (len(forget),), generator=ctx.rng)
+            # forget samples first, then the retain set; the loop reads the labels batch by batch
             self.union_ = ImageDataset(
                 concat_images(forget.images, retain.images), torch.cat([relabelled, retain.targets])
             )
@@ -93,6 +103,9 @@ class RandomLabel(GradientMethod):
     def schedule(self) -> Iterable[Phase]:
         if self.config.variant == "fixed_wrong":
             yield Phase("relabelled_union", self.union_, self.config.epochs)
+            return
+        if self.config.variant == "combined":
+            yield Phase("combined_union", self.union_, self.config.epochs)
             return
         for _ in range(self.config.epochs):
             yield Phase("forget_random_labels", "forget", 1)
@@ -108,3 +121,9 @@ class RandomLabel(GradientMethod):
         x, y = batch.mixed if batch.mixed is not None else batch.retain  # type: ignore[misc]
         loss = F.cross_entropy(model(x), y)
         return StepOutput(loss, {"retain_loss": loss.detach()})
+
+    def on_epoch_end(self, model: nn.Module, phase: Phase, ctx: RunContext) -> None:
+        if phase.name == "combined_union":  # OPTML: fresh uniform forget labels for the next epoch
+            self.union_.targets[: self.num_forget_] = torch.randint(
+                0, self.num_classes_, (self.num_forget_,), generator=ctx.rng
+            )

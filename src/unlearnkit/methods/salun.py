@@ -49,10 +49,13 @@ class SalUn(RandomLabel):
     Args:
         mask_ratio: fraction of parameter entries kept trainable (γ set at the median: 0.5).
         variant: ``sequential`` (each epoch: a pass over D_f with fresh uniform labels in [0, K), then a pass
-            over D_r; SalUn's RL) or ``fixed_wrong`` (each forget sample gets one fixed wrong label; one
-            shuffled pass over D_f ∪ D_r per epoch; SFR-on's RL), as in ``rl``.
+            over D_r; SalUn's RL), ``fixed_wrong`` (each forget sample gets one fixed wrong label; one
+            shuffled pass over D_f ∪ D_r per epoch; SFR-on's RL) or ``combined`` (one shuffled pass over
+            D_f ∪ D_r per epoch, forget labels redrawn in [0, K) every epoch: the OPTML code when the SalUn
+            paper was published), as in ``rl``.
         reference_parity: skip the reset of frozen weights and momentum after each step.
-        epochs, lr, momentum, weight_decay, batch_size: RL training (10, 0.013, 0.9, 5e-4, 256).
+        epochs, lr, momentum, weight_decay, batch_size: RL training (10, 0.013, 0.9, the original's weight decay
+            else 5e-4, 256).
 
     Requires:
         retain set and forget labels; random or class-wise forgetting.
