@@ -1,6 +1,6 @@
 """The CLI verbs for deletion requests: ``unlearnkit request init|add|list|apply|verify`` and ``unlearnkit unlearn``.
 
-Kept apart from `unlearnkit.cli` (which registers them): argparse definitions and handlers only, the work is done
+Part of the CLI layer (`unlearnkit.cli` registers them): argparse definitions and handlers only, the work is done
 by `unlearnkit.ledger` and `unlearnkit.runner`.
 """
 
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def _kv(items: list[str] | None) -> dict[str, Any]:
@@ -111,7 +111,7 @@ def _dir_opts(q: argparse.ArgumentParser) -> None:
 
 
 def cmd_request(args: argparse.Namespace) -> int:
-    from .ledger import ModelDirectory
+    from ..ledger import ModelDirectory
 
     if args.action == "init":
         d = ModelDirectory.create(args.dir, dataset=args.dataset, data_dir=args.data_dir, url=args.db)
@@ -177,14 +177,14 @@ def cmd_request(args: argparse.Namespace) -> int:
 
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
-    from ._io import check_output_dir, write_dir_atomic, write_json_atomic
-    from .data import load_dataset, split_for
-    from .ledger import audit_without_retrain
-    from .methods import create_method
-    from .methods.base import UnlearnData
-    from .models import load_model, save_model
-    from .runner import run_method
-    from .sisa import SISAEnsemble, is_sisa_checkpoint, load_sisa, save_sisa
+    from .._io import check_output_dir, write_dir_atomic, write_json_atomic
+    from ..data import load_dataset, split_for
+    from ..ledger import audit_without_retrain
+    from ..methods import create_method
+    from ..methods.base import UnlearnData
+    from ..models import load_model, save_model
+    from ..runner import run_method
+    from ..sisa import SISAEnsemble, is_sisa_checkpoint, load_sisa, save_sisa
 
     out = check_output_dir(args.out)
     method = create_method(args.method, **_kv(args.set))  # bad options fail before any data is read

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__
-from .errors import UnlearnkitError
+from .. import __version__
+from ..errors import UnlearnkitError
 
 EPILOG = """forget specs: class:3 | class:3,7 | random:0.1 | indices:FILE (JSON list or one index per line)
 examples:
@@ -172,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a method option (repeatable)")
     p.add_argument("--preset", default=None, help="named preset of the method (default: tuned for dataset/model/kind)")
     p.add_argument("--original", default=None, help="your own original checkpoint instead of the cached one")
+    p.add_argument(
+        "--no-noise-floor",
+        action="store_true",
+        help="skip the second retrained model (the noise floor): one retraining instead of two",
+    )
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model option, e.g. width=16")
     p.add_argument("--metrics", default=None, help="extra metric or audit names, comma-separated")
     p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<model>-<method>-<spec>-s<seed>)")
@@ -244,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="tables, plots and report.html from a bench folder's records")
     p.add_argument("dir", help="bench output folder holding records.jsonl")
     p.add_argument("--out", default=None, help="report folder (default DIR/report)")
+
+    from .requests import add_parsers as _add_request_parsers  # request init|add|list|apply|verify, unlearn
+
+    _add_request_parsers(sub)
     return parser
 
 
@@ -276,6 +285,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ["UNLEARNKIT_NO_CACHE"] = no_cache_before
 
 
+def _cmd_request(args: argparse.Namespace) -> int:
+    from .requests import cmd_request
+
+    return cmd_request(args)
+
+
+def _cmd_unlearn(args: argparse.Namespace) -> int:
+    from .requests import cmd_unlearn
+
+    return cmd_unlearn(args)
+
+
 # verb -> (attribute, kind) of its output paths, checked before any compute
 _OUTPUTS = {
     "train": [("out", "dir")],
@@ -292,7 +313,7 @@ _USES_CACHE = {"train", "run", "tune", "demo", "bench", "eval", "report", "cache
 
 def _preflight(args: argparse.Namespace) -> None:
     """Checks every verb shares, before any compute: output paths and the cache folder."""
-    from ._io import check_output_dir, check_output_file
+    from .._io import check_output_dir, check_output_file
 
     for attr, kind in _OUTPUTS.get(args.command, []):
         value = getattr(args, attr, None)
@@ -300,7 +321,7 @@ def _preflight(args: argparse.Namespace) -> None:
             flag = "--" + attr.replace("_", "-")
             (check_output_dir if kind == "dir" else check_output_file)(value, flag)
     if args.command in _USES_CACHE:
-        from .cache import cache_dir
+        from ..cache import cache_dir
 
         cache_dir()  # a cache path that is a file fails here, not after the training
 
@@ -326,19 +347,19 @@ def _print_table(rows: list[dict[str, Any]], title: str | None = None) -> None:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     if args.what == "datasets":
-        from .data import DATASETS, dataset_summary
+        from ..data import DATASETS, dataset_summary
 
         rows = [{"name": n, "summary": dataset_summary(n)} for n in DATASETS.names()]
     elif args.what == "models":
-        from .models import MODEL_SUMMARIES, MODELS
+        from ..models import MODEL_SUMMARIES, MODELS
 
         rows = [{"name": n, "summary": MODEL_SUMMARIES.get(n, "")} for n in MODELS.names()]
     elif args.what == "methods":
-        from .methods import method_table
+        from ..methods import method_table
 
         rows = method_table()
     else:
-        from .evaluation import metric_table
+        from ..evaluation import metric_table
 
         rows = metric_table()
     fmt = getattr(args, "format", "table")
@@ -353,7 +374,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
-    from .cache import cache_maintenance
+    from ..cache import cache_maintenance
 
     return cache_maintenance(args.action, namespace=args.namespace, yes=args.yes)
 
@@ -361,22 +382,22 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .data import load_dataset, split_for
-    from .models import MODELS, parse_model_args
-    from .oracle import export, parse_recipe_overrides, train_or_load
-    from .training import default_recipe
+    from ..data import load_dataset, split_for
+    from ..models import MODELS, parse_model_args
+    from ..oracle import export, parse_recipe_overrides, train_or_load
+    from ..training import default_recipe
 
     MODELS.get(args.model)  # unknown names fail before loading data
     model_kwargs = parse_model_args(args.model, _kv(args.model_arg, "--model-arg"))
     overrides: dict[str, Any] = parse_recipe_overrides(_kv(args.recipe, "--recipe"))
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
-    from .data.manipulations import parse_manipulation
+    from ..data.manipulations import parse_manipulation
 
     manipulation = parse_manipulation(args.manipulation)  # a bad spec fails before loading data
     bundle = load_dataset(args.dataset, args.data_dir)
     if manipulation is not None:
-        from .pipeline import manipulate
+        from ..pipeline import manipulate
 
         bundle = manipulate(
             bundle, manipulation, args.seed, model=args.model, model_kwargs=model_kwargs, device=args.device
@@ -425,7 +446,7 @@ def _num(v: str) -> Any:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from .data.fetch import fetch_fashion_mnist
+    from ..data.fetch import fetch_fashion_mnist
 
     print(fetch_fashion_mnist(args.data_dir))
     return 0
@@ -436,7 +457,7 @@ def _print_record(record: dict[str, Any], title: str | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .evaluation import format_table
+    from ..evaluation import format_table
 
     cols = ("metric", "original", "retrained", "unlearned", "gap")
     table = Table(title=title)
@@ -448,9 +469,9 @@ def _print_record(record: dict[str, Any], title: str | None = None) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluation import write_record
-    from .evaluation.checkpoints import evaluate_checkpoints
-    from .evaluation.levels import resolve_audits
+    from ..evaluation import write_record
+    from ..evaluation.checkpoints import evaluate_checkpoints
+    from ..evaluation.levels import resolve_audits
 
     resolve_audits(args.audits)  # an unknown audit name fails before any checkpoint is read
     _check_eval_checkpoints(args)
@@ -476,9 +497,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _check_eval_checkpoints(args: argparse.Namespace) -> None:
     """Before any compute: each checkpoint's stored role and split digest against --forget/--seed/--dataset."""
-    from .data import load_dataset, split_for
-    from .errors import IncompatibleError
-    from .models import checkpoint_info
+    from ..data import load_dataset, split_for
+    from ..errors import IncompatibleError
+    from ..models import checkpoint_info
 
     paths = {"--model": args.model, "--retrained": args.retrained, "--original": args.original}
     for flag, path in paths.items():
@@ -515,17 +536,17 @@ def _check_eval_checkpoints(args: argparse.Namespace) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ._io import check_output_dir
-    from .models import MODELS, parse_model_args
-    from .pipeline import run_experiment, save_experiment
+    from .._io import check_output_dir
+    from ..models import MODELS, parse_model_args
+    from ..pipeline import run_experiment, save_experiment
 
     overrides = _kv(args.set)
     MODELS.get(args.model)
     model_kwargs = parse_model_args(args.model, _kv(args.model_arg, "--model-arg"))
     spec_tag = args.forget.replace(":", "").replace(",", "_").replace("/", "_")
     if args.manipulation:
-        from ._io import sha256_json
-        from .data.manipulations import parse_manipulation
+        from .._io import sha256_json
+        from ..data.manipulations import parse_manipulation
 
         m = parse_manipulation(args.manipulation)
         spec_tag += f"-{m.kind}{sha256_json(str(m))[:6]}" if m is not None else ""
@@ -551,6 +572,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         audits=args.audits,
         oracles=args.oracles or 0,
         manipulation=args.manipulation,
+        noise_floor=not getattr(args, "no_noise_floor", False),
     )
     _print_record(exp.record)
     save_experiment(exp, out)
@@ -563,8 +585,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_tune(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ._io import write_json_atomic
-    from .tune import require_optuna, tune
+    from .._io import write_json_atomic
+    from ..tune import require_optuna, tune
 
     require_optuna()  # before anything else: says how to install it
     grid = {k: [_num(v) for v in vals.split(",") if v.strip()] for k, vals in _kv(args.grid, "--grid").items()}
@@ -644,9 +666,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .evaluation import EvaluationCache
-    from .methods import METHODS
-    from .pipeline import run_experiment, save_experiment
+    from ..evaluation import EvaluationCache
+    from ..methods import METHODS
+    from ..pipeline import run_experiment, save_experiment
 
     methods = args.methods.split(",") if args.methods else [m for m in DEMO_METHODS if m in METHODS]
     for name in methods:
@@ -705,21 +727,21 @@ def _demo_row(name: str, m: dict[str, Any], seconds: float | None, gap: float | 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     """0 when every run is recorded or skipped, 1 when some failed, 130 on Ctrl-C."""
-    from .bench.runner import run_bench
-    from .bench.spec import load_spec
+    from ..bench.runner import run_bench
+    from ..bench.spec import load_spec
 
     spec = load_spec(args.spec)
     if args.manipulation is not None:
         from dataclasses import replace
 
-        from .data.manipulations import parse_manipulation
+        from ..data.manipulations import parse_manipulation
 
         m = parse_manipulation(args.manipulation)
         spec = replace(spec, manipulations=(str(m) if m is not None else None,))
     if args.audits is not None or args.oracles is not None:
         from dataclasses import replace
 
-        from .bench.spec import check_audits
+        from ..bench.spec import check_audits
 
         spec = replace(
             spec,
@@ -745,7 +767,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .bench.report import build_report
+    from ..bench.report import build_report
 
     out = build_report(args.dir, args.out)
     print(
