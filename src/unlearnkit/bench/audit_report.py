@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .identity import ORIGINAL, RETRAINED, identity
 from .stats import summarize
 
 GAP_MARGIN_PP = 0.5
@@ -149,7 +150,6 @@ def verdict(values: dict[str, dict[str, Any] | None]) -> str:
 
 def audit_section(records: list[dict[str, Any]], classwise: bool) -> AuditSection | None:
     """The audits section of one scenario's records (None when no record holds an audit)."""
-    from .report import ORIGINAL, RETRAINED, identity
 
     if not any(_extras(r, a) for r in records for a in ("mia_population", "linear_probe", "cka", "oracle_margins")):
         return None

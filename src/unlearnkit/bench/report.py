@@ -31,12 +31,13 @@ from .audit_report import audit_section, roc_figure, score_histograms
 from .audit_report import markdown as audit_markdown
 from .audit_report import notes as audit_notes
 from .audit_report import table as audit_table
+from .identity import ORIGINAL, RETRAINED, identity
+from .identity import dig as _dig
 from .records import RECORDS_FILE, make_readable, read_records
 from .stats import summarize
 
 GAP_KEYS = ("accuracy_forget", "accuracy_retain", "accuracy_test", "mia_efficacy_forget")
 MANIPULATION_KEYS = ("asr_test", "ic_confusion_test", "memorised_manipulated")
-ORIGINAL, RETRAINED = "Original", "Retrained (oracle)"
 
 
 @dataclass(frozen=True)
@@ -68,14 +69,6 @@ COLUMNS = (
 
 
 # ----------------------------------------------------------------------------------------- record access
-def _dig(obj: Any, *path: str) -> Any:
-    for p in path:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(p)
-    return obj
-
-
 def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
@@ -85,40 +78,6 @@ def _first(*values: Any) -> float | None:
         if _num(v) is not None:
             return _num(v)
     return None
-
-
-def _forget_text(spec: Any) -> str:
-    if isinstance(spec, str):
-        return spec
-    if isinstance(spec, dict):  # {"kind": "random", "fraction": 0.1} / {"kind": "class", "classes": [0]}
-        kind = spec.get("kind", "?")
-        if kind == "random" and "fraction" in spec:
-            return f"random:{spec['fraction']:g}"
-        if kind == "class" and spec.get("classes") is not None:
-            return "class:" + ",".join(str(c) for c in spec["classes"])
-        return str(kind)
-    return "?"
-
-
-def identity(rec: dict[str, Any]) -> dict[str, Any]:
-    """(dataset, model, forget, method, label, seed) of a record: its bench block, else its own fields."""
-    bench = rec.get("bench")
-    b: dict[str, Any] = bench if isinstance(bench, dict) else {}
-    method = b.get("method") or _dig(rec, "method", "name") or "?"
-    margs = b.get("model_args") or {}
-    model = b.get("model") or _dig(rec, "model", "arch") or "?"
-    if margs:
-        model = f"{model}({', '.join(f'{k}={v}' for k, v in sorted(margs.items()))})"
-    forget = b.get("forget") or _forget_text(_dig(rec, "task", "forget", "spec"))
-    manipulation = b.get("manipulation") or _dig(rec, "task", "manipulation", "spec")
-    return {
-        "dataset": b.get("dataset") or _dig(rec, "task", "dataset") or "?",
-        "model": model,
-        "forget": f"{forget} on {manipulation}" if manipulation else forget,
-        "method": method,
-        "label": b.get("label") or method,
-        "seed": b.get("seed", rec.get("seed")),
-    }
 
 
 def metric_value(rec: dict[str, Any], role: str, key: str) -> float | None:
