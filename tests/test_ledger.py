@@ -184,3 +184,35 @@ def test_a_plain_model_needs_a_method_and_apply_runs_it(tmp_path: Path) -> None:
     res = d.apply("ft", config={"epochs": 1}, device="cpu", audit=False)
     assert res is not None and res.method == "ft" and d.verify().ok
     assert not (tmp_path / "p" / MODEL_FILE).with_suffix(".tmp").exists()
+
+
+def test_unlearn_verb_audits_without_a_retrained_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from unlearnkit import oracle
+    from unlearnkit.cli import main
+    from unlearnkit.models import save_model
+
+    def no_retraining(*a: object, **k: object) -> None:
+        raise AssertionError("unlearn must not train a retrained model")
+
+    monkeypatch.setattr(oracle, "train_or_load", no_retraining)
+    ckpt = save_model(tiny_model(trained=True), tmp_path / "mine.safetensors")
+    out = tmp_path / "out"
+    argv = ["unlearn", str(ckpt), "--dataset", "synthetic", "--forget", "class:1", "--method", "ft"]
+    assert main([*argv, "--set", "epochs=1", "--out", str(out), "--device", "cpu"]) == 0
+    audit = json.loads((out / "audit.json").read_text())
+    u = audit["unlearned"]
+    assert {"accuracy_forget", "accuracy_retain", "accuracy_test", "mia_efficacy_forget"} <= set(u)
+    assert any(k.startswith("mia_auc_forget") for k in u)  # population MIA: forget vs held-out test
+    assert "relative_weight_change" in audit["change"] and (out / "unlearned.safetensors").is_file()
+    assert main([*argv, "--set", "epochz=1", "--out", str(tmp_path / "o2")]) == 2  # bad option: clear error
+    assert not (tmp_path / "o2").exists()
+
+
+def test_run_no_noise_floor_trains_one_retrained_model(tmp_path: Path) -> None:
+    from unlearnkit.cli import main
+
+    out = tmp_path / "run"
+    argv = ["run", "--dataset", "synthetic", "--model", "small_cnn", "--forget", "class:1", "--method", "ft"]
+    assert main([*argv, "--set", "epochs=1", "--no-noise-floor", "--out", str(out), "--device", "cpu"]) == 0
+    record = json.loads((out / "record.json").read_text())
+    assert record.get("noise_floor_avg_gap") is None and "retrained_2" not in record["models"]
