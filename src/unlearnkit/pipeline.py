@@ -66,7 +66,13 @@ def prepare_method(
             f"method {METHODS.canonical(method)!r} supports only "
             f"{'/'.join(sorted(cls.requires.split_kinds))} forgetting, not {label} ({forget!r})"
         )
-    return create_method(method, dataset=dataset, model=model, kind=kind, preset=preset, **(overrides or {}))
+    values = dict(overrides or {})
+    _, source = preset_config(method, dataset, model, kind, preset)
+    untuned = source.startswith(("default", "class defaults"))
+    if untuned and "stop_at_target" in cls.Config.field_names() and "stop_at_target" not in values:
+        # No preset was tuned for this (dataset, model, kind): stop by the rule that needs no retrained model.
+        values["stop_at_target"] = True
+    return create_method(method, dataset=dataset, model=model, kind=kind, preset=preset, **values)
 
 
 def run_experiment(
@@ -185,6 +191,7 @@ def run_experiment(
         extra_models=extra_models or None,
     )
     record.setdefault("method", {})["preset"] = preset_source
+    record["method"]["stop_reason"] = result.stop_reason
     record["model"]["kwargs"] = model_kwargs
     record["model"]["original_recipe"] = original_meta.get("recipe")
     record["method"]["original_weight_decay"] = data.original_weight_decay  # what weight_decay=None resolves to
@@ -197,6 +204,19 @@ def run_experiment(
             "(check its options, e.g. epochs=0 or lr=0)"
         )
     return Experiment(record, unlearned, split)
+
+
+def recipe_weight_decay(recipe: dict[str, Any] | None) -> float | None:
+    """The weight decay of an original's training recipe (its checkpoint metadata) as an unlearning default.
+
+    Only coupled (L2) decay carries over: SGD and Adam add ``wd · θ`` to the gradient, as the unlearning
+    optimizers do; AdamW's decoupled decay is another quantity, so it gives None (the library default then).
+    None when the recipe is unknown (e.g. a user's ``--original`` checkpoint).
+    """
+    if not recipe or recipe.get("optimizer") not in ("sgd", "adam"):
+        return None
+    wd = recipe.get("weight_decay")
+    return float(wd) if isinstance(wd, (int, float)) and not isinstance(wd, bool) else None
 
 
 def manipulate(
@@ -274,19 +294,6 @@ def _audit_models(
         device=device,
         progress=progress,
     )
-
-
-def recipe_weight_decay(recipe: dict[str, Any] | None) -> float | None:
-    """The weight decay of an original's training recipe (its checkpoint metadata) as an unlearning default.
-
-    Only coupled (L2) decay carries over: SGD and Adam add ``wd · θ`` to the gradient, as the unlearning
-    optimizers do; AdamW's decoupled decay is another quantity, so it gives None (the library default then).
-    None when the recipe is unknown (e.g. a user's ``--original`` checkpoint).
-    """
-    if not recipe or recipe.get("optimizer") not in ("sgd", "adam"):
-        return None
-    wd = recipe.get("weight_decay")
-    return float(wd) if isinstance(wd, (int, float)) and not isinstance(wd, bool) else None
 
 
 def load_original(

@@ -29,6 +29,7 @@ class RunResult:
     update_seconds: float
     steps: int
     history: list[dict[str, float]] = field(default_factory=list)
+    stop_reason: str | None = None  # why an in-run rule stopped the method early (None: it ran its schedule)
 
     @property
     def seconds(self) -> float:
@@ -90,7 +91,12 @@ def run_method(
         t1 = time.perf_counter()
     t_setup = min(max(ctx.events.get("setup_end", t0) - t0, 0.0), t1 - t0)
     return RunResult(
-        out, setup_seconds=t_setup, update_seconds=(t1 - t0) - t_setup, steps=ctx.steps, history=ctx.history
+        out,
+        setup_seconds=t_setup,
+        update_seconds=(t1 - t0) - t_setup,
+        steps=ctx.steps,
+        history=ctx.history,
+        stop_reason=ctx.stop_reason,
     )
 
 

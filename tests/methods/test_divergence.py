@@ -25,16 +25,18 @@ def _ctx(model: torch.nn.Module) -> RunContext:
 def test_ga_with_a_huge_lr_raises(trained: torch.nn.Module) -> None:
     data = tiny_data()
     with pytest.raises(DivergenceError, match=r"ga.*diverged.*on_divergence=rollback"):
-        create_method("ga", lr=1e4, epochs=3, batch_size=16).unlearn(copy.deepcopy(trained), data, _ctx(trained))
+        create_method("ga", lr=1e4, epochs=3, batch_size=16, max_retain_drop=100.0).unlearn(
+            copy.deepcopy(trained), data, _ctx(trained)
+        )
 
 
 def test_ga_rollback_restores_the_input_weights(trained: torch.nn.Module) -> None:
     data = tiny_data()
     model = copy.deepcopy(trained)
     with pytest.warns(RuntimeWarning, match="Rolled back"):
-        out = create_method("ga", lr=1e4, epochs=3, batch_size=16, on_divergence="rollback").unlearn(
-            model, data, _ctx(trained)
-        )
+        out = create_method(
+            "ga", lr=1e4, epochs=3, batch_size=16, on_divergence="rollback", max_retain_drop=100.0
+        ).unlearn(model, data, _ctx(trained))
     for a, b in zip(trained.state_dict().values(), out.state_dict().values(), strict=False):
         assert torch.equal(a, b)
 
@@ -43,7 +45,7 @@ def test_collapse_without_nan_is_detected_on_test_set_for_ga(trained: torch.nn.M
     # GA never reads retain: the collapse probe uses the test set, and the retain set may be unreadable.
     d = tiny_data()
     data = UnlearnData(forget=d.forget, retain=RaisingDataset(), test=d.test, split=d.split, num_classes=4)
-    method = create_method("ga", lr=0.5, epochs=3, batch_size=16, collapse_floor=90.0)
+    method = create_method("ga", lr=0.5, epochs=3, batch_size=16, collapse_floor=90.0, max_retain_drop=100.0)
     with pytest.raises(DivergenceError, match="test accuracy collapsed"):
         method.unlearn(copy.deepcopy(trained), data, _ctx(trained))
 
@@ -51,7 +53,17 @@ def test_collapse_without_nan_is_detected_on_test_set_for_ga(trained: torch.nn.M
 def test_huge_lr_through_the_public_api(trained: torch.nn.Module) -> None:
     d = tiny_data()
     with pytest.raises(DivergenceError):
-        unlearn(trained, d.forget, d.retain, method="ga", device="cpu", lr=1e4, epochs=3, batch_size=16)
+        unlearn(
+            trained,
+            d.forget,
+            d.retain,
+            method="ga",
+            device="cpu",
+            lr=1e4,
+            epochs=3,
+            batch_size=16,
+            max_retain_drop=100.0,
+        )
     with pytest.warns(RuntimeWarning):
         out = unlearn(
             trained,

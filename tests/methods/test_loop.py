@@ -247,3 +247,41 @@ def test_salun_is_random_label_plus_a_mask() -> None:
     assert isinstance(m, RandomLabel)
     assert set(create_method("rl").config.to_dict()) < set(m.config.to_dict())
     assert not hasattr(nn.Module, "union_")
+
+
+# ------------------------------------------------------------------------------ rules without a retrained model
+def test_a_retain_drop_beyond_the_limit_stops_the_run_and_restores_the_last_good_check() -> None:
+    data, model = tiny_data(), tiny_model(trained=True)
+    # Gradient ascent at a large lr wrecks the model within a few steps; the guard stops it within 5 points.
+    m = create_method("ga", lr=0.5, epochs=20, batch_size=8, max_retain_drop=5.0, check_every=1)
+    with pytest.warns(RuntimeWarning, match="Stopped early: retain accuracy fell"):
+        res = run_method(m, model, data, device="cpu")
+    assert res.stop_reason is not None and "retain accuracy fell" in res.stop_reason
+    from unlearnkit.methods.base import retain_accuracy_sample
+
+    start = retain_accuracy_sample(model, data.test, RunContext())
+    after = retain_accuracy_sample(res.model, data.test, RunContext())
+    assert after >= start - 5.0
+    assert res.steps < m.total_steps(data)  # stopped early
+
+
+def test_stop_at_target_stops_class_forgetting_once_the_class_is_gone() -> None:
+    data, model = tiny_data("class:1"), tiny_model(trained=True)
+    m = create_method("ga", lr=0.05, epochs=50, batch_size=8, stop_at_target=True, max_retain_drop=100.0, check_every=1)
+    res = run_method(m, model, data, device="cpu")
+    assert res.stop_reason is not None and "reached its target 0.0%" in res.stop_reason
+    from unlearnkit.methods.base import retain_accuracy_sample
+
+    assert retain_accuracy_sample(res.model, data.forget, RunContext()) <= 1.0
+    assert res.steps < m.total_steps(data)
+
+
+def test_untuned_pairs_get_the_stopping_rule_tuned_ones_keep_their_preset() -> None:
+    from unlearnkit.pipeline import prepare_method
+
+    assert prepare_method("ga", "synthetic", "small_cnn", "class:1").config.stop_at_target is True
+    assert (
+        prepare_method("ga", "synthetic", "small_cnn", "class:1", {"stop_at_target": False}).config.stop_at_target
+        is False
+    )
+    assert not prepare_method("ga", "fashion_mnist", "small_cnn", "class:0").config.stop_at_target

@@ -200,7 +200,8 @@ def test_max_steps_truncates_without_changing_schedules(data, trained):
 
 
 def test_divergence_guard(data, trained):
-    wild = {"alpha0": 1e6, "max_norm": None, "lr": 5.0, "forget_freq": 1, "n_iters": 10}
+    # the NaN path: the retain-drop guard (which would stop first) is off
+    wild = {"alpha0": 1e6, "max_norm": None, "lr": 5.0, "forget_freq": 1, "n_iters": 10, "max_retain_drop": 100.0}
     with pytest.raises(DivergenceError, match="sfr_on"):
         run(trained, data, **wild)
     with pytest.warns(RuntimeWarning, match="Rolled back"):

@@ -191,6 +191,7 @@ class RunContext:
         self.steps = 0
         self.epoch = 0
         self.events: dict[str, float] = {}
+        self.stop_reason: str | None = None
         self._history: list[dict[str, float]] = []
         self._pending: list[dict[str, Any]] = []
         self._bad: list[tuple[torch.Tensor, str]] = []
@@ -356,6 +357,17 @@ class GradientConfig(MethodConfig):
             when the loss turns non-finite or retain accuracy falls under ``collapse_floor``.
         collapse_floor: retain accuracy (percent, on a sample of up to 1,024 retain images) under which the
             run counts as collapsed; None disables the check.
+        max_retain_drop: watch retain accuracy (the same sample; the test set for methods that must not read the
+            retain set) during the run: when it falls more than this many points below its value at the start,
+            the loop stops and the weights go back to the last check that was within the limit. None: 5 points
+            for ascent-type methods, off for the others; 0 < value ≤ 100.
+        stop_at_target: stop as soon as forget accuracy (a sample of up to 1,024 forget images) reaches what a
+            model that never saw the forget set would score: 0 for a forgotten class, the model's own accuracy
+            on held-out test data for random samples (needs ``data.test``), plus ``target_tolerance`` points. It
+            needs no retrained model. None: off (the pipeline turns it on where no tuned preset exists).
+        target_tolerance: slack of ``stop_at_target`` in points (default 1).
+        check_every: steps between two checks of the two rules above (None: a tenth of the run; every check
+            also happens at the end of each pass).
     """
 
     epochs: int = 5
@@ -369,6 +381,10 @@ class GradientConfig(MethodConfig):
     augment: bool = False
     on_divergence: Literal["raise", "rollback"] = "raise"
     collapse_floor: float | None = None
+    max_retain_drop: float | None = None
+    stop_at_target: bool | None = None
+    target_tolerance: float = 1.0
+    check_every: int | None = None
 
     def validate(self) -> None:
         super().validate()
@@ -393,6 +409,14 @@ class GradientConfig(MethodConfig):
         self.check(
             self.collapse_floor is None or 0 <= self.collapse_floor <= 100,
             f"collapse_floor must be a percentage in [0, 100], got {self.collapse_floor}",
+        )
+        self.check(
+            self.max_retain_drop is None or 0 < self.max_retain_drop <= 100,
+            f"max_retain_drop must be in (0, 100] percentage points, got {self.max_retain_drop}",
+        )
+        self.check(self.target_tolerance >= 0, f"target_tolerance must be ≥ 0, got {self.target_tolerance}")
+        self.check(
+            self.check_every is None or self.check_every >= 1, f"check_every must be ≥ 1, got {self.check_every}"
         )
 
 
@@ -654,6 +678,7 @@ class GradientMethod(Method):
     ) -> None:
         max_steps = self.config.max_steps
         step, passes = 0, 0
+        watch = self._watch(model, data, ctx, total)
         with progress_bar(self.name or type(self).__name__, total, ctx.progress) as bar:
             for phase in phases:
                 for e in range(1 if phase.steps is not None else phase.epochs):
@@ -673,8 +698,41 @@ class GradientMethod(Method):
                         ctx.steps += 1
                         ctx.log(step=step, loss=out.loss.detach(), **out.logs)
                         bar.advance()
+                        if watch is not None and step % watch.every == 0 and watch.check(model, ctx):
+                            return
                     if complete:
                         self.on_epoch_end(model, phase, ctx)
+                        if watch is not None and watch.check(model, ctx):
+                            return
+
+    def _watch(self, model: nn.Module, data: UnlearnData, ctx: RunContext, total: int) -> _Watch | None:
+        """The in-run stopping rules of the config (retain-drop guard, forget-accuracy target), or None."""
+        c = self.config
+        drop = c.max_retain_drop
+        if drop is None and self.guard_divergence:
+            drop = DEFAULT_MAX_RETAIN_DROP
+        probe = data.retain if self.requires.retain else data.test
+        if probe is None or len(probe) == 0:  # type: ignore[arg-type]
+            drop = None
+        target: Literal["zero", "test"] | None = None
+        if c.stop_at_target:
+            if data.split_kind == "class":
+                target = "zero"
+            elif data.test is not None and len(data.test) > 0:  # type: ignore[arg-type]
+                target = "test"
+        if drop is None and target is None:
+            return None
+        w = _Watch(
+            probe=probe,
+            drop=drop,
+            forget=data.forget,
+            test=data.test,
+            target=target,
+            tolerance=c.target_tolerance,
+            every=c.check_every or max(1, total // 10),
+        )
+        w.start(model, ctx)
+        return w
 
     # --- divergence safety -------------------------------------------------------------------------
     def _collapse_reason(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> str | None:
@@ -714,6 +772,64 @@ def resolve_weight_decay(configured: float | None, original: float | None) -> fl
     if configured is not None:
         return configured
     return original if original is not None else DEFAULT_WEIGHT_DECAY
+
+
+#: Retain-accuracy drop (points) at which ascent-type methods stop and go back to their last good check.
+DEFAULT_MAX_RETAIN_DROP = 5.0
+
+
+@dataclass
+class _Watch:
+    """The in-run rules that need no retrained model: stop at the forget target, stop on a retain drop."""
+
+    probe: Dataset | None
+    drop: float | None
+    forget: Dataset
+    test: Dataset | None
+    target: Literal["zero", "test"] | None
+    tolerance: float
+    every: int
+    start_acc: float = math.nan
+    good: dict[str, torch.Tensor] | None = None
+
+    def _keep(self, model: nn.Module) -> None:
+        if self.drop is not None:
+            self.good = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    def start(self, model: nn.Module, ctx: RunContext) -> None:
+        if self.probe is not None and self.drop is not None:
+            self.start_acc = retain_accuracy_sample(model, self.probe, ctx)
+        self._keep(model)
+
+    def check(self, model: nn.Module, ctx: RunContext) -> bool:
+        """True when the run must stop here (``ctx.stop_reason`` says why; weights restored on a retain drop)."""
+        if self.drop is not None and self.probe is not None:
+            acc = retain_accuracy_sample(model, self.probe, ctx)
+            if not acc >= self.start_acc - self.drop:
+                if self.good is not None:
+                    model.load_state_dict(self.good)
+                ctx.stop_reason = (
+                    f"retain accuracy fell from {self.start_acc:.1f}% to {acc:.1f}% (more than "
+                    f"{self.drop:g} points) at step {ctx.steps}; restored the last check within it"
+                )
+                warnings.warn(
+                    f"Stopped early: {ctx.stop_reason}. Lower lr or epochs, or raise max_retain_drop "
+                    "(100 turns the guard off).",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                return True
+        if self.target is not None:
+            forget_acc = retain_accuracy_sample(model, self.forget, ctx)
+            goal = 0.0 if self.target == "zero" else retain_accuracy_sample(model, self.test, ctx)  # type: ignore[arg-type]
+            if forget_acc <= goal + self.tolerance:
+                ctx.stop_reason = (
+                    f"forget accuracy {forget_acc:.1f}% reached its target {goal:.1f}% "
+                    f"(+{self.tolerance:g}) at step {ctx.steps}"
+                )
+                return True
+        self._keep(model)
+        return False
 
 
 def _nonfinite_parameter(model: nn.Module) -> str | None:
