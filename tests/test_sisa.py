@@ -114,8 +114,11 @@ def test_aggregation_outputs_log_probabilities_and_ties_go_low() -> None:
     out = ens(torch.zeros(2, 1))
     assert torch.allclose(out.exp().sum(1), torch.ones(2))
     assert out.argmax(1).tolist() == [1, 1]  # a 1–1 tie between classes 1 and 2 goes to 1
+    logits = torch.stack([m(torch.zeros(2, 1)) for m in ens.members])
+    assert torch.equal(ens.aggregate(logits), out)  # the members' logits aggregated as forward does
     ens.spec = sisa.SISASpec(2, 1, RECIPE.to_dict(), 0, "softmax", None, num_classes=3)
     soft = ens(torch.zeros(2, 1))
+    assert torch.equal(ens.aggregate(logits), soft) and torch.equal(ens.aggregate(logits, "vote"), out)
     assert torch.allclose(soft.exp().sum(1), torch.ones(2))
     assert torch.isfinite(out).all() and torch.isfinite(soft).all()
 

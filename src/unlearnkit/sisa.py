@@ -193,9 +193,17 @@ class SISAEnsemble(nn.Module):
 
     # --- inference ---------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = torch.stack([m(x).float() for m in self.members])  # S × B × C
+        return self.aggregate(torch.stack([m(x).float() for m in self.members]))
+
+    def aggregate(self, outs: torch.Tensor, aggregation: Aggregation | None = None) -> torch.Tensor:
+        """Log-probabilities of the aggregate of the members' logits ``outs`` (S × B × C), as `forward` does.
+
+        ``aggregation`` overrides the ensemble's own (``spec.aggregation``), e.g. to score both ways from one
+        forward pass of the members.
+        """
+        outs = outs.float()
         s, _, c = outs.shape
-        if self.spec.aggregation == "softmax":
+        if (aggregation or self.spec.aggregation) == "softmax":
             return torch.logsumexp(torch.log_softmax(outs, dim=-1), dim=0) - torch.log(torch.tensor(float(s)))
         votes = nn.functional.one_hot(outs.argmax(-1), c).sum(0).float()
         return torch.log((votes + VOTE_EPS) / (s + c * VOTE_EPS))
