@@ -216,3 +216,22 @@ def test_run_no_noise_floor_trains_one_retrained_model(tmp_path: Path) -> None:
     assert main([*argv, "--set", "epochs=1", "--no-noise-floor", "--out", str(out), "--device", "cpu"]) == 0
     record = json.loads((out / "record.json").read_text())
     assert record.get("noise_floor_avg_gap") is None and "retrained_2" not in record["models"]
+
+
+def test_cli_train_shards_writes_a_sisa_model_that_requests_apply_to(tmp_path: Path) -> None:
+    """`unlearnkit train --shards` → a SISA model directory; request init/add/apply delete exactly from it."""
+    from unlearnkit.cli import main
+
+    out = tmp_path / "sisa"
+    argv = ["train", "--dataset", "synthetic", "--model", "small_cnn", "--model-arg", "width=8", "--epochs", "2"]
+    assert main([*argv, "--shards", "2", "--forget", "class:1", "--out", str(out)]) == 2  # clear error, no files
+    assert not out.exists()
+    assert main([*argv, "--slices", "2", "--out", str(out)]) == 2  # --slices without --shards
+    assert main([*argv, "--shards", "2", "--slices", "2", "--no-cache", "--device", "cpu", "--out", str(out)]) == 0
+    ens = sisa.load_sisa(out / MODEL_FILE)
+    assert (ens.spec.shards, ens.spec.slices, ens.spec.dataset, ens.spec.recipe["epochs"]) == (2, 2, "synthetic", 2)
+    assert main(["request", "init", str(out), "--dataset", "synthetic"]) == 0
+    assert main(["request", "add", str(out), "--subject", "bob", "--indices", "5,6"]) == 0
+    assert main(["request", "apply", str(out), "--no-audit"]) == 0
+    assert set(sisa.load_sisa(out / MODEL_FILE).deleted_indices()) == {5, 6}
+    assert main(["request", "verify", str(out)]) == 0

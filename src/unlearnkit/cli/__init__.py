@@ -141,6 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", action="append", metavar="KEY=VALUE", help="override any recipe field (repeatable)")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model option, e.g. width=16")
     p.add_argument("--no-cache", action="store_true", help="train even when a cached model exists")
+    p.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        metavar="S",
+        help="train a SISA ensemble of S members instead (exact unlearning: `unlearnkit request` and --method sisa "
+        "delete by retraining only the affected shards); the recipe is each member's",
+    )
+    p.add_argument("--slices", type=int, default=1, metavar="R", help="SISA slices per shard (default 1)")
+    p.add_argument("--aggregation", choices=["vote", "softmax"], default="vote", help="SISA aggregation (default vote)")
     p.add_argument("--out", required=True, help="output folder: model.safetensors, meta.json, split.json")
     _manipulation(p)
     _common(p)
@@ -395,7 +405,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from ..data.manipulations import parse_manipulation
 
     manipulation = parse_manipulation(args.manipulation)  # a bad spec fails before loading data
+    if args.shards is not None:
+        if args.shards < 1 or args.slices < 1:
+            raise UnlearnkitError(f"--shards and --slices must be ≥ 1, got {args.shards} and {args.slices}")
+        if args.forget or manipulation is not None:
+            raise UnlearnkitError(
+                "--shards trains a SISA ensemble on the full training set; delete data from it afterwards "
+                "(`unlearnkit request`, or `unlearnkit unlearn --method sisa`) instead of --forget/--manipulation"
+            )
+    elif args.slices != 1 or args.aggregation != "vote":
+        raise UnlearnkitError("--slices and --aggregation need --shards (a SISA ensemble)")
     bundle = load_dataset(args.dataset, args.data_dir)
+    if args.shards is not None:
+        return _train_sisa(args, bundle, model_kwargs, overrides)
     if manipulation is not None:
         from ..pipeline import manipulate
 
@@ -433,6 +455,49 @@ def _cmd_train(args: argparse.Namespace) -> int:
             }
         )
     )
+    return 0
+
+
+def _train_sisa(args: argparse.Namespace, bundle: Any, model_kwargs: dict[str, Any], overrides: dict[str, Any]) -> int:
+    from dataclasses import replace
+
+    from .. import sisa
+    from ..device import resolve_device
+    from ..models import model_for_dataset
+    from ..training import accuracy, default_recipe
+
+    recipe = default_recipe(bundle.info.name, args.model)
+    try:
+        recipe = replace(recipe, **overrides) if overrides else recipe
+    except TypeError as exc:
+        raise UnlearnkitError(f"bad --recipe key: {exc}") from None
+    device = resolve_device(args.device)
+    ens = sisa.train_sisa(
+        model_for_dataset(args.model, bundle.info, **model_kwargs),
+        bundle.train,
+        shards=args.shards,
+        slices=args.slices,
+        recipe=recipe,
+        seed=args.seed,
+        aggregation=args.aggregation,
+        device=device,
+        cache=None if args.no_cache else "default",
+        augment=bundle.info.augment,
+        dataset=bundle.info.name,
+    )
+    out = Path(args.out) / "model.safetensors"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sisa.save_sisa(ens, out)
+    summary = {
+        "role": "sisa",
+        "out": str(out),
+        "shards": args.shards,
+        "slices": args.slices,
+        "aggregation": args.aggregation,
+        "accuracy_test": round(accuracy(ens, bundle.test, device=device), 2),
+        "wall_seconds": round(ens.spec.train_seconds or 0.0, 1),
+    }
+    print(json.dumps(summary))
     return 0
 
 
