@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -13,6 +14,7 @@ from torch.nn import functional as F
 
 from ..data.datasets import ImageDataset
 from ..data.loading import as_image_dataset, iter_batches
+from ..errors import DivergenceError
 from . import register
 from .base import Method, MethodConfig, RunContext, UnlearnData
 
@@ -35,6 +37,10 @@ class LCodecConfig(MethodConfig):
         hessian_samples: [OURS] random training samples (retain ∪ remaining forget) for the full-data gradients
             and Hessian; None: all of them.
         l2_reg: λ, the damping of ``H + λI`` (0.01).
+        psd_guard: [OURS] project ``H`` onto the positive semi-definite matrices (negative eigenvalues set to 0)
+            before adding ``λI``, so the Newton step is at most ``(m/(n−m))·‖g‖/λ`` (True). The reference solves
+            with ``H`` as it is (False): with the FD Hessians ``H = (n·H_all − m·H_req)/(n − m)`` is a difference
+            of rank-1 matrices, so ``H + λI`` can have eigenvalues near 0 or below it and the step explodes.
         add_noise: add the certified-removal Gaussian noise to the updated entries.
         epsilon, delta, noise_M, noise_L, noise_m: ε, δ, M, L, m of ``σ`` (0.1, 0.01, 0.25, 1, 1).
         batch_size: batch of the gradient and activation passes (256).
@@ -50,6 +56,7 @@ class LCodecConfig(MethodConfig):
     fd_lr: float = 1e-3
     hessian_samples: int | None = None
     l2_reg: float = 0.01
+    psd_guard: bool = True
     add_noise: bool = True
     epsilon: float = 0.1
     delta: float = 0.01
@@ -282,11 +289,25 @@ def noise_sigma(n: int, *, l2_reg: float, epsilon: float, delta: float, M: float
 
 
 def newton_delta(
-    h_all: torch.Tensor, h_req: torch.Tensor, g_req: torch.Tensor, n: int, m: int, l2_reg: float
+    h_all: torch.Tensor,
+    h_req: torch.Tensor,
+    g_req: torch.Tensor,
+    n: int,
+    m: int,
+    l2_reg: float,
+    *,
+    psd_guard: bool = False,
 ) -> torch.Tensor:
     """``(m/(n−m)) · (H + λI)⁻¹ g`` with ``H = (n·H_all − m·H_req)/(n − m)``: the Newton step from the optimum
-    of the mean loss over ``n`` samples to that over the ``n − m`` that remain (``m = 1``: the spec's rule)."""
+    of the mean loss over ``n`` samples to that over the ``n − m`` that remain (``m = 1``: the spec's rule).
+
+    ``psd_guard``: replace ``H`` by its positive semi-definite part ``V·diag(max(e, 0))·Vᵀ`` (``H = V·diag(e)·Vᵀ``)
+    first, so ``H + λI ⪰ λI`` and ``‖step‖ ≤ (m/(n−m))·‖g‖/λ``; without it (the reference) an indefinite ``H``
+    makes ``H + λI`` near-singular or indefinite and the step arbitrarily large."""
     h = (n * h_all - m * h_req) / (n - m)
+    if psd_guard:
+        e, v = torch.linalg.eigh((h + h.T) / 2)
+        return (m / (n - m)) * (v @ ((v.T @ g_req) / (e.clamp_min(0) + l2_reg)))
     eye = torch.eye(len(g_req), dtype=h.dtype, device=h.device)
     return (m / (n - m)) * torch.linalg.solve(h + l2_reg * eye, g_req)
 
@@ -317,6 +338,16 @@ class LCodec(Method):
        and ``n`` the current training-set size (``m = 1``: the spec's ``(1/(n−1))·(H + λI)⁻¹ g``).
     5. Noise: ``w_s ← w_s + N(0, σ²I)``, ``σ = (γ/ε)·sqrt(2·ln(1.25/δ))``, ``γ = 2·M·L²·m²/(n²·λ³)``.
        Then ``n ← n − m``.
+
+    Guards [OURS]: with the FD Hessians ``H`` is a difference of two rank-1 matrices, so ``H + λI`` can be
+    indefinite or near-singular and the reference solve can return an arbitrarily large step; once an earlier
+    step (or a σ far above the weights, see below) has wrecked the model the gradients blow up, the steps
+    overflow and the weights turn NaN. ``psd_guard=True`` (default) solves with the positive semi-definite
+    part of ``H`` (negative eigenvalues set to 0), which bounds the step by ``(m/(n−m))·‖g‖/λ`` and equals the
+    reference wherever ``H`` is PSD; ``psd_guard=False`` is the reference solve. A non-finite step raises
+    `DivergenceError` instead of being written into the model. σ ∝ 1/(n²·ε) is calibrated for CIFAR-10
+    (n = 50,000: σ ≈ 6e-3); on a small training set it exceeds the weights themselves (digits: 8.6), which a
+    `RuntimeWarning` reports: raise ``epsilon`` there (the digits preset does).
 
     Training-time artefacts: the paper reuses the full-data gradients saved at the last two training epochs;
     we have none, so the full-data gradients are computed on the retain set plus the forget samples not yet
@@ -386,13 +417,20 @@ class LCodec(Method):
             h_all = fd_hessian(g_all, f.grad(w_all, full, c.batch_size, ctx.device), w, w_all)
             w_req = w - c.fd_lr * g_req
             h_req = fd_hessian(g_req, f.grad(w_req, request, c.batch_size, ctx.device), w, w_req)
-        step = newton_delta(h_all, h_req, g_req, n, m, c.l2_reg)
+        step = newton_delta(h_all, h_req, g_req, n, m, c.l2_reg, psd_guard=c.psd_guard)
         new = w + step
         if c.add_noise:
             sigma = noise_sigma(
                 n, l2_reg=c.l2_reg, epsilon=c.epsilon, delta=c.delta, M=c.noise_M, L=c.noise_L, m=c.noise_m
             )
             new = new + sigma * torch.randn(len(w), generator=ctx.rng, dtype=torch.float64).to(w.device)
+        if not torch.isfinite(new).all():
+            # Never write NaN/inf into the model: say where it came from instead of returning a broken model.
+            raise DivergenceError(
+                f"`lcodec` diverged: the Newton step on {len(w)} selected entries is not finite (‖g‖ = "
+                f"{float(g_req.norm()):.3g}, n = {n}). Keep psd_guard=True, raise l2_reg, or lower the noise "
+                "(epsilon up / add_noise=false) if an earlier request's noise wrecked the model."
+            )
         params = dict(model.named_parameters())
         offset = 0
         with torch.no_grad():
@@ -419,6 +457,8 @@ class LCodec(Method):
         ]
         ctx.emit("setup_end")
         n = len(retain) + len(forget)
+        if c.add_noise:
+            _warn_if_noise_dominates(model, c, n)
         removed = 0
         for req in requests:
             # The training data still held: retain plus the forget samples not yet removed (this request included).
@@ -435,6 +475,26 @@ class LCodec(Method):
             removed += len(req)
         model.eval()
         return model
+
+
+def _warn_if_noise_dominates(model: nn.Module, c: LCodecConfig, n: int) -> None:
+    """Warn when the certified-removal σ (∝ 1/n²) exceeds the RMS of the candidate weights: the noise then
+    replaces the selected units rather than masking them (digits, n = 1,347: σ = 8.6 with the CIFAR-10 ε)."""
+    sigma = noise_sigma(n, l2_reg=c.l2_reg, epsilon=c.epsilon, delta=c.delta, M=c.noise_M, L=c.noise_L, m=c.noise_m)
+    weights = [
+        mod.weight.detach().reshape(-1)
+        for _, mod in candidate_modules(model, c.candidate_layers)
+        if isinstance(mod.weight, torch.Tensor)
+    ]
+    rms = float(torch.cat(weights).double().pow(2).mean().sqrt()) if weights else 0.0
+    if sigma > rms:
+        warnings.warn(
+            f"lcodec: the removal noise σ = {sigma:.3g} (n = {n}, ε = {c.epsilon:g}, λ = {c.l2_reg:g}) exceeds the "
+            f"RMS {rms:.3g} of the weights it is added to, so it will overwrite the selected units; σ ∝ 1/(n²·ε): "
+            "raise epsilon for a small training set (the digits preset does) or set add_noise=false.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _concat(a: ImageDataset, b: ImageDataset) -> ImageDataset:
