@@ -29,7 +29,7 @@ from unlearnkit.data import load_dataset
 from unlearnkit.device import resolve_device
 from unlearnkit.models import model_for_dataset
 from unlearnkit.oracle import train_or_load
-from unlearnkit.training import default_recipe
+from unlearnkit.training import default_recipe, predict_logits
 
 #: Member recipes: overrides of the dataset's default recipe.
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -40,23 +40,21 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def _accuracies(ens: sisa.SISAEnsemble, images: torch.Tensor, labels: torch.Tensor, dev: torch.device) -> dict:
-    with torch.no_grad():
-        outs = torch.cat(
-            [
-                torch.stack([m(images[i : i + 1000].to(dev)).float().cpu() for m in ens.members])
-                for i in range(0, len(images), 1000)
-            ],
-            1,
-        )
+def _accuracies(ens: sisa.SISAEnsemble, dataset: Any, dev: torch.device) -> dict[str, float]:
+    """Test accuracy of the ensemble by vote and by softmax (one forward pass of each member) and the members' mean."""
+    outs, labels = [], torch.empty(0)
+    for m in ens.members:
+        logits, labels = predict_logits(m, dataset, device=dev)
+        outs.append(logits)
+    stacked = torch.stack(outs)
 
     def acc(pred: torch.Tensor) -> float:
         return float((pred == labels).float().mean() * 100)
 
     return {
-        "vote": acc(ens.aggregate(outs, "vote").argmax(1)),
-        "softmax": acc(ens.aggregate(outs, "softmax").argmax(1)),
-        "members_mean": sum(acc(o.argmax(1)) for o in outs) / len(outs),
+        "vote": acc(ens.aggregate(stacked, "vote").argmax(1)),
+        "softmax": acc(ens.aggregate(stacked, "softmax").argmax(1)),
+        "members_mean": sum(acc(o.argmax(1)) for o in stacked) / len(stacked),
     }
 
 
@@ -126,7 +124,6 @@ def main(argv: list[str] | None = None) -> int:
     dev = resolve_device(args.device)
     bundle = load_dataset(args.dataset, args.data_dir)
     base = default_recipe(bundle.info.name, args.model)
-    images, labels = bundle.test.images.float() / 255, bundle.test.targets
     singles = {}
     for name, recipe in (("default", base), ("e5", dataclasses.replace(base, epochs=5))):
         trained = train_or_load(bundle, args.model, None, seed=args.seed, recipe=recipe, device=dev, progress=False)
@@ -154,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             "slices": args.slices,
             "train_seconds": time.perf_counter() - t0,
             "train_samples": ens.spec.train_samples,
-            **_accuracies(ens, images, labels, dev),
+            **_accuracies(ens, bundle.test, dev),
         }
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -269,16 +269,7 @@ def digits_class3(digits_original):
     from unlearnkit.data import split_for
 
     bundle = digits_original.bundle
-    split = split_for(bundle, "class:3", 0)
-    data = UnlearnData(
-        forget=bundle.train.subset(split.forget),
-        retain=bundle.train.subset(split.retain),
-        test=bundle.test,
-        split=split,
-        augment=bundle.info.augment,
-        num_classes=10,
-    )
-    return digits_original.model, data
+    return digits_original.model, UnlearnData.from_split(bundle, split_for(bundle, "class:3", 0))
 
 
 @pytest.mark.slow

@@ -333,15 +333,7 @@ def digits(digits_original):
     bundle = digits_original.bundle
 
     def data(spec: str) -> UnlearnData:
-        split = split_for(bundle, spec, 0)
-        return UnlearnData(
-            forget=bundle.train.subset(split.forget),
-            retain=bundle.train.subset(split.retain),
-            test=bundle.test,
-            split=split,
-            augment=bundle.info.augment,
-            num_classes=10,
-        )
+        return UnlearnData.from_split(bundle, split_for(bundle, spec, 0))
 
     return digits_original.model, data
 

@@ -416,8 +416,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     elif args.slices != 1 or args.aggregation != "vote":
         raise UnlearnkitError("--slices and --aggregation need --shards (a SISA ensemble)")
     bundle = load_dataset(args.dataset, args.data_dir)
+    recipe = default_recipe(bundle.info.name, args.model)
+    if overrides:
+        try:
+            recipe = replace(recipe, **overrides)
+        except TypeError as exc:
+            raise UnlearnkitError(f"bad --recipe key: {exc}") from None
     if args.shards is not None:
-        return _train_sisa(args, bundle, model_kwargs, overrides)
+        return _train_sisa(args, bundle, model_kwargs, recipe)
     if manipulation is not None:
         from ..pipeline import manipulate
 
@@ -425,12 +431,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
             bundle, manipulation, args.seed, model=args.model, model_kwargs=model_kwargs, device=args.device
         )
     split = split_for(bundle, args.forget, args.seed)
-    recipe = default_recipe(bundle.info.name, args.model)
-    if overrides:
-        try:
-            recipe = replace(recipe, **overrides)
-        except TypeError as exc:
-            raise UnlearnkitError(f"bad --recipe key: {exc}") from None
     trained = train_or_load(
         bundle,
         args.model,
@@ -458,19 +458,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_sisa(args: argparse.Namespace, bundle: Any, model_kwargs: dict[str, Any], overrides: dict[str, Any]) -> int:
-    from dataclasses import replace
-
+def _train_sisa(args: argparse.Namespace, bundle: Any, model_kwargs: dict[str, Any], recipe: Any) -> int:
     from .. import sisa
     from ..device import resolve_device
     from ..models import model_for_dataset
-    from ..training import accuracy, default_recipe
+    from ..training import accuracy
 
-    recipe = default_recipe(bundle.info.name, args.model)
-    try:
-        recipe = replace(recipe, **overrides) if overrides else recipe
-    except TypeError as exc:
-        raise UnlearnkitError(f"bad --recipe key: {exc}") from None
     device = resolve_device(args.device)
     ens = sisa.train_sisa(
         model_for_dataset(args.model, bundle.info, **model_kwargs),
