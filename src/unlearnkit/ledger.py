@@ -355,7 +355,16 @@ class ModelDirectory:
         ledger = Ledger(url or f"sqlite:///{(p / LEDGER_FILE).resolve()}")
         bundle = load_dataset(dataset, data_dir)
         from .cache import dataset_digest
+        from .sisa import read_deleted_mask
 
+        config: dict[str, Any] = {
+            "dataset": dataset,
+            "num_train": len(bundle.train),
+            "data": dataset_digest(bundle.train),
+        }
+        already = read_deleted_mask(p / MODEL_FILE)
+        if already:  # a SISA model with deletions made before it was registered: verify expects them
+            config["deleted_before"] = already
         with ledger.write() as conn:
             if ledger._rows(conn):
                 raise ConfigError(f"{p} already has a ledger; it is registered")
@@ -364,7 +373,7 @@ class ModelDirectory:
                 conn,
                 requests=[],
                 method="init",
-                config={"dataset": dataset, "num_train": len(bundle.train), "data": dataset_digest(bundle.train)},
+                config=config,
                 model_before="",
                 model_after=sha,
                 audit={},
@@ -412,8 +421,26 @@ class ModelDirectory:
                     res.problems.append("an interrupted swap is pending (the next apply or add finishes it)")
                 else:
                     res.problems.append(f"{MODEL_FILE} does not match the SHA-256 recorded by the last application")
+            else:
+                self._check_sisa_mask(res.problems)
             res.ok = not res.problems
         return res
+
+    def _check_sisa_mask(self, problems: list[str]) -> None:
+        """A SISA model's own deleted mask must equal the ledger's deleted set (registration + applied)."""
+        from .sisa import read_deleted_mask
+
+        mask = read_deleted_mask(self.model_path)
+        if mask is None:
+            return
+        want = self.deleted() | {int(i) for i in self._genesis().config.get("deleted_before", [])}
+        have = set(mask)
+        if have != want:
+            extra, missing = sorted(have - want), sorted(want - have)
+            problems.append(
+                f"the SISA model's deleted mask ({len(have)} indices) differs from the ledger's deleted set "
+                f"({len(want)}): not in the ledger {extra[:5]}, not deleted in the model {missing[:5]}"
+            )
 
     def _write_head(self) -> None:
         """Anchor the newest row (seq and hash) outside the database, so removing the newest rows is detected."""

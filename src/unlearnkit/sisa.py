@@ -40,40 +40,26 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from .errors import CheckpointError, ConfigError, IncompatibleError
+from .sisa_files import SISA_META_KEY, is_sisa_checkpoint, read_deleted_mask, save_sisa
+from .sisa_schedule import (
+    _derive_seed,
+    check_stage_epochs,
+    class_indices,
+    min_epochs,
+    partition,
+    pinned_threads,
+    stage_epochs,
+)
 from .training import Recipe
 
 Aggregation = Literal["vote", "softmax"]
-SISA_META_KEY = "unlearnkit_sisa"
 VOTE_EPS = 1e-3
-_FORMAT = 1
 
 #: Builds the training data of a stage from sorted training-set indices.
 DataFor = Callable[[torch.Tensor], Dataset]
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-def _derive_seed(*parts: Any) -> int:
-    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def stage_epochs(epochs: int, slices: int) -> list[int]:
-    """Epochs of each stage ``r = 1..R``: ``floor(r·avg) − floor((r−1)·avg)`` with ``avg = 2e/(R+1)``."""
-    return [(r * 2 * epochs) // (slices + 1) - ((r - 1) * 2 * epochs) // (slices + 1) for r in range(1, slices + 1)]
-
-
-def partition(n: int, shards: int, slices: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A random, balanced (shard, slice) assignment of ``n`` training indices (0-based slices)."""
-    if shards < 1 or slices < 1:
-        raise ConfigError(f"SISA needs shards ≥ 1 and slices ≥ 1, got {shards} and {slices}")
-    if n < shards * slices:
-        raise ConfigError(f"{n} training points cannot fill {shards} shards × {slices} slices")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    pos = torch.empty(n, dtype=torch.long)
-    pos[perm] = torch.arange(n)
-    return pos % shards, (pos // shards) % slices
-
-
 def _subset(dataset: Dataset) -> DataFor:
     def data_for(idx: torch.Tensor) -> Dataset:
         sub = getattr(dataset, "subset", None)
@@ -117,6 +103,9 @@ class SISASpec:
     train_seconds: float | None = None
     train_samples: int | None = None
     num_classes: int = 0
+    #: CPU threads the ensemble was trained with (deletions and the oracle pin it); None: not recorded
+    #: (checkpoints written before it was), then bit-identity holds only under the same thread count.
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.aggregation not in ("vote", "softmax"):
@@ -144,6 +133,7 @@ class DeletionReport:
     full_retrain_seconds: float | None
     checkpoints_reused: int = 0
     missing_checkpoints: int = 0  # restart points not found in the cache (retrained from an earlier stage)
+    threads: int | None = None  # CPU threads the retraining ran with (the ensemble's recorded count)
 
     @property
     def sample_fraction(self) -> float:
@@ -355,6 +345,7 @@ def train_sisa(
     augment: Any = None,
     dataset: str | None = None,
     data_for: DataFor | None = None,
+    threads: int | None = None,
 ) -> SISAEnsemble:
     """Train a SISA ensemble of ``shards`` members, each over ``slices`` cumulative slices with checkpoints.
 
@@ -373,11 +364,17 @@ def train_sisa(
         deleted: training indices to leave out (already deleted).
         augment: the dataset's augmentation (used when ``recipe.augment``).
         dataset: the dataset name, stored for the CLI.
+        threads: CPU threads to train with (default: torch's current count); recorded in the spec, and every
+            deletion and `oracle` runs with the same count, which bit-identity needs.
     """
     from .device import resolve_device
     from .models import model_config
 
+    threads = int(threads) if threads is not None else torch.get_num_threads()
+    if threads < 1:
+        raise ConfigError(f"threads must be ≥ 1, got {threads}")
     recipe = recipe or Recipe()
+    check_stage_epochs(recipe.epochs, slices)
     n = len(train_set)  # type: ignore[arg-type]
     if isinstance(model, nn.Module):
         member: dict[str, Any] | None = model_config(model)
@@ -405,7 +402,9 @@ def train_sisa(
     elif deleted is not None:
         mask[torch.as_tensor(list(deleted), dtype=torch.long)] = True
     num_classes = int(member["num_classes"]) if member else 0
-    spec = SISASpec(shards, slices, recipe.to_dict(), seed, aggregation, member, dataset, None, None, num_classes)
+    spec = SISASpec(
+        shards, slices, recipe.to_dict(), seed, aggregation, member, dataset, None, None, num_classes, threads
+    )
     dev = resolve_device(device)
     members = [_build_member(factory, _derive_seed(seed, s, "init")) for s in range(shards)]
     if not num_classes:
@@ -417,8 +416,11 @@ def train_sisa(
     store = _cache(cache)
     t0 = time.perf_counter()
     processed = 0
-    for s, m in enumerate(ens.members):
-        processed += _run_stages(m, spec, s, 1, functools.partial(_indices_of, ens, s), data_for, dev, store, augment)
+    with pinned_threads(threads):
+        for s, m in enumerate(ens.members):
+            processed += _run_stages(
+                m, spec, s, 1, functools.partial(_indices_of, ens, s), data_for, dev, store, augment
+            )
     ens.spec = SISASpec(**{**asdict(spec), "train_seconds": time.perf_counter() - t0, "train_samples": processed})
     return ens.eval()
 
@@ -474,9 +476,10 @@ def delete_indices(
         else:
             reused += 1
         member.load_state_dict(state)
-        processed += _run_stages(
-            member, spec, s, start, functools.partial(_indices_of, ens, s), data_for, dev, store, augment
-        )
+        with pinned_threads(spec.threads):
+            processed += _run_stages(
+                member, spec, s, start, functools.partial(_indices_of, ens, s), data_for, dev, store, augment
+            )
     ens.eval()
     report = DeletionReport(
         indices=idx,
@@ -487,6 +490,7 @@ def delete_indices(
         full_retrain_seconds=spec.train_seconds,
         checkpoints_reused=reused,
         missing_checkpoints=missing,
+        threads=spec.threads if spec.threads is not None else torch.get_num_threads(),
     )
     ens.last_deletion = report
     return report
@@ -514,38 +518,8 @@ def oracle(
         deleted=ens.deleted.cpu(),
         augment=augment,
         dataset=spec.dataset,
+        threads=spec.threads,
     )
-
-
-def class_indices(train_set: Dataset, classes: Iterable[int], exclude: torch.Tensor | None = None) -> list[int]:
-    """Training indices of ``classes`` (a class-wise request), leaving out ``exclude`` (a deleted mask)."""
-    targets = getattr(train_set, "targets", None)
-    if not isinstance(targets, torch.Tensor):
-        targets = torch.tensor([int(train_set[i][1]) for i in range(len(train_set))])  # type: ignore[arg-type]
-    sel = torch.isin(targets.cpu(), torch.as_tensor(list(classes), dtype=torch.long))
-    if exclude is not None:
-        sel &= ~exclude.cpu()
-    return torch.nonzero(sel).flatten().tolist()
-
-
-# ------------------------------------------------------------------------------------------------- files
-def save_sisa(ens: SISAEnsemble, path: str | Path, extra: dict[str, str] | None = None) -> Path:
-    """Write the ensemble (members, assignment, deleted mask) as one safetensors file with its spec."""
-    from safetensors.torch import save_file
-
-    from ._io import atomic_write
-
-    state = {k: v.detach().to("cpu").contiguous() for k, v in ens.state_dict().items()}
-    meta = dict(extra or {})
-    meta[SISA_META_KEY] = json.dumps({"format": _FORMAT, **asdict(ens.spec)})
-    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
-
-
-def is_sisa_checkpoint(path: str | Path) -> bool:
-    from .models import read_checkpoint
-
-    _, meta = read_checkpoint(path)
-    return SISA_META_KEY in meta
 
 
 def load_sisa(
@@ -605,14 +579,18 @@ __all__ = [
     "SISAEnsemble",
     "SISASpec",
     "StreamResult",
+    "check_stage_epochs",
     "class_indices",
     "delete_indices",
     "delete_stream",
     "full_retrain_samples",
     "is_sisa_checkpoint",
     "load_sisa",
+    "min_epochs",
     "oracle",
     "partition",
+    "pinned_threads",
+    "read_deleted_mask",
     "save_sisa",
     "stage_epochs",
     "train_sisa",

@@ -27,27 +27,9 @@ def _kv(items: list[str] | None) -> dict[str, Any]:
 
 def _indices(text: str) -> list[int]:
     """``3,17,42`` or ``10-20`` ranges, or ``@FILE`` (one index per line or a JSON list)."""
-    items: list[Any] = []
-    if text.startswith("@"):
-        path = Path(text[1:])
-        if not path.is_file():
-            raise ConfigError(f"--indices file {path} does not exist")
-        raw = path.read_text(encoding="utf-8").strip()
-        items = json.loads(raw) if raw.startswith("[") else raw.split()
-    else:
-        for part in text.split(","):
-            lo, dash, hi = part.strip().partition("-")
-            try:
-                if dash and lo:
-                    items.extend(range(int(lo), int(hi) + 1))
-                elif part.strip():
-                    items.append(part.strip())
-            except ValueError:
-                raise ConfigError(f"--indices must be integers (e.g. 3,17,40-49 or @file), got {text!r}") from None
-    try:
-        return [int(i) for i in items]
-    except (TypeError, ValueError):
-        raise ConfigError(f"--indices must be integers (e.g. 3,17,40-49 or @file), got {text!r}") from None
+    from ..data.indices import parse_index_list
+
+    return parse_index_list(text)
 
 
 def add_parsers(sub: Any) -> None:
