@@ -188,3 +188,29 @@ def test_kill_9_mid_run_resumes_with_nothing_lost_or_duplicated(write_spec, tmp_
     assert len(expected) <= n_calls <= len(expected) + kills  # at most the run in flight is redone per kill
     info = json.loads((out / "bench.json").read_text())
     assert info["counts"]["done"] + info["counts"]["done_earlier"] == len(expected)
+
+
+def test_parts_split_whole_cells_and_together_cover_the_grid(write_spec, tmp_path):
+    out = tmp_path / "out"
+    cell = lambda c: (c["forget"], c["seed"])  # noqa: E731
+    seen: list[set] = []
+    for i in (1, 2, 3):
+        runner = Counting()
+        run_bench(write_spec(), out, progress=False, runner=runner, part=(i, 3))
+        seen.append({cell(c) for c in runner.calls})
+    # 2 forget specs × 2 seeds = 4 cells dealt to 3 parts: disjoint, all methods of a cell in one part
+    assert all(not (a & b) for j, a in enumerate(seen) for b in seen[j + 1 :])
+    assert set().union(*seen) == {("class:0", 0), ("class:0", 1), ("random:0.1", 0), ("random:0.1", 1)}
+    assert len(read_records(out)) == 10
+    with pytest.raises(ConfigError, match="1 <= i <= n"):
+        run_bench(write_spec(), out, progress=False, runner=Counting(), part=(4, 3))
+
+
+def test_max_minutes_stops_starting_runs_and_a_rerun_continues(write_spec, tmp_path):
+    out = tmp_path / "out"
+    first = Counting()
+    result = run_bench(write_spec(), out, progress=False, runner=first, max_minutes=0)
+    assert first.calls == [] and result.count("done") == 0
+    rest = Counting()
+    run_bench(write_spec(), out, progress=False, runner=rest)
+    assert len(rest.calls) == 10

@@ -112,6 +112,8 @@ def run_bench(
     progress: bool | None = None,
     runner: RunnerFn | None = None,
     console: Any = None,
+    part: tuple[int, int] | None = None,
+    max_minutes: float | None = None,
 ) -> BenchResult:
     """Run every pending cell of a bench grid, appending one record per finished run to ``out_dir``.
 
@@ -124,6 +126,11 @@ def run_bench(
         runner: the function doing one run (default: the spec's hidden ``runner``, then
             ``$UNLEARNKIT_BENCH_RUNNER``, then `unlearnkit.pipeline.run_experiment`).
         console: a rich Console for the per-run lines (default: stderr).
+        part: ``(i, n)``: run only the i-th (1-based) of n parts of the grid. Parts are whole cells (dataset,
+            model, forget spec, manipulation, seed), dealt round-robin in grid order, so the methods of a cell
+            share its original and oracles and a part is the same on every invocation.
+        max_minutes: start no new run after this many minutes (the run in flight finishes and is recorded);
+            rerun the same command to continue.
 
     Returns:
         A `BenchResult` with the status of every run. Failed runs are not recorded, so rerunning the same
@@ -154,7 +161,7 @@ def run_bench(
         earlier = {record_key(r): r for r in read_records(records_path)}
         make_readable([write_text_atomic(out / "spec.toml", spec.source_text)])
 
-        runs = plan_runs(spec)
+        runs = select_part(plan_runs(spec), part)
         eval_cache = _new_eval_cache()
         for run in runs:
             if run.skip_reason:
@@ -176,7 +183,14 @@ def run_bench(
 
         try:
             with _progress(show_bar, len(pending), console) as bar:
+                deadline = t0 + max_minutes * 60 if max_minutes is not None else None
                 for i, status in enumerate(pending, 1):
+                    if deadline is not None and time.perf_counter() > deadline:
+                        console.print(
+                            f"[yellow]time budget of {max_minutes:g} min spent; {len(pending) - i + 1} runs left, "
+                            "rerun the same command to continue[/]"
+                        )
+                        break
                     run = status.run
                     on = f" on {run.manipulation.split(':')[0]}" if run.manipulation else ""
                     bar.describe(escape(f"{run.method.label} {run.forget.spec}{on} s{run.seed}"))
@@ -202,6 +216,23 @@ def run_bench(
         f"{result.count('failed')} failed"
     )
     return result
+
+
+def select_part(runs: list[Run], part: tuple[int, int] | None) -> list[Run]:
+    """The runs of part ``(i, n)``: grid cells dealt round-robin in order of first appearance (all without a part)."""
+    if part is None:
+        return runs
+    i, n = part
+    if not 1 <= i <= n:
+        raise ConfigError(f"part {i}/{n}: expected i/n with 1 <= i <= n, e.g. --part 1/4")
+    cells: dict[tuple[Any, ...], int] = {}
+    for r in runs:
+        cells.setdefault(_cell(r), len(cells))
+    return [r for r in runs if cells[_cell(r)] % n == i - 1]
+
+
+def _cell(run: Run) -> tuple[Any, ...]:
+    return (run.dataset, run.model, repr(sorted(run.model_args.items())), run.forget.spec, run.manipulation, run.seed)
 
 
 def _new_eval_cache() -> EvaluationCache:
