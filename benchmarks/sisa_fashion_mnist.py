@@ -47,7 +47,7 @@ from unlearnkit._io import write_text_atomic
 from unlearnkit.cache import TensorCache
 from unlearnkit.data import load_dataset, split_for
 from unlearnkit.device import resolve_device
-from unlearnkit.evaluation import EvaluationCache, evaluate
+from unlearnkit.evaluation import EvalOptions, EvaluationCache, evaluate
 from unlearnkit.models import model_for_dataset
 from unlearnkit.oracle import train_or_load
 from unlearnkit.training import default_recipe, predict_logits, train
@@ -288,9 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             bundle,
             splits[spec],
             retrained=retrained[spec].model,
-            audits="none",
             device=dev,
-            cache=ecache[args.aggregation],
+            options=EvalOptions(audits="none", cache=ecache[args.aggregation]),
         )
         rows.append({"kind": "gap", "model": "single original (no deletion)", "forget": spec, **_gap_row(rec)})
     flush()
@@ -395,9 +394,8 @@ def main(argv: list[str] | None = None) -> int:
                                 bundle,
                                 splits[spec],
                                 retrained=retrained[spec].model,
-                                audits="none",
                                 device=dev,
-                                cache=ecache[how],
+                                options=EvalOptions(audits="none", cache=ecache[how]),
                             )
                             g = _gap_row(rec)
                             g["aggregation"] = how
@@ -410,9 +408,8 @@ def main(argv: list[str] | None = None) -> int:
                                     bundle,
                                     splits[spec],
                                     retrained=own,
-                                    audits="none",
                                     device=dev,
-                                    cache=ecache[how],
+                                    options=EvalOptions(audits="none", cache=ecache[how]),
                                 )
                                 g["avg_gap_to_sisa_oracle"] = o["gaps_to_retrained"].get("avg_gap_to_retrained")
                             rows.append({"kind": "gap", "model": f"SISA {tag}", "forget": spec, **g, **_load()})

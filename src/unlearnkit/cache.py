@@ -18,6 +18,7 @@ import json
 import os
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -236,85 +237,103 @@ def _entries(root: Path, namespace: str | None) -> list[Path]:
     return sorted(f for ns in spaces if ns.is_dir() for f in ns.rglob("*.safetensors"))
 
 
-def cache_maintenance(action: str, *, namespace: str | None = None, yes: bool = False) -> int:
-    """``unlearnkit cache list | verify | clear``; returns the exit code."""
-    import shutil
-    import sys
+@dataclass(frozen=True)
+class CacheEntryInfo:
+    """One cache entry for listing: its part (namespace), short label, size and, for a model, what it is."""
 
-    root = cache_dir()
+    namespace: str
+    label: str
+    size: int
+    description: str
+
+
+def _check_namespace(namespace: str | None) -> None:
     if namespace is not None and (not namespace or "/" in namespace or namespace.startswith(".")):
         raise ConfigError(f"--namespace {namespace!r} is not a cache part; use e.g. models, fisher or filters")
+
+
+def list_cache(namespace: str | None = None) -> tuple[Path, list[CacheEntryInfo]]:
+    """The cache root and its entries (of ``namespace`` only, when given)."""
+    _check_namespace(namespace)
+    root = cache_dir()
+    out = []
+    for f in _entries(root, namespace):
+        label = f.parent.name if f.name == "model.safetensors" else f.stem
+        extra = ""
+        meta_path = f.parent / "meta.json"
+        if f.name == "model.safetensors" and meta_path.is_file():
+            try:
+                m = json.loads(meta_path.read_text(encoding="utf-8"))
+                arch = (m.get("model") or {}).get("name")
+                extra = f"{m.get('role')} {m.get('dataset')}/{arch} seed {m.get('seed')}"
+            except (OSError, ValueError):
+                extra = "(unreadable meta.json)"
+        out.append(CacheEntryInfo(f.relative_to(root).parts[0], label, f.stat().st_size, extra))
+    return root, out
+
+
+def verify_cache(namespace: str | None = None) -> tuple[int, list[tuple[str, str]]]:
+    """Verify every entry's SHA-256, removing the damaged ones: (entries checked, [(removed entry, why)])."""
+    import shutil
+
+    _check_namespace(namespace)
+    root = cache_dir()
     files = _entries(root, namespace)
-    if action == "list":
-        total = 0
-        for f in files:
-            size = f.stat().st_size
-            total += size
-            ns = f.relative_to(root).parts[0]
-            label = f.parent.name if f.name == "model.safetensors" else f.stem
-            extra = ""
-            meta_path = f.parent / "meta.json"
-            if f.name == "model.safetensors" and meta_path.is_file():
-                try:
-                    m = json.loads(meta_path.read_text(encoding="utf-8"))
-                    arch = (m.get("model") or {}).get("name")
-                    extra = f"  {m.get('role')} {m.get('dataset')}/{arch} seed {m.get('seed')}"
-                except (OSError, ValueError):
-                    extra = "  (unreadable meta.json)"
-            print(f"{ns}/{label[:16]}  {size / 1e6:8.2f} MB{extra}")
-        print(f"{len(files)} entries, {total / 1e6:.2f} MB in {root}")
-        return 0
-    if action == "verify":
-        bad = 0
-        for f in files:
-            ok, why, _, meta = verify_file(f)
-            if ok and f.name == "model.safetensors":
-                try:
-                    stored = json.loads((f.parent / "meta.json").read_text(encoding="utf-8")).get("weights_sha256")
-                except (OSError, ValueError):
-                    ok, why = False, "unreadable meta.json"
-                else:
-                    if stored != meta.get(SHA_META_KEY):
-                        ok, why = False, "meta.json does not belong to these weights"
-            if not ok:
-                bad += 1
-                target = f.parent if f.name == "model.safetensors" else f
-                print(f"removed {target.relative_to(root)}: {why}")
-                if target.is_dir():
-                    shutil.rmtree(target, ignore_errors=True)
-                else:
-                    target.unlink(missing_ok=True)
-        print(
-            f"{len(files) - bad} of {len(files)} entries verified; {bad} damaged entries removed (they are "
-            "recomputed when next needed)"
-        )
-        return 1 if bad else 0
-    if action == "clear":
-        target = root / namespace if namespace else root
-        if not target.exists():
-            print(f"nothing to clear in {target}")
-            return 0
-        if not yes:
-            if not sys.stdin.isatty():
-                raise ConfigError(f"refusing to clear {target} without confirmation; pass --yes")
-            if input(f"remove every entry under {target}? [y/N] ").strip().lower() not in ("y", "yes"):
-                print("left as it is")
-                return 1
-        shutil.rmtree(target)
-        print(f"cleared {target}")
-        return 0
-    raise ConfigError(f"unknown cache action {action!r}; use list, verify or clear")
+    removed = []
+    for f in files:
+        ok, why, _, meta = verify_file(f)
+        if ok and f.name == "model.safetensors":
+            try:
+                stored = json.loads((f.parent / "meta.json").read_text(encoding="utf-8")).get("weights_sha256")
+            except (OSError, ValueError):
+                ok, why = False, "unreadable meta.json"
+            else:
+                if stored != meta.get(SHA_META_KEY):
+                    ok, why = False, "meta.json does not belong to these weights"
+        if not ok:
+            target = f.parent if f.name == "model.safetensors" else f
+            removed.append((str(target.relative_to(root)), why))
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
+    return len(files), removed
+
+
+def cache_target(namespace: str | None = None) -> Path:
+    """The folder `clear_cache` removes: the whole cache or one part of it."""
+    _check_namespace(namespace)
+    root = cache_dir()
+    return root / namespace if namespace else root
+
+
+def clear_cache(namespace: str | None = None) -> Path | None:
+    """Remove every entry (of ``namespace`` only, when given); the folder removed, or None when there was none.
+
+    The caller asks for confirmation first: the library never prompts.
+    """
+    import shutil
+
+    target = cache_target(namespace)
+    if not target.exists():
+        return None
+    shutil.rmtree(target)
+    return target
 
 
 __all__ = [
+    "CacheEntryInfo",
     "CacheWarning",
     "TensorCache",
     "cache_dir",
-    "cache_maintenance",
+    "cache_target",
     "check_cache_writable",
+    "clear_cache",
     "dataset_digest",
+    "list_cache",
     "model_sha256",
     "save_verified",
     "tensors_sha256",
+    "verify_cache",
     "verify_file",
 ]

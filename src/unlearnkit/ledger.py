@@ -338,18 +338,14 @@ class ModelDirectory:
     ) -> ModelDirectory:
         """Register a model (a `SISAEnsemble`, an nn.Module, or an existing ``model.safetensors`` in ``path``)."""
         from .data import load_dataset
-        from .models import save_model
-        from .sisa import SISAEnsemble, save_sisa
+        from .jobs.checkpoints import save_checkpoint
 
         p = Path(path)
         p.mkdir(parents=True, exist_ok=True)
         if model is not None:
             if (p / MODEL_FILE).exists():
                 raise ConfigError(f"{p / MODEL_FILE} exists already; pass no model to register it")
-            if isinstance(model, SISAEnsemble):
-                save_sisa(model, p / MODEL_FILE)
-            else:
-                save_model(model, p / MODEL_FILE)
+            save_checkpoint(model, p / MODEL_FILE)
         if not (p / MODEL_FILE).is_file():
             raise ConfigError(f"{p} holds no {MODEL_FILE}; pass the model to register")
         ledger = Ledger(url or f"sqlite:///{(p / LEDGER_FILE).resolve()}")
@@ -533,21 +529,19 @@ class ModelDirectory:
             return req
 
     def _resolve_spec(self, spec: str, dataset: str, data_dir: str | None) -> list[int]:
-        from .data import load_dataset
+        """The training indices of ``spec`` (the forget-spec grammar: ``class:K[,K…]`` or ``indices:FILE``) that
+        are not deleted yet."""
+        from .data import load_dataset, parse_forget_spec, split_for
 
-        kind, _, arg = spec.partition(":")
-        if kind.strip() != "class":
-            raise ConfigError(f"request spec {spec!r}: use class:K[,K…] (or pass training indices)")
-        try:
-            classes = [int(c) for c in arg.split(",")]
-        except ValueError:
-            raise ConfigError(f"request spec {spec!r}: class needs integers, e.g. class:3") from None
+        fs = parse_forget_spec(spec)
+        if fs.kind not in ("class", "indices"):
+            raise ConfigError(
+                f"request spec {spec!r}: a request names fixed training images; use class:K[,K…] or indices:FILE "
+                "(or pass training indices)"
+            )
         bundle = load_dataset(dataset, data_dir)
-        if any(not 0 <= c < bundle.info.num_classes for c in classes):
-            raise IncompatibleError(f"request spec {spec!r}: classes are 0…{bundle.info.num_classes - 1}")
         deleted = self.deleted()
-        targets = bundle.train.targets
-        sel = [i for i in range(len(targets)) if int(targets[i]) in classes and i not in deleted]
+        sel = [int(i) for i in split_for(bundle, fs, 0).forget if int(i) not in deleted]
         if not sel:
             raise IncompatibleError(f"request spec {spec!r}: every training image of it is already deleted")
         return sel
@@ -563,13 +557,13 @@ class ModelDirectory:
         data_dir: str | None = None,
         audit: bool = True,
     ) -> ApplyResult | None:
-        """Apply every pending request in one batch; None when none is pending."""
-        import numpy as np
+        """Apply every pending request in one batch; None when none is pending.
 
-        from .data import load_dataset
-        from .data.splits import Split
-        from .models import load_model, save_model
-        from .sisa import SISAEnsemble, is_sisa_checkpoint, load_sisa, save_sisa
+        The compute (load the model, unlearn the batch, audit) is `unlearnkit.jobs.unlearn.unlearn_batch`; this
+        method holds the lock, checks the data and commits the application before the atomic swap.
+        """
+        from .jobs.checkpoints import checkpoint_kind, save_checkpoint
+        from .jobs.unlearn import unlearn_batch
 
         with self._lock():
             self._roll_forward()
@@ -579,51 +573,30 @@ class ModelDirectory:
                 return None
             init = self._genesis()
             before = self.current_sha()
-            sisa_model = is_sisa_checkpoint(self.model_path)
-            method = method or ("sisa" if sisa_model else None)
+            method = method or ("sisa" if checkpoint_kind(self.model_path) == "sisa" else None)
             if method is None:
                 raise ConfigError("this model is not a SISA model: pass the method to apply (e.g. --method ft)")
-            from .methods import create_method
-
-            m = create_method(method, **(config or {}))
-            bundle = load_dataset(init.config["dataset"], data_dir)
-            from .cache import dataset_digest
-
-            if len(bundle.train) != init.config["num_train"] or dataset_digest(bundle.train) != init.config["data"]:
-                raise IncompatibleError("the training data differ from the data registered with this model")
-            model = load_sisa(self.model_path) if sisa_model else load_model(self.model_path)
-            forget = sorted({i for r in pending for i in r.indices})
-            gone = self.deleted()
-            retain = [i for i in range(len(bundle.train)) if i not in gone and i not in set(forget)]
-            split = Split(
-                init.config["dataset"],
-                "indices:ledger",
-                seed,
-                np.asarray(forget, dtype=np.int64),
-                np.asarray(retain, dtype=np.int64),
-                np.arange(len(bundle.test)),
-                len(bundle.train),
-            )
-            from .methods.base import UnlearnData
-            from .runner import run_method
-
             t0 = time.perf_counter()
-            res = run_method(m, model, UnlearnData.from_split(bundle, split), device=device, seed=seed)
-            out = res.model.cpu()
-            record: dict[str, Any] = {"seconds": res.seconds, "forget": len(forget), "retain": len(retain)}
-            if isinstance(out, SISAEnsemble) and out.last_deletion is not None:
-                record["cost"] = out.last_deletion.to_dict()
-            if audit:
-                record["audit"] = audit_without_retrain(out, bundle, split, original=model, device=device)
+            res = unlearn_batch(
+                self.model_path,
+                dataset=init.config["dataset"],
+                registered=(int(init.config["num_train"]), str(init.config["data"])),
+                forget=sorted({i for r in pending for i in r.indices}),
+                deleted=self.deleted(),
+                method=method,
+                config=config,
+                device=device,
+                seed=seed,
+                data_dir=data_dir,
+                audit=audit,
+            )
+            record = res.record
             sleep = float(os.environ.get(SLEEP_ENV, "0") or 0)
             if sleep:  # test hook: a marker says the new model is computed and nothing is committed yet
                 (self.path / ".apply-sleeping").touch()
                 time.sleep(sleep)
             staged_tmp = self.path / f"{STAGED_PREFIX}tmp-{os.getpid()}.safetensors"
-            if isinstance(out, SISAEnsemble):
-                save_sisa(out, staged_tmp)
-            else:
-                save_model(out, staged_tmp)
+            save_checkpoint(res.model, staged_tmp)
             after = file_sha256(staged_tmp)
             staged = self.path / f"{STAGED_PREFIX}{after}.safetensors"
             os.replace(staged_tmp, staged)
@@ -637,8 +610,8 @@ class ModelDirectory:
                     self.ledger.insert_application(
                         conn,
                         requests=ids,
-                        method=m.name,
-                        config=m.config.to_dict(),
+                        method=res.method,
+                        config=res.config,
                         model_before=before,
                         model_after=after,
                         audit=record,
@@ -648,34 +621,7 @@ class ModelDirectory:
                 raise
             self._write_head()
             os.replace(staged, self.model_path)  # the swap: readers see the old file or the new one
-            return ApplyResult(ids, m.name, before, after, record, time.perf_counter() - t0)
-
-
-def audit_without_retrain(
-    model: Any, bundle: Any, split: Any, *, original: Any = None, device: str = "cpu"
-) -> dict[str, Any]:
-    """An audit that needs no retrained model (the metrics of `unlearnkit.evaluation.evaluate` with
-    ``retrained=None``): FA, RA, TA, MIA efficacy, the population MIAs (forget vs held-out test AUCs), and the
-    change from the original (prediction agreement on forget and test, relative weight change).
-    """
-    from .evaluation import evaluate
-    from .training import predict_logits
-
-    rec = evaluate(model, bundle, split, original=original, retrained=None, device=device, model_name="ledger")
-    out: dict[str, Any] = {role: m.get("metrics", {}) for role, m in rec.get("models", {}).items()}
-    if original is not None:
-        forget, test = bundle.train.subset(split.forget), bundle.test
-        change: dict[str, float] = {}
-        for name, ds in (("forget", forget), ("test", test)):
-            a = predict_logits(model, ds, device=device)[0].argmax(1)
-            b = predict_logits(original, ds, device=device)[0].argmax(1)
-            change[f"prediction_agreement_{name}"] = float((a == b).float().mean() * 100)
-        sa, sb = model.state_dict(), original.state_dict()
-        num = sum(float((sa[k].float() - sb[k].float()).norm() ** 2) for k in sa if sa[k].is_floating_point())
-        den = sum(float(sb[k].float().norm() ** 2) for k in sb if sb[k].is_floating_point())
-        change["relative_weight_change"] = (num / max(den, 1e-12)) ** 0.5
-        out["change"] = change
-    return out
+            return ApplyResult(ids, res.method, before, after, record, time.perf_counter() - t0)
 
 
 __all__ = [
@@ -686,6 +632,5 @@ __all__ = [
     "ModelDirectory",
     "Request",
     "VerifyResult",
-    "audit_without_retrain",
     "file_sha256",
 ]

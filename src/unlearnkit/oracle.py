@@ -41,12 +41,14 @@ from .models import (
 from .training import Recipe, accuracy, default_recipe, train
 
 TRAIN_CODE_VERSION = 2  # 2: verified entries, dataset content digest in the key
-NO_CACHE_ENV = "UNLEARNKIT_NO_CACHE"
 
 
 def cache_enabled(use_cache: bool = True) -> bool:
-    """False when the caller or ``$UNLEARNKIT_NO_CACHE`` (set by ``--no-cache``) asks to bypass the cache."""
-    return use_cache and os.environ.get(NO_CACHE_ENV, "") not in ("1", "true", "yes")
+    """False when the caller, the `unlearnkit.settings` scope (``--no-cache``) or ``$UNLEARNKIT_NO_CACHE`` asks to
+    bypass the cache."""
+    from .settings import model_cache_default
+
+    return use_cache and model_cache_default()
 
 
 @dataclass

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 
 def progress_enabled(flag: bool | None = None) -> bool:
+    from .settings import progress_default
+
     if flag is not None:
         return flag
-    return os.environ.get("UNLEARNKIT_PROGRESS", "1") != "0"
+    return progress_default()
 
 
 class _Bar:

@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import shlex
-import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -286,15 +285,11 @@ def avg_gap(
 
     ``cache`` (an `EvaluationCache`) lets the trials of one study score the retrained model once.
     """
-    try:
-        from .evaluation import evaluate
-    except ImportError:  # pragma: no cover - the evaluation package is part of unlearnkit
-        return _simple_avg_gap(unlearned, retrained, bundle, split, device)
-    import inspect
+    from .evaluation import EvalOptions, evaluate
 
-    # no audits inside the objective (where evaluate can run them): only the gap is read
-    quiet: dict[str, Any] = {"audits": "none"} if "audits" in inspect.signature(evaluate).parameters else {}
-    record = evaluate(unlearned, bundle, split, retrained=retrained, device=device, cache=cache, **quiet)
+    # no audits inside the objective: only the gap is read
+    options = EvalOptions(audits="none", cache=cache)
+    record = evaluate(unlearned, bundle, split, retrained=retrained, device=device, options=options)
     gap = record.get("gaps_to_retrained", {}).get("avg_gap_to_retrained")
     if gap is None or not math.isfinite(gap):
         return _simple_avg_gap(unlearned, retrained, bundle, split, device)
@@ -524,6 +519,7 @@ def tune(
     budget: float | Literal["auto"] | None = "auto",
     over_budget: Literal["prune", "penalise"] = "prune",
     prune: bool | None = None,
+    on_event: Callable[[str], None] | None = None,
 ) -> TuneResult:
     """Search the method's options for the smallest Avg. Gap to the retrained model on a validation split.
 
@@ -550,6 +546,7 @@ def tune(
             (``"auto"``: 0.25 for random, 0.10 for class-wise forgetting; None: no budget).
         over_budget: ``prune`` a trial over budget, or ``penalise`` its gap by 10 pp per 100 % over.
         prune: median pruning on the first original's gap (default on for tpe, off for grid).
+        on_event: receives one line per failed trial (the library never prints).
 
     Raises:
         ConfigError: a bad space, config, seed or option (before any training).
@@ -643,7 +640,8 @@ def tune(
             except DivergenceError as exc:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 trial.set_user_attr("failure", f"seed {seed}: {reason}")
-                print(f"tune: {name} {params} seed {seed} failed: {reason}", file=sys.stderr)
+                if on_event is not None:
+                    on_event(f"{name} {params} seed {seed} failed: {reason}")
                 raise
             gaps.append(gap + penalty)
             trial.set_user_attr("gaps", [round(g, 4) for g in gaps])

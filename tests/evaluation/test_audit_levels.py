@@ -11,7 +11,7 @@ from sklearn.model_selection import train_test_split
 
 from unlearnkit.audit_models import plan_audit_models
 from unlearnkit.errors import ConfigError, IncompatibleError
-from unlearnkit.evaluation import evaluate
+from unlearnkit.evaluation import EvalOptions, RunInfo, evaluate
 from unlearnkit.evaluation import functional as F
 from unlearnkit.evaluation.audits import cka_to_retrained, linear_probe, population_mias, roc_points
 from unlearnkit.evaluation.levels import AUDIT_LEVELS, resolve_audits
@@ -152,7 +152,15 @@ def test_oracle_margin_summary_from_logits_and_kl_of_margins():
 # ------------------------------------------------------------------------------------ the suite
 def test_default_record_gains_standard_audits_and_keeps_every_value(bundle, class_split, original, retrained):
     default = evaluate(original, bundle, class_split, original=original, retrained=retrained, device="cpu")
-    plain = evaluate(original, bundle, class_split, original=original, retrained=retrained, device="cpu", audits="none")
+    plain = evaluate(
+        original,
+        bundle,
+        class_split,
+        original=original,
+        retrained=retrained,
+        device="cpu",
+        options=EvalOptions(audits="none"),
+    )
     assert default["evaluation_config"]["audits"] == ["mia_population", "linear_probe", "cka"]
     assert plain["evaluation_config"]["audits"] == []
     for role in ("original", "retrained", "unlearned"):
@@ -171,13 +179,21 @@ def test_level_audits_that_cannot_run_are_skipped_named_ones_refused(bundle, cla
     assert rec["evaluation_config"]["audits"] == ["mia_population", "linear_probe"]
     assert "retrained" in rec["evaluation_config"]["audits_skipped"]["cka"]
     strong = evaluate(
-        original, bundle, class_split, original=original, retrained=retrained, device="cpu", audits="strong"
+        original,
+        bundle,
+        class_split,
+        original=original,
+        retrained=retrained,
+        device="cpu",
+        options=EvalOptions(audits="strong"),
     )
     skipped = strong["evaluation_config"]["audits_skipped"]
     assert set(skipped) == {"oracle_margins", "ulira_lite", "competition_lite"}
     assert "unlearnkit run --audits strong" in skipped["ulira_lite"]
     with pytest.raises(IncompatibleError, match=r"ulira_lite needs extra_models\['ulira'\].*unlearnkit run"):
-        evaluate(original, bundle, class_split, retrained=retrained, device="cpu", audits="ulira_lite")
+        evaluate(
+            original, bundle, class_split, retrained=retrained, device="cpu", options=EvalOptions(audits="ulira_lite")
+        )
 
 
 def test_oracle_margins_in_the_record(bundle, class_split, original, retrained, retrained_b):
@@ -189,8 +205,8 @@ def test_oracle_margins_in_the_record(bundle, class_split, original, retrained, 
         original=original,
         retrained=retrained,
         device="cpu",
-        audits="none,oracle_margins",
-        extra_models={"retrained_runs": oracles},
+        run=RunInfo(extra_models={"retrained_runs": oracles}),
+        options=EvalOptions(audits="none,oracle_margins"),
     )
     ex = rec["extras"]["oracle_margins"]["forget"]
     assert ex["K"] == 3 and len(ex["null_abs_z_mean_per_oracle"]) == 3

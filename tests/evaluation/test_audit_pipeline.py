@@ -11,7 +11,7 @@ import pytest
 from unlearnkit.audit_models import build_audit_models, plan_audit_models
 from unlearnkit.cli import main
 from unlearnkit.data import split_for
-from unlearnkit.evaluation import evaluate
+from unlearnkit.evaluation import EvalOptions, RunInfo, evaluate
 from unlearnkit.evaluation.levels import resolve_audits
 from unlearnkit.methods import UnlearnData
 from unlearnkit.pipeline import prepare_method
@@ -72,8 +72,8 @@ def test_strong_audit_models_are_built_and_reach_ulira_and_competition(monkeypat
         original=original,
         retrained=retrained,
         device="cpu",
-        audits="strong",
-        extra_models=extra,
+        run=RunInfo(extra_models=extra),
+        options=EvalOptions(audits="strong"),
     )
     assert rec["evaluation_config"]["audits_skipped"] == {}
     assert 0.0 <= rec["extras"]["ulira_lite"]["ulira_auc"] <= 1.0

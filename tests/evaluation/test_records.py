@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from unlearnkit.errors import ConfigError
-from unlearnkit.evaluation import aggregate, evaluate, read_record, records_to_frame, t_interval, write_record
+from unlearnkit.evaluation import RunInfo, aggregate, evaluate, read_record, records_to_frame, t_interval, write_record
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +21,7 @@ def record(bundle, class_split, original, retrained):
         class_split,
         retrained=retrained,
         device="cpu",
-        method="finetune",
-        config={"lr": 0.1},
-        runtime_seconds=1.0,
+        run=RunInfo(method="finetune", config={"lr": 0.1}, runtime_seconds=1.0),
     )
 
 
@@ -62,10 +60,7 @@ def test_run_id_depends_on_seed_and_config(bundle, class_split, original, retrai
         class_split,
         retrained=retrained,
         device="cpu",
-        method="finetune",
-        config={"lr": 0.1},
-        runtime_seconds=1.0,
-        seed=5,
+        run=RunInfo(method="finetune", config={"lr": 0.1}, runtime_seconds=1.0, seed=5),
     )
     assert other["run_id"] != record["run_id"]
 

@@ -13,7 +13,9 @@ from unlearnkit.data import Split, split_for
 from unlearnkit.errors import ConfigError, DivergenceError, IncompatibleError, UnknownNameError
 from unlearnkit.evaluation import (
     METRICS,
+    EvalOptions,
     Outputs,
+    RunInfo,
     evaluate,
     format_table,
     metric_table,
@@ -52,7 +54,7 @@ def test_retrained_as_unlearned_gives_zero_gaps(bundle, class_split, original, r
 
 
 def test_streamed_metrics_equal_functional(bundle, class_split, original, retrained):
-    rec = evaluate(original, bundle, class_split, retrained=retrained, device="cpu", batch_size=7)
+    rec = evaluate(original, bundle, class_split, retrained=retrained, device="cpu", options=EvalOptions(batch_size=7))
     m = rec["models"]["unlearned"]["metrics"]
     ds = eval_datasets(bundle, class_split)
     out = {s: predict_logits(original, d) for s, d in ds.items()}
@@ -97,13 +99,15 @@ def test_record_sections_and_runtime(bundle, random_split, original, retrained):
         random_split,
         retrained=retrained,
         device="cpu",
-        runtime_seconds=2.0,
-        runtime_setup_seconds=0.5,
-        retrain_seconds=10.0,
-        method="finetune",
-        config={"lr": 0.1},
-        seed=3,
-        noise_floor=0.7,
+        run=RunInfo(
+            runtime_seconds=2.0,
+            runtime_setup_seconds=0.5,
+            retrain_seconds=10.0,
+            method="finetune",
+            config={"lr": 0.1},
+            seed=3,
+            noise_floor=0.7,
+        ),
     )
     for key in (
         "schema_version",
@@ -142,18 +146,25 @@ def test_without_retrained_no_gaps_no_kl(bundle, class_split, original):
     assert rec["gaps_to_retrained"] == {}
     assert "kl_to_retrained_forget" not in rec["models"]["unlearned"]["metrics"]
     with pytest.raises(IncompatibleError, match="needs the retrained model"):
-        evaluate(original, bundle, class_split, device="cpu", metrics=["kl_to_retrained_forget"])
+        evaluate(original, bundle, class_split, device="cpu", options=EvalOptions(metrics=["kl_to_retrained_forget"]))
 
 
 def test_mia_flavour_changes_avg_gap(bundle, class_split, original, retrained):
-    a = evaluate(original, bundle, class_split, retrained=retrained, device="cpu", mia_flavour="entropy_logreg")
+    a = evaluate(
+        original,
+        bundle,
+        class_split,
+        retrained=retrained,
+        device="cpu",
+        options=EvalOptions(mia_flavour="entropy_logreg"),
+    )
     g = a["gaps_to_retrained"]
     expect = np.mean(
         [g["accuracy_forget"], g["accuracy_retain"], g["accuracy_test"], g["mia_member_rate_forget_entropy_logreg"]]
     )
     assert g["avg_gap_to_retrained"] == pytest.approx(expect)
     with pytest.raises(ConfigError, match="mia_flavour"):
-        evaluate(original, bundle, class_split, mia_flavour="nope")
+        evaluate(original, bundle, class_split, options=EvalOptions(mia_flavour="nope"))
 
 
 def test_noise_floor(bundle, class_split, original, retrained):
@@ -161,7 +172,7 @@ def test_noise_floor(bundle, class_split, original, retrained):
     # any second model works for the arithmetic; the original is far from the retrained one on this split
     nf = noise_floor(retrained, original, bundle, class_split, "cpu")
     assert nf > 10
-    rec = evaluate(original, bundle, class_split, retrained=retrained, noise_floor=original, device="cpu")
+    rec = evaluate(original, bundle, class_split, retrained=retrained, device="cpu", run=RunInfo(noise_floor=original))
     assert rec["noise_floor_avg_gap"] == pytest.approx(nf)
     assert rec["gaps_to_retrained"]["avg_gap_to_retrained"] == pytest.approx(nf)
     with pytest.raises(IncompatibleError, match="5 outputs"):
@@ -177,7 +188,9 @@ def test_refuses_different_num_classes(bundle, class_split, retrained):
 
 def test_refuses_retrained_for_another_split(bundle, class_split, random_split, retrained):
     with pytest.raises(IncompatibleError, match="trained for split"):
-        evaluate(retrained, bundle, random_split, retrained=retrained, retrained_split_sha256=class_split.sha256)
+        evaluate(
+            retrained, bundle, random_split, retrained=retrained, run=RunInfo(retrained_split_sha256=class_split.sha256)
+        )
     wrapped = TrainedModel(retrained, {"split_sha256": class_split.sha256}, False)
     with pytest.raises(IncompatibleError, match="trained for split"):
         evaluate(retrained, bundle, random_split, retrained=wrapped)
@@ -203,11 +216,11 @@ def test_refuses_nonfinite_logits(bundle, class_split, retrained):
 
 def test_unknown_metric_and_missing_audit_inputs(bundle, class_split, original, retrained):
     with pytest.raises(UnknownNameError, match="did you mean"):
-        evaluate(original, bundle, class_split, metrics=["acuracy_forget"])
+        evaluate(original, bundle, class_split, options=EvalOptions(metrics=["acuracy_forget"]))
     with pytest.raises(IncompatibleError, match="extra_models"):
-        evaluate(original, bundle, class_split, retrained=retrained, metrics=["competition"])
+        evaluate(original, bundle, class_split, retrained=retrained, options=EvalOptions(metrics=["competition"]))
     with pytest.raises(IncompatibleError, match="original model"):
-        evaluate(original, bundle, class_split, retrained=retrained, metrics=["relearn_time"])
+        evaluate(original, bundle, class_split, retrained=retrained, options=EvalOptions(metrics=["relearn_time"]))
 
 
 def test_selection_rules():
@@ -246,9 +259,11 @@ def test_audits_on_tiny_data(bundle, class_split, original, retrained, retrained
         original=original,
         retrained=retrained,
         device="cpu",
-        metrics=["mia_population", "linear_probe", "cka", "relearn_time", "tow_to_retrained"],
-        audit_options={"relearn_time": {"max_steps": 30}},
-        extra_models={"retrained_2": retrained_b},
+        run=RunInfo(extra_models={"retrained_2": retrained_b}),
+        options=EvalOptions(
+            metrics=["mia_population", "linear_probe", "cka", "relearn_time", "tow_to_retrained"],
+            audit_options={"relearn_time": {"max_steps": 30}},
+        ),
     )
     un, orig, ret = (rec["models"][r]["metrics"] for r in ("unlearned", "original", "retrained"))
     # the unlearned model is a copy of the retrained one: identical audit values, CKA = 1, ToW = 1, AIN = 1
@@ -278,13 +293,14 @@ def test_competition_audit_with_tiny_runs(bundle, class_split, original, retrain
         class_split,
         retrained=retrained,
         device="cpu",
-        metrics=["competition_lite"],
-        extra_models={
-            "unlearned_runs": [jitter(retrained, s) for s in range(10, 14)],
-            "retrained_runs": runs_r,
-            "ceiling_runs": [jitter(retrained, s) for s in range(20, 24)],
-        },
-        audit_options={"competition_lite": {"bootstrap": 50}},
+        run=RunInfo(
+            extra_models={
+                "unlearned_runs": [jitter(retrained, s) for s in range(10, 14)],
+                "retrained_runs": runs_r,
+                "ceiling_runs": [jitter(retrained, s) for s in range(20, 24)],
+            }
+        ),
+        options=EvalOptions(metrics=["competition_lite"], audit_options={"competition_lite": {"bootstrap": 50}}),
     )
     far = evaluate(
         original,
@@ -292,9 +308,8 @@ def test_competition_audit_with_tiny_runs(bundle, class_split, original, retrain
         class_split,
         retrained=retrained,
         device="cpu",
-        metrics=["competition_lite"],
-        extra_models={"unlearned_runs": [jitter(original, s) for s in range(4)], "retrained_runs": runs_r},
-        audit_options={"competition_lite": {"bootstrap": 50}},
+        run=RunInfo(extra_models={"unlearned_runs": [jitter(original, s) for s in range(4)], "retrained_runs": runs_r}),
+        options=EvalOptions(metrics=["competition_lite"], audit_options={"competition_lite": {"bootstrap": 50}}),
     )
     a, b = same["extras"]["competition_lite"], far["extras"]["competition_lite"]
     assert a["N"] == 4 and a["thresholds_per_unit"] == 50 and a["variant"] == "lite"
@@ -322,12 +337,14 @@ def test_forward_outputs_are_remembered_per_model_and_split(monkeypatch):
     b, s = tiny_bundle(), tiny_split("class:1")
     orig, ret = tiny_model(seed=0), tiny_model(seed=1)
     cache = EvaluationCache()
-    first = evaluate(tiny_model(seed=2), b, s, original=orig, retrained=ret, device="cpu", cache=cache)
+    first = evaluate(
+        tiny_model(seed=2), b, s, original=orig, retrained=ret, device="cpu", options=EvalOptions(cache=cache)
+    )
     n_first = len(calls)
     unl = tiny_model(seed=3)
     with torch.no_grad():
         unl.head.weight.add_(1.0)
-    second = evaluate(unl, b, s, original=orig, retrained=ret, device="cpu", cache=cache)
+    second = evaluate(unl, b, s, original=orig, retrained=ret, device="cpu", options=EvalOptions(cache=cache))
     assert len(calls) - n_first == n_first // 3  # only the new unlearned model is run again
     assert first["models"]["original"]["metrics"] == second["models"]["original"]["metrics"]
     n_second = len(calls)
@@ -362,20 +379,36 @@ def test_metric_values_are_remembered_per_model_reference_and_split(monkeypatch)
     b, s = tiny_bundle(), tiny_split("class:1")
     orig, ret = tiny_model(seed=0), tiny_model(seed=1)
     cache = EvaluationCache()
-    first = evaluate(tiny_model(seed=2), b, s, original=orig, retrained=ret, device="cpu", cache=cache)
+    first = evaluate(
+        tiny_model(seed=2), b, s, original=orig, retrained=ret, device="cpu", options=EvalOptions(cache=cache)
+    )
     assert len(calls) == 3
     assert first["models"]["original"]["metrics"] == fresh["models"]["original"]["metrics"]
-    evaluate(tiny_model(seed=3), b, s, original=orig, retrained=ret, device="cpu", cache=cache)
+    evaluate(tiny_model(seed=3), b, s, original=orig, retrained=ret, device="cpu", options=EvalOptions(cache=cache))
     assert len(calls) == 4  # only the new unlearned model
     other_ref = evaluate(
-        tiny_model(seed=3), b, s, original=orig, retrained=tiny_model(seed=4), device="cpu", cache=cache
+        tiny_model(seed=3),
+        b,
+        s,
+        original=orig,
+        retrained=tiny_model(seed=4),
+        device="cpu",
+        options=EvalOptions(cache=cache),
     )
     assert len(calls) == 7  # the KL/JS of every model depend on the reference: all recomputed
     assert (
         other_ref["models"]["original"]["metrics"]["kl_to_retrained_forget"]
         != first["models"]["original"]["metrics"]["kl_to_retrained_forget"]
     )
-    evaluate(tiny_model(seed=3), b, tiny_split("class:2"), original=orig, retrained=ret, device="cpu", cache=cache)
+    evaluate(
+        tiny_model(seed=3),
+        b,
+        tiny_split("class:2"),
+        original=orig,
+        retrained=ret,
+        device="cpu",
+        options=EvalOptions(cache=cache),
+    )
     assert len(calls) == 10
     evaluate(tiny_model(seed=3), b, s, original=orig, retrained=ret, device="cpu")
     assert len(calls) == 13  # no cache: every model's attack runs
@@ -387,7 +420,7 @@ def test_evaluation_cache_is_bounded_and_counts_lookups():
 
     cache = EvaluationCache(max_entries=2)
     b, s = tiny_bundle(), tiny_split("class:1")
-    evaluate(tiny_model(seed=2), b, s, retrained=tiny_model(seed=1), device="cpu", cache=cache)
+    evaluate(tiny_model(seed=2), b, s, retrained=tiny_model(seed=1), device="cpu", options=EvalOptions(cache=cache))
     assert cache.hits == 0 and cache.misses > 0
     assert len(cache) == 4  # 2 forward passes (of 2 models × 4 splits) + 2 value entries
     cache.clear()
@@ -413,8 +446,7 @@ def test_metric_and_audit_options_are_typed_and_checked(bundle, class_split, ori
             class_split,
             retrained=retrained,
             device="cpu",
-            metrics="relearn_time",
-            audit_options={"relearn_time": {"max_step": 3}},
+            options=EvalOptions(metrics="relearn_time", audit_options={"relearn_time": {"max_step": 3}}),
         )
     with pytest.raises(UnknownNameError):
         EvaluationSuite(audit_options={"relearn": {}})
@@ -446,10 +478,8 @@ def test_runtime_parts_are_recorded_beside_the_runtime(bundle, random_split, ori
         random_split,
         retrained=retrained,
         device="cpu",
-        metrics="-mia_efficacy_forget",
-        runtime_seconds=3.0,
-        runtime_setup_seconds=1.0,
-        runtime_update_seconds=1.5,
+        run=RunInfo(runtime_seconds=3.0, runtime_setup_seconds=1.0, runtime_update_seconds=1.5),
+        options=EvalOptions(metrics="-mia_efficacy_forget"),
     )
     un = rec["models"]["unlearned"]
     assert un["metrics"]["runtime_setup_seconds"] == un["runtime_setup_seconds"] == 1.0

@@ -217,7 +217,7 @@ def test_ic_and_memorised_hand_example() -> None:
 
 
 def test_manipulation_metrics_only_on_manipulated_data() -> None:
-    from unlearnkit.evaluation import evaluate
+    from unlearnkit.evaluation import EvalOptions, evaluate
     from unlearnkit.testing import tiny_model
 
     b = tiny_bundle()
@@ -232,7 +232,7 @@ def test_manipulation_metrics_only_on_manipulated_data() -> None:
     assert rec["task"]["scenario"] == "backdoor" and rec["task"]["manipulation"]["spec"].startswith("badnets:")
     assert rec["task"]["forget"]["spec"] == "poisoned:0.5"
     with pytest.raises(IncompatibleError, match="asr_test needs the test_triggered"):
-        evaluate(model, b, split_for(b, "random:0.1", 0), metrics=["asr_test"], device="cpu")
+        evaluate(model, b, split_for(b, "random:0.1", 0), device="cpu", options=EvalOptions(metrics=["asr_test"]))
 
 
 # --------------------------------------------------------------------------------------------------- methods
@@ -299,7 +299,7 @@ def test_class_only_method_refused_by_the_runner_too(poisoned_task: tuple[object
 def test_a_model_learns_the_trigger_and_retraining_on_the_clean_remainder_removes_it() -> None:
     """BadNets on the synthetic data: the original (poisoned data) follows the trigger; retrained without the
     manipulated samples, the model ignores it; both keep their clean accuracy."""
-    from unlearnkit.evaluation import evaluate
+    from unlearnkit.evaluation import EvalOptions, evaluate
     from unlearnkit.models import create_model
     from unlearnkit.training import Recipe, train
 
@@ -315,7 +315,9 @@ def test_a_model_learns_the_trigger_and_retraining_on_the_clean_remainder_remove
         return net
 
     original, retrained = fit(full), fit(clean)
-    rec = evaluate(original, mb, clean, retrained=retrained, device="cpu", metrics=["-mia_efficacy_forget"])
+    rec = evaluate(
+        original, mb, clean, retrained=retrained, device="cpu", options=EvalOptions(metrics=["-mia_efficacy_forget"])
+    )
     o, r = rec["models"]["unlearned"]["metrics"], rec["models"]["retrained"]["metrics"]
     print({k: (round(o[k], 1), round(r[k], 1)) for k in ("asr_test", "accuracy_test", "memorised_manipulated")})
     assert o["asr_test"] >= 80.0, o  # the backdoor was learnt

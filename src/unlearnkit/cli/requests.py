@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
@@ -32,8 +31,8 @@ def _indices(text: str) -> list[int]:
     return parse_index_list(text)
 
 
-def add_parsers(sub: Any) -> None:
-    """Add the ``request`` and ``unlearn`` verbs to the main parser's subcommands."""
+def add_request(sub: Any) -> None:
+    """Add the ``request`` verb to the main parser's subcommands."""
     p = sub.add_parser(
         "request",
         help="deletion requests against a model directory: init, add, list, apply, verify",
@@ -69,6 +68,9 @@ def add_parsers(sub: Any) -> None:
     q.add_argument("dir", help="model directory")
     _dir_opts(q)
 
+
+def add_unlearn(sub: Any) -> None:
+    """Add the ``unlearn`` verb to the main parser's subcommands."""
     p = sub.add_parser(
         "unlearn",
         help="unlearn a forget set from your checkpoint; audit it without a retrained model",
@@ -159,43 +161,25 @@ def cmd_request(args: argparse.Namespace) -> int:
 
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
-    from .._io import check_output_dir, write_dir_atomic, write_json_atomic
-    from ..data import load_dataset, split_for
-    from ..ledger import audit_without_retrain
-    from ..methods import create_method
-    from ..methods.base import UnlearnData
-    from ..models import load_model, save_model
-    from ..runner import run_method
-    from ..sisa import SISAEnsemble, is_sisa_checkpoint, load_sisa, save_sisa
+    from .._io import check_output_dir
+    from ..jobs.task import resolve_unlearn_task
+    from ..jobs.unlearn import unlearn_job
 
     out = check_output_dir(args.out)
-    method = create_method(args.method, **_kv(args.set))  # bad options fail before any data is read
-    if not Path(args.checkpoint).is_file():
-        raise ConfigError(f"checkpoint {args.checkpoint} does not exist")
-    bundle = load_dataset(args.dataset, args.data_dir)
-    split = split_for(bundle, args.forget, args.seed)
-    if is_sisa_checkpoint(args.checkpoint):
-        model: Any = load_sisa(args.checkpoint)
-    else:
-        model = load_model(args.checkpoint, expect={"num_classes": bundle.info.num_classes})
-    res = run_method(method, model, UnlearnData.from_split(bundle, split), device=args.device, seed=args.seed)
-    unlearned = res.model.cpu()
-    audit = audit_without_retrain(unlearned, bundle, split, original=model, device=args.device)
-    audit["runtime_seconds"] = res.seconds
-    audit["method"] = {"name": method.name, "config": method.config.to_dict()}
-    audit["split"] = split.to_dict() if hasattr(split, "to_dict") else None
-
-    def fill(tmp: Path) -> None:
-        if isinstance(unlearned, SISAEnsemble):
-            save_sisa(unlearned, tmp / "unlearned.safetensors")
-        else:
-            save_model(unlearned, tmp / "unlearned.safetensors")
-        write_json_atomic(tmp / "audit.json", audit)
-
-    write_dir_atomic(out, fill, last="audit.json")
-    u = audit.get("unlearned", {})
+    task = resolve_unlearn_task(
+        args.checkpoint,
+        args.dataset,
+        args.forget,
+        args.method,
+        config=_kv(args.set),
+        seed=args.seed,
+        device=args.device,
+        data_dir=args.data_dir,
+    )
+    res = unlearn_job(task, out)
+    u = res.audit.get("unlearned", {})
     print(
-        f"{method.name}: {res.seconds:.1f} s; forget acc {u.get('accuracy_forget', float('nan')):.1f}, retain acc "
+        f"{res.method}: {res.seconds:.1f} s; forget acc {u.get('accuracy_forget', float('nan')):.1f}, retain acc "
         f"{u.get('accuracy_retain', float('nan')):.1f}, test acc {u.get('accuracy_test', float('nan')):.1f}, "
         f"MIA efficacy {u.get('mia_efficacy_forget', float('nan')):.1f}"
     )

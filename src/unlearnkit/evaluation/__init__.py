@@ -15,30 +15,25 @@ from __future__ import annotations
 from typing import Any
 
 from . import functional, mia
+from .api import EvalOptions, RunInfo, evaluate, format_table, noise_floor
 from .audits import AUDITS
 from .cache import EvaluationCache
 from .metrics import METRICS, Metric, MetricInfo, MetricOptions, Outputs
 from .records import aggregate, read_record, records_to_frame, run_id, t_interval, write_record
-from .suite import (
-    DEFAULT_METRICS,
-    EvaluationSuite,
-    evaluate,
-    format_table,
-    metric_infos,
-    noise_floor,
-    resolve_selection,
-)
+from .suite import DEFAULT_METRICS, EvaluationSuite, metric_infos, resolve_selection
 
 __all__ = [
     "AUDITS",
     "DEFAULT_METRICS",
     "METRICS",
+    "EvalOptions",
     "EvaluationCache",
     "EvaluationSuite",
     "Metric",
     "MetricInfo",
     "MetricOptions",
     "Outputs",
+    "RunInfo",
     "aggregate",
     "evaluate",
     "format_table",

@@ -38,13 +38,13 @@ class EvaluationCache:
         hits, misses: lookups answered from / missing in the cache, both kinds together.
 
     Example:
-        >>> from unlearnkit.evaluation import evaluate
+        >>> from unlearnkit.evaluation import EvalOptions, evaluate
         >>> from unlearnkit.testing import tiny_bundle, tiny_model, tiny_split
         >>> bundle, split, retrained = tiny_bundle(), tiny_split("class:1"), tiny_model(seed=1)
-        >>> cache = EvaluationCache()
-        >>> first = evaluate(tiny_model(seed=2), bundle, split, retrained=retrained, device="cpu", cache=cache)
-        >>> second = evaluate(tiny_model(seed=3), bundle, split, retrained=retrained, device="cpu", cache=cache)
-        >>> cache.hits  # the retrained model's 4 forward passes and its metric values, reused
+        >>> opts = EvalOptions(cache=EvaluationCache())
+        >>> first = evaluate(tiny_model(seed=2), bundle, split, retrained=retrained, device="cpu", options=opts)
+        >>> second = evaluate(tiny_model(seed=3), bundle, split, retrained=retrained, device="cpu", options=opts)
+        >>> opts.cache.hits  # the retrained model's 4 forward passes and its metric values, reused
         5
     """
 

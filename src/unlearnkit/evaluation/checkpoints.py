@@ -9,7 +9,7 @@ from typing import Any
 from .._io import read_json
 from ..errors import CheckpointError, IncompatibleError
 
-__all__ = ["checkpoint_split_sha256", "evaluate_checkpoints"]
+__all__ = ["check_checkpoint_roles", "checkpoint_split_sha256", "evaluate_checkpoints"]
 
 
 def checkpoint_split_sha256(checkpoint: str | Path) -> str | None:
@@ -78,7 +78,7 @@ def evaluate_checkpoints(
     """
     from ..data import load_dataset, split_for
     from ..models import load_model
-    from .suite import evaluate
+    from .api import EvalOptions, RunInfo, evaluate
 
     for what, path in (("unlearned", model), ("retrained", retrained), ("original", original)):
         if path is not None and not Path(path).is_file():
@@ -100,12 +100,60 @@ def evaluate_checkpoints(
         split,
         original=load_model(original, expect=expect) if original else None,
         retrained=load_model(retrained, expect=expect),
-        metrics=metrics,
-        audits=audits,
         device=device,
-        runtime_seconds=runtime,
-        runtime_setup_seconds=setup,
-        retrain_seconds=_meta_number(retrained, "wall_seconds"),
-        seed=seed,
-        retrained_split_sha256=want,
+        run=RunInfo(
+            runtime_seconds=runtime,
+            runtime_setup_seconds=setup,
+            retrain_seconds=_meta_number(retrained, "wall_seconds"),
+            seed=seed,
+            retrained_split_sha256=want,
+        ),
+        options=EvalOptions(metrics=metrics, audits=audits),
     )
+
+
+def check_checkpoint_roles(
+    model: str | Path,
+    retrained: str | Path,
+    original: str | Path | None = None,
+    *,
+    dataset: str,
+    forget: str,
+    seed: int,
+    data_dir: str | None = None,
+) -> None:
+    """Before any compute: each checkpoint's stored role and split digest against the forget spec, seed and dataset
+    (messages name the ``unlearnkit eval`` flags)."""
+    from ..data import load_dataset, split_for
+    from ..models import checkpoint_info
+
+    paths = {"--model": model, "--retrained": retrained, "--original": original}
+    for flag, path in paths.items():
+        if path is not None and Path(path).is_dir():
+            raise IncompatibleError(f"{flag} {path} is a folder; pass the .safetensors file inside it")
+        if path is not None and not Path(path).exists():
+            raise IncompatibleError(f"{flag} checkpoint {path} does not exist")
+    infos = {flag: checkpoint_info(path) for flag, path in paths.items() if path is not None and Path(path).is_file()}
+    if infos.get("--original", {}).get("role") == "retrained":
+        raise IncompatibleError(
+            f"--original {original} is a retrained oracle (stored role 'retrained'); "
+            "pass the model trained on the full training set"
+        )
+    role = infos.get("--retrained", {}).get("role")
+    if role in ("original", "unlearned"):
+        raise IncompatibleError(
+            f"--retrained {retrained} is an {role} model (stored role); pass the model "
+            "retrained on the retain set (`unlearnkit train --forget …`)"
+        )
+    if not any(i["split_sha256"] for f, i in infos.items() if f != "--original"):
+        return
+    bundle = load_dataset(dataset, data_dir)
+    split = split_for(bundle, forget, seed)
+    for flag in ("--model", "--retrained"):
+        want = infos.get(flag, {}).get("split_sha256")
+        if want and want != split.sha256:
+            raise IncompatibleError(
+                f"{flag} {paths[flag]} was made for split {want[:12]}… (stored in the "
+                f"checkpoint), but --forget {forget} --seed {seed} gives split "
+                f"{split.sha256[:12]}…; pass the forget spec and seed it was made with"
+            )

@@ -1,0 +1,77 @@
+"""``unlearnkit bench`` and ``unlearnkit report``: benchmark grids from a TOML spec, and their reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ._common import audits, manipulation, no_cache
+
+
+def add_bench(sub: Any) -> None:
+    p = sub.add_parser("bench", help="run a benchmark grid from a TOML spec (resumable)")
+    p.add_argument("spec", help="benchmark spec (.toml)")
+    p.add_argument("--out", required=True, help="output folder; records.jsonl is appended there")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--data-dir", default=None, help="folder with the dataset files")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    manipulation(p, " (replaces the spec's grid.manipulations)")
+    audits(p, note=" (replaces the spec's value)")
+    no_cache(p)
+
+
+def add_report(sub: Any) -> None:
+    p = sub.add_parser("report", help="tables, plots and report.html from a bench folder's records")
+    p.add_argument("dir", help="bench output folder holding records.jsonl")
+    p.add_argument("--out", default=None, help="report folder (default DIR/report)")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """0 when every run is recorded or skipped, 1 when some failed, 130 on Ctrl-C."""
+    from dataclasses import replace
+
+    from ..bench.runner import run_bench
+    from ..bench.spec import check_audits, load_spec
+
+    spec = load_spec(args.spec)
+    if args.manipulation is not None:
+        from ..data.manipulations import parse_manipulation
+
+        m = parse_manipulation(args.manipulation)
+        spec = replace(spec, manipulations=(str(m) if m is not None else None,))
+    if args.audits is not None or args.oracles is not None:
+        spec = replace(
+            spec,
+            audits=args.audits if args.audits is not None else spec.audits,
+            oracles=args.oracles if args.oracles is not None else spec.oracles,
+        )
+        check_audits(spec.audits, spec.oracles)
+    try:
+        result = run_bench(
+            spec, args.out, device=args.device, data_dir=args.data_dir, progress=False if args.no_progress else None
+        )
+    except KeyboardInterrupt:
+        return 130
+    print(json.dumps(result.summary()))
+    if result.count("failed"):
+        print(
+            f"unlearnkit bench: {result.count('failed')} run(s) failed (see bench.json); rerun the same command "
+            "to retry them",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ..bench.report import build_report
+
+    out = build_report(args.dir, args.out)
+    print(
+        json.dumps(
+            {"report": str(out / "report.html"), "tables": str(out / "tables.md"), "csv": str(out / "tables.csv")}
+        )
+    )
+    return 0
