@@ -214,3 +214,19 @@ def test_max_minutes_stops_starting_runs_and_a_rerun_continues(write_spec, tmp_p
     rest = Counting()
     run_bench(write_spec(), out, progress=False, runner=rest)
     assert len(rest.calls) == 10
+
+
+def test_cli_bench_part_and_max_minutes(write_spec, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["bench", str(write_spec()), "--out", str(out), "--no-progress", "--part", "1/2"]) == 0
+    first = len(read_records(out))
+    assert 0 < first < 10
+    assert main(["bench", str(write_spec()), "--out", str(out), "--no-progress", "--part", "2/2"]) == 0
+    assert len(read_records(out)) == 10
+    for bad in (["--part", "3/2"], ["--part", "x"], ["--max-minutes", "-1"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["bench", str(write_spec()), "--out", str(tmp_path / "o2"), *bad])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert "--part 1/4" in err or "--max-minutes 45" in err
+    assert not (tmp_path / "o2").exists()

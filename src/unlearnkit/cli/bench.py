@@ -17,9 +17,41 @@ def add_bench(sub: Any) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument(
+        "--part",
+        type=_part,
+        default=None,
+        metavar="I/N",
+        help="run only the I-th of N parts of the grid (whole cells dealt round-robin, so a cell's methods share "
+        "its models); e.g. --part 1/4, then 2/4 … into the same --out",
+    )
+    p.add_argument(
+        "--max-minutes",
+        type=_minutes,
+        default=None,
+        metavar="M",
+        help="start no new run after M minutes (the run in flight is recorded); rerun the same command to continue",
+    )
     manipulation(p, " (replaces the spec's grid.manipulations)")
     audits(p, note=" (replaces the spec's value)")
     no_cache(p)
+
+
+def _part(text: str) -> tuple[int, int]:
+    i, sep, n = text.partition("/")
+    if not (sep and i.strip().isdigit() and n.strip().isdigit() and 1 <= int(i) <= int(n)):
+        raise argparse.ArgumentTypeError(f"expected I/N with 1 <= I <= N, e.g. --part 1/4 (got {text!r})")
+    return int(i), int(n)
+
+
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of minutes >= 0, e.g. --max-minutes 45 (got {text!r})")
+    return value
 
 
 def add_report(sub: Any) -> None:
@@ -50,7 +82,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         check_audits(spec.audits, spec.oracles)
     try:
         result = run_bench(
-            spec, args.out, device=args.device, data_dir=args.data_dir, progress=False if args.no_progress else None
+            spec,
+            args.out,
+            device=args.device,
+            data_dir=args.data_dir,
+            progress=False if args.no_progress else None,
+            part=args.part,
+            max_minutes=args.max_minutes,
         )
     except KeyboardInterrupt:
         return 130
