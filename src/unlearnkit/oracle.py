@@ -10,11 +10,13 @@ discarded with a one-line warning and retrained. ``UNLEARNKIT_CACHE`` overrides 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,15 @@ class TrainedModel:
     meta: dict[str, Any]
     from_cache: bool
     path: Path | None = None
+
+
+@contextlib.contextmanager
+def _own_rng(device: torch.device) -> Iterator[None]:
+    """Run the block on a fork of torch's CPU RNG (and the device's CUDA RNG): whatever it seeds or draws, the
+    global generators are restored afterwards. The draws inside are the same as without the fork."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
 
 
 def oracle_key(
@@ -155,7 +166,8 @@ def train_or_load(
     if split is None:
         split = split_for(bundle, None, seed)
     dev = resolve_device(device)
-    net = model_for_dataset(model, info, **(model_kwargs or {}))
+    with _own_rng(dev):  # building a net draws from the RNG: the caller's generator stays untouched
+        net = model_for_dataset(model, info, **(model_kwargs or {}))
     recipe = recipe or default_recipe(info.name, model)
     cfg = model_config(net)
     assert cfg is not None  # model_for_dataset (create_model) always sets it
@@ -165,25 +177,27 @@ def train_or_load(
     role = "retrained" if len(split.forget) else "original"
     use = cache_enabled(use_cache)
     if use:
-        hit = load_entry(folder, dev)
+        with _own_rng(dev):
+            hit = load_entry(folder, dev)
         if hit is not None:
             return TrainedModel(hit[0], hit[1], True, folder)
         check_cache_writable()
 
-    torch.manual_seed(seed)
-    net = model_for_dataset(model, info, **(model_kwargs or {}))
-    train_set = bundle.train.subset(split.retain)
-    t0 = time.perf_counter()
-    stats = train(
-        net,
-        train_set,
-        recipe,
-        seed=seed,
-        augment=info.augment,
-        device=dev,
-        progress=progress,
-        desc=f"{role} {info.name}/{model} seed {seed}",
-    )
+    with _own_rng(dev):  # seeded init and training on a fork of the RNG: the caller's generator is untouched
+        torch.manual_seed(seed)
+        net = model_for_dataset(model, info, **(model_kwargs or {}))
+        train_set = bundle.train.subset(split.retain)
+        t0 = time.perf_counter()
+        stats = train(
+            net,
+            train_set,
+            recipe,
+            seed=seed,
+            augment=info.augment,
+            device=dev,
+            progress=progress,
+            desc=f"{role} {info.name}/{model} seed {seed}",
+        )
     wall = time.perf_counter() - t0
     meta = {
         "role": role,
