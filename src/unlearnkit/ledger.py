@@ -303,7 +303,7 @@ class ModelDirectory:
         method: str | None = None,
         *,
         config: dict[str, Any] | None = None,
-        device: str = "cpu",
+        device: str = "auto",
         seed: int = 0,
         data_dir: str | None = None,
         audit: bool = True,
@@ -313,8 +313,11 @@ class ModelDirectory:
         The compute (load the model, unlearn the batch, audit) is `unlearnkit.jobs.unlearn.unlearn_batch`; this
         method holds the lock, checks the data and commits the application before the atomic swap.
         """
+        from .device import resolve_device
         from .jobs.checkpoints import checkpoint_kind, save_checkpoint
         from .jobs.unlearn import unlearn_batch
+
+        device = str(resolve_device(device))  # a bad device fails here, before any lock or compute
 
         with self._lock():
             self._roll_forward()

@@ -6,15 +6,17 @@ from typing import Any
 
 
 def audit_without_retrain(
-    model: Any, bundle: Any, split: Any, *, original: Any = None, device: str = "cpu"
+    model: Any, bundle: Any, split: Any, *, original: Any = None, device: str = "auto"
 ) -> dict[str, Any]:
     """The metrics of `unlearnkit.evaluation.evaluate` with ``retrained=None``: FA, RA, TA, MIA efficacy, the
     population MIAs (forget vs held-out test AUCs), and the change from the original (prediction agreement on
     forget and test, relative weight change).
     """
+    from ..device import resolve_device
     from ..training import predict_logits
     from .api import RunInfo, evaluate
 
+    device = str(resolve_device(device))  # "auto" -> cuda or cpu: predict_logits needs a real device
     rec = evaluate(
         model, bundle, split, original=original, retrained=None, device=device, run=RunInfo(model_name="ledger")
     )
