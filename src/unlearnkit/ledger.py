@@ -36,7 +36,18 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, IncompatibleError
-from .ledger_chain import Application, Ledger, LedgerError, Request, VerifyResult, file_sha256
+from .ledger_chain import (
+    KEY_ENV,
+    KEY_FILE_ENV,
+    Application,
+    Ledger,
+    LedgerError,
+    Request,
+    VerifyResult,
+    _mac,
+    file_sha256,
+    ledger_key,
+)
 
 MODEL_FILE = "model.safetensors"
 LEDGER_FILE = "ledger.db"
@@ -60,8 +71,15 @@ class ApplyResult:
 class ModelDirectory:
     """A model directory: ``model.safetensors`` and its ledger (``ledger.db`` unless ``url`` names another)."""
 
-    def __init__(self, path: str | os.PathLike, url: str | None = None) -> None:
+    #: Called with a one-line message when a command waits for another's lock (the CLI prints it).
+    on_wait: Any = None
+
+    def __init__(self, path: str | os.PathLike, url: str | None = None, *, key: bytes | str | None = None) -> None:
         self.path = Path(path)
+        if not self.path.is_dir():
+            raise ConfigError(
+                f"model directory {self.path} does not exist" + (" (it is a file)" if self.path.exists() else "")
+            )
         if not (self.path / MODEL_FILE).is_file() and not any(self.path.glob(STAGED_PREFIX + "*")):
             raise ConfigError(f"{self.path} is not a model directory: it holds no {MODEL_FILE}")
         self.url = url or f"sqlite:///{(self.path / LEDGER_FILE).resolve()}"
@@ -70,7 +88,7 @@ class ModelDirectory:
                 f"{self.path} has no ledger; create one with `unlearnkit request init {self.path} --dataset NAME` "
                 "or ModelDirectory.create(...)"
             )
-        self.ledger = Ledger(self.url)
+        self.ledger = Ledger(self.url, key=_outside_key(self.path, key), create=False)
 
     @property
     def model_path(self) -> Path:
@@ -86,21 +104,33 @@ class ModelDirectory:
         dataset: str,
         data_dir: str | None = None,
         url: str | None = None,
+        key: bytes | str | None = None,
     ) -> ModelDirectory:
-        """Register a model (a `SISAEnsemble`, an nn.Module, or an existing ``model.safetensors`` in ``path``)."""
+        """Register a model (a `SISAEnsemble`, an nn.Module, or an existing ``model.safetensors`` in ``path``).
+
+        The file must be a loadable model of ``dataset`` (classes, channels, image size; refused otherwise, before
+        the ledger is written). With a key (``key`` or ``$UNLEARNKIT_LEDGER_KEY[_FILE]``) the chain and the anchor
+        are HMAC-SHA256 under it, and every later command needs the same key.
+        """
         from .data import load_dataset
-        from .jobs.checkpoints import save_checkpoint
+        from .guards import check_checkpoint_for
+        from .jobs.checkpoints import load_checkpoint, save_checkpoint
 
         p = Path(path)
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"{p} is a file; pass the model directory (a folder holding {MODEL_FILE})")
+        if model is None and not (p / MODEL_FILE).is_file():
+            raise ConfigError(f"{p} holds no {MODEL_FILE}; put the model there, or pass the model to register")
+        if model is not None and (p / MODEL_FILE).exists():
+            raise ConfigError(f"{p / MODEL_FILE} exists already; pass no model to register it")
+        k = _outside_key(p, key)
+        bundle = load_dataset(dataset, data_dir)
         p.mkdir(parents=True, exist_ok=True)
         if model is not None:
-            if (p / MODEL_FILE).exists():
-                raise ConfigError(f"{p / MODEL_FILE} exists already; pass no model to register it")
             save_checkpoint(model, p / MODEL_FILE)
-        if not (p / MODEL_FILE).is_file():
-            raise ConfigError(f"{p} holds no {MODEL_FILE}; pass the model to register")
-        ledger = Ledger(url or f"sqlite:///{(p / LEDGER_FILE).resolve()}")
-        bundle = load_dataset(dataset, data_dir)
+        check_checkpoint_for(p / MODEL_FILE, bundle.info)
+        load_checkpoint(p / MODEL_FILE)  # a file that does not load is refused before any ledger exists
+        ledger = Ledger(url or f"sqlite:///{(p / LEDGER_FILE).resolve()}", key=k)
         from .cache import dataset_digest
         from .sisa import read_deleted_mask
 
@@ -109,6 +139,8 @@ class ModelDirectory:
             "num_train": len(bundle.train),
             "data": dataset_digest(bundle.train),
         }
+        if k is not None:
+            config["keyed"] = True
         already = read_deleted_mask(p / MODEL_FILE)
         if already:  # a SISA model with deletions made before it was registered: verify expects them
             config["deleted_before"] = already
@@ -125,8 +157,39 @@ class ModelDirectory:
                 model_after=sha,
                 audit={},
             )
-        d = cls(p, url)
+        d = cls(p, url, key=k)
         d._write_head()
+        return d
+
+    @classmethod
+    def adopt(
+        cls, path: str | os.PathLike, url: str | None = None, *, key: bytes | str | None = None
+    ) -> ModelDirectory:
+        """Rebuild the anchor (``ledger.head``) of a directory copied without it, recorded in the ledger.
+
+        Everything else must verify (chain, statuses, model file); the adoption is an application row (method
+        ``adopt``, model unchanged), so the ledger says when the anchor was rebuilt.
+        """
+        d = cls(path, url, key=key)
+        if (d.path / HEAD_FILE).is_file():
+            raise ConfigError(f"{d.path} has its {HEAD_FILE} already; nothing to adopt (run `request verify`)")
+        with d._lock():
+            res = d.ledger.verify()
+            d._check_model(res.problems)
+            if res.problems:
+                raise LedgerError("cannot adopt: the ledger fails verify:\n  - " + "\n  - ".join(res.problems))
+            sha = d.current_sha()
+            with d.ledger.write() as conn:
+                d.ledger.insert_application(
+                    conn,
+                    requests=[],
+                    method="adopt",
+                    config={"reason": f"{HEAD_FILE} rebuilt (request init --adopt)"},
+                    model_before=sha,
+                    model_after=sha,
+                    audit={},
+                )
+            d._write_head()
         return d
 
     # --- state -------------------------------------------------------------------------------------------
@@ -153,25 +216,40 @@ class ModelDirectory:
             else:
                 staged.unlink(missing_ok=True)
 
-    def verify(self) -> VerifyResult:
-        """The ledger's chain and statuses, and that ``model.safetensors`` is the last recorded model."""
-        res = self.ledger.verify()
+    def verify(self, expect: str | None = None) -> VerifyResult:
+        """The ledger's chain and statuses, the anchor (``ledger.head``), that ``model.safetensors`` is the last
+        recorded model, and for a SISA model that its deleted mask is the ledger's deleted set.
+
+        What this proves: without a key, that the ledger, the anchor and the model file are consistent with
+        each other; anyone with write access can still rewrite all three consistently. With the key (and the
+        key kept outside the directory), that every row and the anchor were written by a holder of the key.
+        ``expect`` (a row hash kept elsewhere, e.g. printed by an earlier ``apply``) also proves no row up to it
+        was removed: the one guard against rolling the whole directory back to an older copy.
+        """
+        res = self.ledger.verify(expect)
         self._check_head(res.problems)
+        if not res.problems:
+            self._check_model(res.problems)
         res.ok = not res.problems
-        if res.ok:
-            want = self.current_sha()
-            staged = self.path / f"{STAGED_PREFIX}{want}.safetensors"
-            if not self.model_path.is_file():
-                res.problems.append(f"{MODEL_FILE} is missing")
-            elif file_sha256(self.model_path) != want:
-                if staged.is_file() and file_sha256(staged) == want:
-                    res.problems.append("an interrupted swap is pending (the next apply or add finishes it)")
-                else:
-                    res.problems.append(f"{MODEL_FILE} does not match the SHA-256 recorded by the last application")
-            else:
-                self._check_sisa_mask(res.problems)
-            res.ok = not res.problems
         return res
+
+    def head_hash(self) -> str:
+        """The newest row's hash: keep it elsewhere and pass it to ``verify(expect=…)`` later."""
+        with self.ledger.engine.connect() as conn:
+            return self.ledger._tail(conn)[1]
+
+    def _check_model(self, problems: list[str]) -> None:
+        want = self.current_sha()
+        staged = self.path / f"{STAGED_PREFIX}{want}.safetensors"
+        if not self.model_path.is_file():
+            problems.append(f"{MODEL_FILE} is missing")
+        elif file_sha256(self.model_path) != want:
+            if staged.is_file() and file_sha256(staged) == want:
+                problems.append("an interrupted swap is pending (the next apply or add finishes it)")
+            else:
+                problems.append(f"{MODEL_FILE} does not match the SHA-256 recorded by the last application")
+        else:
+            self._check_sisa_mask(problems)
 
     def _check_sisa_mask(self, problems: list[str]) -> None:
         """A SISA model's own deleted mask must equal the ledger's deleted set (registration + applied)."""
@@ -195,12 +273,18 @@ class ModelDirectory:
 
         with self.ledger.engine.connect() as conn:
             seq, row_hash = self.ledger._tail(conn)
-        write_json_atomic(self.path / HEAD_FILE, {"seq": seq, "row_hash": row_hash})
+        head: dict[str, Any] = {"seq": seq, "row_hash": row_hash}
+        if self.ledger.key is not None:
+            head["mac"] = _head_mac(seq, row_hash, self.ledger.key)
+        write_json_atomic(self.path / HEAD_FILE, head)
 
     def _check_head(self, problems: list[str]) -> None:
         path = self.path / HEAD_FILE
         if not path.is_file():
-            problems.append(f"{HEAD_FILE} is missing (the anchor of the newest ledger row)")
+            problems.append(
+                f"{HEAD_FILE} is missing (the anchor of the newest ledger row): if the directory was copied without "
+                "it, rebuild it with `unlearnkit request init DIR --adopt` (recorded in the ledger)"
+            )
             return
         try:
             head = json.loads(path.read_text(encoding="utf-8"))
@@ -212,6 +296,8 @@ class ModelDirectory:
             rows = {r["seq"]: r["row_hash"] for _, r in self.ledger._rows(conn)}
         if rows.get(seq) != want:
             problems.append(f"the ledger no longer holds row {seq} recorded in {HEAD_FILE} (rows were removed)")
+        elif self.ledger.key is not None and head.get("mac") != _head_mac(seq, want, self.ledger.key):
+            problems.append(f"{HEAD_FILE} was not written with the ledger key (rewritten, or another key)")
 
     def _require_verified(self) -> None:
         res = self.verify()
@@ -223,7 +309,12 @@ class ModelDirectory:
         import fcntl
 
         with open(self.path / LOCK_FILE, "a+") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if self.on_wait is not None:
+                    self.on_wait(f"waiting for another command on {self.path} (an apply holds its lock)…")
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
                 yield
             finally:
@@ -240,6 +331,11 @@ class ModelDirectory:
         data_dir: str | None = None,
     ) -> Request:
         """Record a deletion request for training ``indices`` or a ``spec`` (``class:3``; resolved now)."""
+        from .guards import check_text
+
+        check_text(subject, "the request subject (--subject)")
+        if request_id is not None:
+            check_text(request_id, "the request id (--id)", max_len=200)
         if (indices is None) == (spec is None):
             raise ConfigError("a request names either training indices or a spec (e.g. class:3), not both")
         with self._lock():
@@ -314,11 +410,20 @@ class ModelDirectory:
         method holds the lock, checks the data and commits the application before the atomic swap.
         """
         from .device import resolve_device
+        from .guards import check_method_for_kind
         from .jobs.checkpoints import checkpoint_kind, save_checkpoint
+        from .jobs.task import build_method, check_seed
         from .jobs.unlearn import unlearn_batch
 
-        device = str(resolve_device(device))  # a bad device fails here, before any lock or compute
-
+        device = str(resolve_device(device))  # a bad device, seed, method or option fails here, before any compute
+        check_seed(seed, "--seed")
+        kind = checkpoint_kind(self.model_path) if self.model_path.is_file() else None
+        method = method or ("sisa" if kind == "sisa" else None)
+        if method is None:
+            raise ConfigError("this model is not a SISA model: pass the method to apply (e.g. --method ft)")
+        choice = build_method(method, config)  # unknown names and options fail even when nothing is pending
+        if kind is not None:
+            check_method_for_kind(kind, choice.method.name, config, self.model_path.name)
         with self._lock():
             self._roll_forward()
             self._require_verified()
@@ -327,9 +432,6 @@ class ModelDirectory:
                 return None
             init = self._genesis()
             before = self.current_sha()
-            method = method or ("sisa" if checkpoint_kind(self.model_path) == "sisa" else None)
-            if method is None:
-                raise ConfigError("this model is not a SISA model: pass the method to apply (e.g. --method ft)")
             t0 = time.perf_counter()
             res = unlearn_batch(
                 self.model_path,
@@ -376,6 +478,21 @@ class ModelDirectory:
             self._write_head()
             os.replace(staged, self.model_path)  # the swap: readers see the old file or the new one
             return ApplyResult(ids, res.method, before, after, record, time.perf_counter() - t0)
+
+
+def _head_mac(seq: int, row_hash: str, key: bytes) -> str:
+    return _mac(f"{HEAD_FILE}:{seq}:{row_hash}".encode(), key)
+
+
+def _outside_key(path: Path, key: bytes | str | None) -> bytes | None:
+    """`ledger_key`, refusing a key file kept inside the model directory (it would protect nothing)."""
+    kf = os.environ.get(KEY_FILE_ENV)
+    if key is None and kf and not os.environ.get(KEY_ENV) and Path(kf).resolve().is_relative_to(path.resolve()):
+        raise ConfigError(
+            f"the ledger key file {kf} is inside the model directory {path}: whoever can rewrite the ledger "
+            "could read it; keep the key outside (another disk, a secret store)"
+        )
+    return ledger_key(key)
 
 
 __all__ = [

@@ -9,15 +9,19 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
+import hmac
 import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import MissingDependencyError, UnlearnkitError
+from .errors import ConfigError, MissingDependencyError, UnlearnkitError
 
 GENESIS = "0" * 64
+#: The ledger's HMAC key (text), or a file holding it: keep either outside the model directory.
+KEY_ENV = "UNLEARNKIT_LEDGER_KEY"
+KEY_FILE_ENV = "UNLEARNKIT_LEDGER_KEY_FILE"
 
 
 class LedgerError(UnlearnkitError, ValueError):
@@ -50,8 +54,46 @@ def _canon(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def _row_hash(table: str, fields: dict[str, Any]) -> str:
-    return hashlib.sha256(_canon({"table": table, **fields}).encode()).hexdigest()
+def ledger_key(key: bytes | str | None = None) -> bytes | None:
+    """The HMAC key of a ledger: ``key``, else ``$UNLEARNKIT_LEDGER_KEY``, else the file named by
+    ``$UNLEARNKIT_LEDGER_KEY_FILE``; None when none is set (rows are then chained with plain SHA-256)."""
+    if key is not None:
+        k = key.encode() if isinstance(key, str) else bytes(key)
+        if not k:
+            raise ConfigError("the ledger key is empty")
+        return k
+    if os.environ.get(KEY_ENV):
+        return os.environ[KEY_ENV].encode()
+    path = os.environ.get(KEY_FILE_ENV)
+    if path:
+        try:
+            k = open(path, "rb").read().strip()  # noqa: SIM115
+        except OSError as exc:
+            raise ConfigError(f"cannot read the ledger key file {path} (${KEY_FILE_ENV}): {exc.strerror}") from None
+        if not k:
+            raise ConfigError(f"the ledger key file {path} (${KEY_FILE_ENV}) is empty")
+        return k
+    return None
+
+
+def _mac(data: bytes, key: bytes | None) -> str:
+    return hmac.new(key, data, hashlib.sha256).hexdigest() if key else hashlib.sha256(data).hexdigest()
+
+
+def _row_hash(table: str, fields: dict[str, Any], key: bytes | None = None) -> str:
+    return _mac(_canon({"table": table, **fields}).encode(), key)
+
+
+def _is_memory(url: str) -> bool:
+    u = url.lower().strip()
+    return u in ("sqlite:", "sqlite://", "sqlite:///") or ":memory:" in u or "mode=memory" in u
+
+
+def _sqlite_file(url: str) -> str | None:
+    """The file of a ``sqlite:///path`` URL (None for other URLs)."""
+    if not url.lower().startswith("sqlite") or "///" not in url:
+        return None
+    return url.split("///", 1)[1].split("?", 1)[0] or None
 
 
 _REQ_FIELDS = ("seq", "id", "subject", "indices", "spec", "received", "prev_hash")
@@ -92,12 +134,35 @@ class VerifyResult:
 class Ledger:
     """The two chained tables in a database given by a SQLAlchemy URL (``sqlite:///path`` by default)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, key: bytes | None = None, create: bool = True) -> None:
         sa = _sa()
         self.url = url
-        self.is_sqlite = url.startswith("sqlite")
+        self.key = key
+        self.is_sqlite = url.lower().startswith("sqlite")
+        if _is_memory(url):
+            raise ConfigError(
+                f"ledger URL {url!r} (--db) is an in-memory database, lost when the process ends; give a file "
+                "(sqlite:///path/ledger.db) or a server URL"
+            )
+        file = _sqlite_file(url)
+        if not create and self.is_sqlite and (file is None or not os.path.isfile(file)):
+            raise ConfigError(
+                f"no ledger at {url!r} (--db): {file or 'no file'} does not exist; check the URL for a typo, or "
+                "create the ledger with `unlearnkit request init DIR --dataset NAME --db URL`"
+            )
         kw: dict[str, Any] = {"connect_args": {"timeout": 60}} if self.is_sqlite else {}
-        self.engine = sa.create_engine(url, **kw)
+        try:
+            self.engine = sa.create_engine(url, **kw)
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"ledger URL {url!r} (--db) needs a database driver that is not installed ({exc.name or exc}); "
+                "install it (e.g. pip install psycopg2-binary for postgresql://)"
+            ) from None
+        except sa.exc.ArgumentError as exc:
+            raise ConfigError(
+                f"cannot use ledger URL {url!r} (--db): {str(exc).splitlines()[0]}; "
+                "expected e.g. sqlite:///path/ledger.db or postgresql://user@host/db"
+            ) from None
         if self.is_sqlite:
             # take the write lock at BEGIN (BEGIN IMMEDIATE), so two writers serialise instead of failing late
             @sa.event.listens_for(self.engine, "connect")
@@ -136,7 +201,16 @@ class Ledger:
             sa.Column("prev_hash", sa.String(64), nullable=False),
             sa.Column("row_hash", sa.String(64), nullable=False),
         )
-        md.create_all(self.engine)
+        try:
+            if create:
+                md.create_all(self.engine)
+            elif not all(sa.inspect(self.engine).has_table(t) for t in ("requests", "applications")):
+                raise ConfigError(
+                    f"{url!r} (--db) holds no deletion-request ledger; check the URL for a typo, or create one with "
+                    "`unlearnkit request init DIR --dataset NAME --db URL`"
+                )
+        except sa.exc.SQLAlchemyError as exc:
+            raise LedgerError(f"cannot open the ledger {url!r}: {db_error(exc)}") from None
 
     # --- transactions ------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -203,7 +277,8 @@ class Ledger:
             "received": _now(),
             "prev_hash": prev,
         }
-        conn.execute(self.requests.insert().values(**row, status="pending", row_hash=_row_hash("requests", row)))
+        row_hash = _row_hash("requests", row, self.key)
+        conn.execute(self.requests.insert().values(**row, status="pending", row_hash=row_hash))
         return Request(row["seq"], request_id, subject, json.loads(row["indices"]), spec, row["received"], "pending")
 
     def insert_application(
@@ -229,17 +304,53 @@ class Ledger:
             "applied": _now(),
             "prev_hash": prev,
         }
-        conn.execute(self.applications.insert().values(**row, row_hash=_row_hash("applications", row)))
+        conn.execute(self.applications.insert().values(**row, row_hash=_row_hash("applications", row, self.key)))
         if requests:
             conn.execute(self.requests.update().where(self.requests.c.id.in_(list(requests))).values(status="applied"))
         return int(row["seq"])
 
     # --- verification ------------------------------------------------------------------------------------
-    def verify(self) -> VerifyResult:
-        """Recompute the hash chain and check every status against the applications."""
+    def keyed(self, rows: list[tuple[str, dict[str, Any]]] | None = None) -> bool:
+        """Whether the ledger was created with an HMAC key (its registration row says so)."""
+        if rows is None:
+            with self.engine.connect() as conn:
+                rows = self._rows(conn)
+        if not rows or rows[0][0] != "applications":
+            return False
+        try:
+            return json.loads(rows[0][1]["config"]).get("keyed") is True
+        except (ValueError, AttributeError):
+            return False
+
+    def verify(self, expect: str | None = None) -> VerifyResult:
+        """Recompute the hash chain and check every status against the applications.
+
+        With a key (`ledger_key`), every row hash is an HMAC: a row added or rewritten without the key fails.
+        ``expect`` is a row hash kept elsewhere (``verify --expect``): the ledger must still hold that row.
+        """
         problems: list[str] = []
         with self.engine.connect() as conn:
             rows = self._rows(conn)
+        keyed = self.keyed(rows)
+        check_hashes = True
+        if keyed and self.key is None:
+            problems.append(f"the ledger is keyed (HMAC-SHA256): set ${KEY_ENV} or ${KEY_FILE_ENV} to verify it")
+            check_hashes = False
+        elif rows and not keyed and self.key is not None:
+            problems.append(
+                "a ledger key is set, but this ledger is not keyed: anyone could have rewritten it consistently "
+                f"(unset ${KEY_ENV}/${KEY_FILE_ENV} to check it as an unkeyed ledger)"
+            )
+            check_hashes = False
+        if expect is not None:
+            e = expect.strip().lower()
+            if len(e) < 16 or any(c not in "0123456789abcdef" for c in e):
+                raise ConfigError(f"--expect {expect!r}: give a row hash (at least 16 hex digits) printed earlier")
+            if not any(str(r["row_hash"]).startswith(e) for _, r in rows):
+                problems.append(
+                    f"the ledger holds no row with hash {e[:16]}… (the anchor you kept): rows were removed or the "
+                    "ledger was rewritten"
+                )
         prev, applied_ids = GENESIS, set()
         for i, (table, r) in enumerate(rows, start=1):
             fields = _REQ_FIELDS if table == "requests" else _APP_FIELDS
@@ -248,8 +359,9 @@ class Ledger:
                 problems.append(f"{where}: expected seq {i} (a row was deleted or inserted)")
             if r["prev_hash"] != prev:
                 problems.append(f"{where}: prev_hash does not match the previous row (a row was removed or edited)")
-            if _row_hash(table, {k: r[k] for k in fields}) != r["row_hash"]:
-                problems.append(f"{where}: its content does not match its hash (edited after it was written)")
+            if check_hashes and _row_hash(table, {k: r[k] for k in fields}, self.key) != r["row_hash"]:
+                why = "edited after it was written, or another key" if keyed else "edited after it was written"
+                problems.append(f"{where}: its content does not match its hash ({why})")
             prev = r["row_hash"]
             if table == "applications":
                 try:
@@ -266,7 +378,28 @@ class Ledger:
         return VerifyResult(not problems, problems, len(rows))
 
 
-# ------------------------------------------------------------------------------------------------ directory
+def db_error(exc: BaseException) -> str:
+    """One line for a database failure (SQLAlchemy wraps the driver's error; its first line names the cause)."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    first = text[0] if text else type(exc).__name__
+    if "file is not a database" in first:
+        return "the file is not an SQLite database (damaged or replaced)"
+    if "readonly" in first or "read-only" in first:
+        return f"{first} (the ledger or its folder is read-only)"
+    return first
 
 
-__all__ = ["GENESIS", "Application", "Ledger", "LedgerError", "Request", "VerifyResult", "file_sha256"]
+__all__ = [
+    "GENESIS",
+    "KEY_ENV",
+    "KEY_FILE_ENV",
+    "Application",
+    "Ledger",
+    "LedgerError",
+    "Request",
+    "VerifyResult",
+    "db_error",
+    "file_sha256",
+    "ledger_key",
+]

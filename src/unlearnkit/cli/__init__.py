@@ -50,7 +50,7 @@ VERBS: dict[str, Verb] = {
     "bench": Verb(bench.add_bench, bench.cmd_bench, (("out", "dir"),), uses_cache=True),
     "report": Verb(bench.add_report, bench.cmd_report, (("out", "dir"),), uses_cache=True),
     "request": Verb(requests.add_request, requests.cmd_request),
-    "unlearn": Verb(requests.add_unlearn, requests.cmd_unlearn),
+    "unlearn": Verb(requests.add_unlearn, requests.cmd_unlearn, (("out", "dir"),)),
 }
 
 
@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"unlearnkit {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error (also: UNLEARNKIT_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for verb in VERBS.values():
         verb.add(sub)
@@ -86,11 +89,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         with scoped(progress=progress, model_cache=False if no_cache else None):
             return int(verb.run(args) or 0)
     except UnlearnkitError as exc:
+        if _debug(args):
+            raise
         print(f"unlearnkit {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"unlearnkit {args.command}: interrupted; no partial output was written", file=sys.stderr)
         return 130
+    except Exception as exc:  # the library's dependencies and the OS: one line, no traceback (--debug shows it)
+        if _debug(args):
+            raise
+        from ._errors import describe
+
+        print(f"unlearnkit {args.command}: error: {describe(exc)}", file=sys.stderr)
+        return 1
+
+
+def _debug(args: argparse.Namespace) -> bool:
+    import os
+
+    return bool(getattr(args, "debug", False) or os.environ.get("UNLEARNKIT_DEBUG"))
 
 
 def _preflight(verb: Verb, args: argparse.Namespace) -> None:
@@ -102,6 +120,10 @@ def _preflight(verb: Verb, args: argparse.Namespace) -> None:
         if value:
             flag = "--" + attr.replace("_", "-")
             (check_output_dir if kind == "dir" else check_output_file)(value, flag)
+            if kind == "dir":
+                from ..guards import check_not_model_directory
+
+                check_not_model_directory(value, flag)  # would overwrite the model a ledger records
     if verb.uses_cache:
         from ..cache import cache_dir
 

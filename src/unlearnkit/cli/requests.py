@@ -41,9 +41,21 @@ def add_request(sub: Any) -> None:
         "SISA model), audits the result and swaps the new model in atomically.",
     )
     rs = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    q = rs.add_parser("init", help="register the model.safetensors of DIR and its training dataset")
+    q = rs.add_parser(
+        "init",
+        help="register the model.safetensors of DIR and its training dataset",
+        description="Register DIR/model.safetensors (a model of --dataset; checked) with a new ledger. A model "
+        "directory needs model.safetensors, ledger.db (or --db) and ledger.head; a copy without ledger.head is "
+        "taken over with --adopt (recorded in the ledger). With $UNLEARNKIT_LEDGER_KEY (or a key file named by "
+        "$UNLEARNKIT_LEDGER_KEY_FILE, kept outside DIR) the chain and anchor are HMAC-SHA256 under that key.",
+    )
     q.add_argument("dir", help="model directory")
-    q.add_argument("--dataset", required=True, help="the dataset the model was trained on")
+    q.add_argument("--dataset", default=None, help="the dataset the model was trained on (required unless --adopt)")
+    q.add_argument(
+        "--adopt",
+        action="store_true",
+        help="take over a registered directory copied without ledger.head: rebuild the anchor (recorded)",
+    )
     _dir_opts(q)
     q = rs.add_parser("add", help="record a deletion request (training indices or class:K)")
     q.add_argument("dir", help="model directory")
@@ -60,12 +72,22 @@ def add_request(sub: Any) -> None:
     q.add_argument("dir", help="model directory")
     q.add_argument("--method", default=None, help="method (default: sisa for a SISA model)")
     q.add_argument("--set", action="append", metavar="KEY=VALUE", help="method option (repeatable)")
-    q.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    q.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda (default auto)")
     q.add_argument("--seed", type=int, default=0, help="seed of the method's run (default 0)")
     q.add_argument("--no-audit", action="store_true", help="skip the audit (accuracies, MIA) of the new model")
     _dir_opts(q)
-    q = rs.add_parser("verify", help="check the ledger's hash chain and the model file's hash")
+    q = rs.add_parser(
+        "verify",
+        help="check the ledger's hash chain and the model file's hash",
+        description="Checks the chain of rows, the statuses, the anchor (ledger.head), the model file's SHA-256 "
+        "and, for a SISA model, its deleted mask against the ledger. Without a key this proves the files are "
+        "consistent with each other, not who wrote them: anyone who can write DIR can rewrite all of them "
+        "consistently. With the key ($UNLEARNKIT_LEDGER_KEY[_FILE], kept outside DIR) it proves every row and the "
+        "anchor were written by a key holder. --expect HASH (a head hash printed earlier and kept elsewhere) "
+        "also proves no row up to it was removed, e.g. by restoring an older copy of DIR.",
+    )
     q.add_argument("dir", help="model directory")
+    q.add_argument("--expect", default=None, metavar="HASH", help="a ledger head hash kept elsewhere (≥ 16 hex digits)")
     _dir_opts(q)
 
 
@@ -98,10 +120,21 @@ def cmd_request(args: argparse.Namespace) -> int:
     from ..ledger import ModelDirectory
 
     if args.action == "init":
+        if args.adopt:
+            if args.dataset is not None:
+                raise ConfigError(
+                    "--adopt takes over a registered directory; its dataset is in the ledger (drop --dataset)"
+                )
+            d = ModelDirectory.adopt(args.dir, url=args.db)
+            print(f"adopted {d.path}: ledger.head rebuilt (recorded in the ledger); ledger head {d.head_hash()}")
+            return 0
+        if args.dataset is None:
+            raise ConfigError("request init needs --dataset NAME (the dataset the model was trained on)")
         d = ModelDirectory.create(args.dir, dataset=args.dataset, data_dir=args.data_dir, url=args.db)
         print(f"registered {d.model_path} (sha256 {d.current_sha()[:16]}…) with dataset {args.dataset}")
         return 0
     d = ModelDirectory(args.dir, url=args.db)
+    d.on_wait = lambda msg: print(f"unlearnkit request {args.action}: {msg}", file=sys.stderr, flush=True)
     if args.action == "add":
         if (args.indices is None) == (args.spec is None):
             raise ConfigError("pass --indices or --spec (one of them)")
@@ -146,13 +179,17 @@ def cmd_request(args: argparse.Namespace) -> int:
         extra = f", {cost['sample_fraction']:.1%} of a full retrain's sample-passes" if cost else ""
         print(
             f"applied {len(res.applied)} requests with {res.method} in {res.seconds:.1f} s{extra}; "
-            f"model {res.model_before[:12]} -> {res.model_after[:12]}"
+            f"model {res.model_before[:12]} -> {res.model_after[:12]}; ledger head {d.head_hash()}"
         )
         return 0
     if args.action == "verify":
-        v = d.verify()
+        v = d.verify(args.expect)
         if v.ok:
-            print(f"ok: {v.rows} ledger rows chained, model.safetensors matches the last application")
+            keyed = "HMAC-keyed" if d.ledger.key is not None else "unkeyed"
+            print(
+                f"ok: {v.rows} ledger rows chained ({keyed}), model.safetensors matches the last application; "
+                f"ledger head {d.head_hash()}"
+            )
             return 0
         for p in v.problems:
             print(f"unlearnkit request verify: {p}", file=sys.stderr)

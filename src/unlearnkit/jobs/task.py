@@ -211,6 +211,10 @@ def resolve_unlearn_task(
         raise ConfigError(f"checkpoint {checkpoint} does not exist")
     fs = parse_forget_spec(forget)
     bundle = load_dataset(dataset, data_dir)
+    from ..guards import check_checkpoint_for
+
+    # another dataset's model, or a gradient method on a SISA ensemble, fails here, before any compute
+    check_checkpoint_for(checkpoint, bundle.info, method=choice.method.name, config=config)
     split = split_for(bundle, fs, seed)
     return Task(
         dataset=bundle.info.name,
