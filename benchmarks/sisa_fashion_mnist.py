@@ -1,65 +1,153 @@
 """SISA on Fashion-MNIST: the ensemble's accuracy against one model, and what exact deletion costs.
 
-    python benchmarks/sisa_fashion_mnist.py [--epochs 5] [--seed 0] [--device auto] \\
-        [--out benchmarks/sisa_fashion_mnist.md]
+    python benchmarks/sisa_fashion_mnist.py --epochs 0 --member-epochs 20          # the published run
+    python benchmarks/sisa_fashion_mnist.py --epochs 0 --member-epochs 20 --part 1/4 --max-minutes 40
 
-For every S (shards) × R (slices) of the grid, one SISA ensemble of small_cnn members is trained on the full
-training set (stage checkpoints in a temporary cache, removed at the end) and:
+``--epochs`` is the single model's recipe (0 = the dataset's default recipe, 15 epochs for fashion_mnist);
+``--member-epochs`` the SISA members' (default: the single model's). For every S (shards) × R (slices) of the grid,
+one SISA ensemble of small_cnn members is trained on the full training set and:
 
-* its test accuracy (vote and softmax aggregation, and the members' mean) is set beside the single model's: the
-  ordinary original of `unlearnkit.oracle.train_or_load` (library cache) trained with the same recipe;
+* its test accuracy (vote and softmax aggregation, and the members' mean) is set beside the single model's and the
+  default single model's (`unlearnkit.oracle.train_or_load`, library cache);
 * three deletion requests are applied, each to a fresh copy of the ensemble: (a) one random training image,
-  (b) a random 1 % (the forget spec ``random:0.01``), (c) the whole class 0 (``class:0``). Each costs
-  ``samples_processed`` sample-passes and a wall time (`unlearnkit.sisa.DeletionReport`). The full retrain it is
-  compared with is the same ensemble trained from scratch on the reduced data (`unlearnkit.sisa.oracle`, no
-  checkpoints written), timed right after the deletion; its weights must equal the deleted ensemble's
-  (exactness: the max. absolute difference over the state dicts is reported, 0 = bit-identical);
-* for the S in ``--gap-shards``: the average gap (mean |Δ| of forget, retain and test accuracy and MIA efficacy,
-  `unlearnkit.evaluation.evaluate`) of the deleted ensemble to the single model retrained without the forget
-  set (``random:0.1`` and ``class:0``), beside the approximate methods' gaps in ``benchmarks/fashion_mnist.md``.
+  (b) a random 1 % (``random:0.01``), (c) the whole class 0 (``class:0``). Each costs ``samples_processed``
+  sample-passes and a wall time (`unlearnkit.sisa.DeletionReport`), set beside the same ensemble trained from
+  scratch on the reduced data (`unlearnkit.sisa.oracle`, timed right after), whose weights must equal the deleted
+  ensemble's (exactness, 0 = bit-identical), and beside the single model retrained without the image;
+* for the S in ``--gap-shards``: the average gap of the deleted ensemble to the single model retrained without
+  the forget set (``random:0.1`` and ``class:0``), beside the approximate methods' gaps.
 
-A single model retrained from scratch without one image is timed once too (uncached), as the cost of exact
-deletion without SISA. Writes the markdown report (``--out``) and its raw rows (same name, ``.jsonl``), and prints
-one progress line per step. Timing ratios are measured side by side in the same run.
+The single model retrained without the one image is timed like for like: (a) the single recipe on the full
+training set and (b) on the set without the image, back to back, through the same function, uncached.
+
+**Resumable and splittable** (benchmarks/README.md): every finished unit (the single model, the retrain timing,
+each ensemble's accuracy, each deletion, each gap row) is appended to the ``.jsonl`` beside ``--out`` as it
+finishes, keyed by the arguments that define it; a rerun with the same arguments skips finished units. Trained
+ensembles and their stage checkpoints persist in the library cache (``<cache>/sisa-bench/``, removed per cell once
+all its units are recorded), so a killed run loses at most the unit in flight. ``--part i/n`` runs the i-th of n
+interleaved shares of the (S, R) cells (part 1 also does the single-model units); ``--max-minutes M`` starts no
+new unit after M minutes. The markdown is written from whatever rows exist (``·`` = not yet measured).
+
+OpenMP: unless ``OMP_WAIT_POLICY`` is already set, this script sets it to PASSIVE before torch loads. With
+OpenMP's default (spinning) threads, a 2-thread kernel on a 2-core machine shared with other processes stalls at
+every barrier whose partner thread is descheduled (measured 12–18× slower training at load ~14, CPU time
+inflated alike); PASSIVE threads sleep instead. Results do not depend on it; timings do.
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
-import dataclasses
-import json
 import os
-import platform
-import shlex
-import shutil
 import sys
-import tempfile
-import time
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
-import torch
+if "torch" not in sys.modules:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY", "unset")
 
-from unlearnkit import sisa
-from unlearnkit._io import write_text_atomic
-from unlearnkit.cache import TensorCache
-from unlearnkit.data import load_dataset, split_for
-from unlearnkit.device import resolve_device
-from unlearnkit.evaluation import EvalOptions, EvaluationCache, evaluate
-from unlearnkit.models import model_for_dataset
-from unlearnkit.oracle import train_or_load
-from unlearnkit.training import default_recipe, predict_logits, train
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import dataclasses  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import shlex  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
-ACC_TARGET_PP = 2.0  # S = 10 ensemble within 2 points of the single model
-SINGLE_DELETE_TARGET = 0.15  # one image: ≤ 15 % of a full retrain's wall time
-TARGET_SHARDS = 10
+import torch  # noqa: E402
+
+from unlearnkit import __version__, sisa  # noqa: E402
+from unlearnkit._io import write_text_atomic  # noqa: E402
+from unlearnkit.cache import TensorCache, cache_dir  # noqa: E402
+from unlearnkit.data import load_dataset, split_for  # noqa: E402
+from unlearnkit.device import resolve_device  # noqa: E402
+from unlearnkit.errors import ConfigError  # noqa: E402
+from unlearnkit.evaluation import EvalOptions, EvaluationCache, evaluate  # noqa: E402
+from unlearnkit.models import model_for_dataset  # noqa: E402
+from unlearnkit.oracle import train_or_load  # noqa: E402
+from unlearnkit.training import default_recipe, predict_logits, train  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def _report_module() -> Any:
+    """``sisa_fashion_mnist_report.py`` beside this file (the markdown and the targets), loaded by path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sisa_fashion_mnist_report", HERE / "sisa_fashion_mnist_report.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+report = _report_module()
+TARGET_SHARDS: int = report.TARGET_SHARDS  # the targets are read on S = 10
+REQUESTS: tuple[str, ...] = report.REQUESTS
+GAP_SPECS: tuple[str, ...] = report.GAP_SPECS
+AGGS: tuple[str, ...] = report.AGGS
 GAP_KEYS = ("accuracy_forget", "accuracy_retain", "accuracy_test", "mia_efficacy_forget")
 
 
+# ------------------------------------------------------------------------------------------------ records
+def _canon(key: dict[str, Any]) -> str:
+    return json.dumps(key, sort_keys=True, separators=(",", ":"))
+
+
+class Records:
+    """The ``.jsonl`` of finished units: read once, appended to one line at a time (a killed write loses one line)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.by_key: dict[str, dict[str, Any]] = {}
+        self.skipped = 0  # unreadable lines and rows of the older, unkeyed format
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line) if line.strip() else None
+                except json.JSONDecodeError:
+                    row = None
+                if isinstance(row, dict) and isinstance(row.get("key"), dict):
+                    self.by_key[_canon(row["key"])] = row
+                elif line.strip():
+                    self.skipped += 1
+
+    def get(self, key: dict[str, Any]) -> dict[str, Any] | None:
+        return self.by_key.get(_canon(key))
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(row, sort_keys=True) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(fd).st_size and not self.path.read_bytes().endswith(b"\n"):
+                line = "\n" + line  # a line cut by a kill stays on its own (unreadable) line
+            os.write(fd, line.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.by_key[_canon(row["key"])] = row
+
+
+def _git(*args: str) -> str:
+    out = subprocess.run(["git", "-C", str(HERE), *args], capture_output=True, text=True, check=False)
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+# ------------------------------------------------------------------------------------------------ helpers
 def _log(msg: str, t0: float) -> None:
     print(f"[{time.perf_counter() - t0:7.0f} s] {msg}", flush=True)
+
+
+def _load() -> dict[str, Any]:
+    """The 1-minute load average now (other processes competing for the cores)."""
+    try:
+        return {"loadavg_1min": round(os.getloadavg()[0], 2)}
+    except OSError:
+        return {}
 
 
 def _max_abs_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
@@ -75,14 +163,6 @@ def _max_abs_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
         if va.numel():
             worst = max(worst, float((va.double() - vb.double()).abs().max()))
     return worst
-
-
-def _member_logits(ens: sisa.SISAEnsemble, dataset: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    outs, y = [], torch.empty(0)
-    for m in ens.members:
-        logits, y = predict_logits(m, dataset, device=device)
-        outs.append(logits)
-    return torch.stack(outs), y
 
 
 def _acc(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -103,14 +183,6 @@ def _single_image_expectation(ens: sisa.SISAEnsemble) -> float:
             full = total - sum(epochs[t] for t in range(r, r_max))
             fractions += [work / full] * per_slice[r]
     return sum(fractions) / len(fractions)
-
-
-def _load() -> dict[str, Any]:
-    """The 1-minute load average when a row is written (other processes competing for the cores)."""
-    try:
-        return {"loadavg_1min": round(os.getloadavg()[0], 2)}
-    except OSError:
-        return {}
 
 
 def _gap_row(rec: dict[str, Any]) -> dict[str, Any]:
@@ -138,28 +210,415 @@ def _approximate_gaps(path: Path) -> dict[tuple[str, str], tuple[float, int]]:
     return {k: (sum(v) / len(v), len(v)) for k, v in out.items()}
 
 
-def _load_range(rows: list[dict[str, Any]]) -> str:
-    loads = [float(r["loadavg_1min"]) for r in rows if "loadavg_1min" in r]
-    return f"{min(loads):.1f}–{max(loads):.1f}" if loads else "not recorded"
+def _with_aggregation(ens: sisa.SISAEnsemble, how: str) -> sisa.SISAEnsemble:
+    if how == ens.spec.aggregation:
+        return ens
+    other = copy.deepcopy(ens)  # same weights, other aggregation
+    other.spec = dataclasses.replace(other.spec, aggregation=how)  # type: ignore[arg-type]
+    return other
 
 
-def _max_load(rows: list[dict[str, Any]]) -> float:
-    return max((float(r["loadavg_1min"]) for r in rows if "loadavg_1min" in r), default=0.0)
+# ------------------------------------------------------------------------------------------------ the bench
+class Bench:
+    """The units of one benchmark configuration: which are recorded, and how to measure the missing ones."""
+
+    def __init__(self, args: argparse.Namespace, argv: list[str]) -> None:
+        self.args, self.argv = args, argv
+        self.t_start = time.perf_counter()
+        self.deadline = self.t_start + args.max_minutes * 60 if args.max_minutes else float("inf")
+        self.stopped = False
+        self.out_md = Path(args.out)
+        self.approximate = args.approximate or f"benchmarks/{args.dataset}.jsonl"
+        self.records = Records(self.out_md.with_suffix(".jsonl"))
+        self.dev = resolve_device(args.device)
+        self.bundle = load_dataset(args.dataset, args.data_dir)
+        info = self.bundle.info
+        self.base = default_recipe(info.name, args.model)
+        self.recipe = dataclasses.replace(self.base, epochs=args.epochs) if args.epochs else self.base
+        member_epochs = args.member_epochs or self.recipe.epochs
+        self.member_recipe = dataclasses.replace(self.base, epochs=member_epochs)
+        for r in args.slices:  # a stage with 0 epochs is refused before any compute
+            try:
+                sisa.check_stage_epochs(member_epochs, r)
+            except ConfigError as exc:
+                raise SystemExit(f"--member-epochs {member_epochs} with --slices {r}: {exc}") from None
+        self.command = "python benchmarks/sisa_fashion_mnist.py " + shlex.join(argv)
+        self.single_key = {"dataset": info.name, "model": args.model, "epochs": self.recipe.epochs, "seed": args.seed}
+        self.cell_base = {
+            **self.single_key,
+            "member_epochs": member_epochs,
+            "aggregation": args.aggregation,
+        }
+        n = len(self.bundle.train)
+        gen = torch.Generator().manual_seed(args.seed)
+        self.one_image = int(torch.randint(n, (1,), generator=gen))
+        self.splits = {s: split_for(self.bundle, s, args.seed) for s in ("random:0.01", *GAP_SPECS)}
+        self.requests = {
+            "one image": [self.one_image],
+            "random 1 %": sorted(int(i) for i in self.splits["random:0.01"].forget),
+            "class 0": sisa.class_indices(self.bundle.train, [0]),
+        }
+        sha = _git("rev-parse", "HEAD")
+        dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", ":/src"))
+        self.env = {
+            "package": {"name": "unlearnkit", "version": __version__, "git_sha": sha or None, "src_dirty": dirty},
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "omp_wait_policy": OMP_WAIT_POLICY,
+            "machine": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "device": str(self.dev),
+            "command": self.command.strip(),
+        }
+        self.ecache = {a: EvaluationCache() for a in AGGS}  # the cache keys models by weights, not aggregation
+        self._retrained: dict[str, Any] = {}
+
+    # --- bookkeeping -------------------------------------------------------------------------------------
+    def log(self, msg: str) -> None:
+        _log(msg, self.t_start)
+
+    def stop(self) -> bool:
+        """True (and said once) when ``--max-minutes`` has passed: no new unit starts."""
+        if not self.stopped and time.perf_counter() > self.deadline:
+            self.stopped = True
+            self.log(f"--max-minutes {self.args.max_minutes:g} reached: no new unit starts; rerun to continue")
+        return self.stopped
+
+    def record(self, key: dict[str, Any], row: dict[str, Any], seconds: float) -> dict[str, Any]:
+        full = {
+            "key": key,
+            **row,
+            "unit_seconds": round(seconds, 3),
+            "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+            **self.env,
+            **_load(),
+        }
+        self.records.append(full)
+        return full
+
+    def cells(self) -> list[tuple[int, int]]:
+        """The (S, R) grid, S = 10 first (the targets), dealt round-robin to ``--part``."""
+        grid = [(s, r) for s in self.args.shards for r in self.args.slices]
+        grid.sort(key=lambda c: c[0] != TARGET_SHARDS)
+        i, n = self.args.part
+        return grid[i - 1 :: n]
+
+    def cell_key(self, shards: int, slices: int, unit: str, **more: Any) -> dict[str, Any]:
+        return {**self.cell_base, "shards": shards, "slices": slices, "unit": unit, **more}
+
+    def cell_keys(self, shards: int, slices: int) -> list[dict[str, Any]]:
+        keys = [self.cell_key(shards, slices, "accuracy")]
+        keys += [self.cell_key(shards, slices, "deletion", request=q) for q in REQUESTS]
+        if shards in self.args.gap_shards:
+            keys += [self.cell_key(shards, slices, "gap", forget=f, scored_as=a) for f in GAP_SPECS for a in AGGS]
+        return keys
+
+    def single_keys(self) -> list[dict[str, Any]]:
+        return [
+            {**self.single_key, "unit": "single"},
+            {**self.single_key, "unit": "single_retrain_timing", "image": self.one_image},
+            *({**self.single_key, "unit": "gap", "forget": f} for f in GAP_SPECS),
+        ]
+
+    def retrained(self, spec: str) -> Any:
+        if spec not in self._retrained:
+            self._retrained[spec] = self.trained(self.splits[spec])
+        return self._retrained[spec]
+
+    def trained(self, split: Any, recipe: Any = None) -> Any:
+        """`train_or_load` of the single model (library cache): the original (split None) or a retrained one."""
+        a = self.args
+        return train_or_load(self.bundle, a.model, split, seed=a.seed, recipe=recipe or self.recipe, device=self.dev)
+
+    # --- the single model ----------------------------------------------------------------------------------
+    def run_single(self) -> None:
+        args, info = self.args, self.bundle.info
+        key = {**self.single_key, "unit": "single"}
+        if self.records.get(key) is None and not self.stop():
+            t0 = time.perf_counter()
+            single = self.trained(None)
+            default = single
+            if self.recipe != self.base:
+                default = train_or_load(
+                    self.bundle, args.model, None, seed=args.seed, recipe=self.base, device=self.dev
+                )
+            row = self.record(
+                key,
+                {
+                    "kind": "single",
+                    "recipe": self.recipe.to_dict(),
+                    "test_accuracy": single.meta["accuracy_test"],
+                    "train_accuracy": single.meta["accuracy_train"],
+                    "from_cache": single.from_cache,
+                    "train_seconds_cached_entry": single.meta["wall_seconds"],
+                    "default_recipe_epochs": self.base.epochs,
+                    "default_test_accuracy": default.meta["accuracy_test"],
+                },
+                time.perf_counter() - t0,
+            )
+            self.log(
+                f"single model: test acc {row['test_accuracy']:.2f} % (default {row['default_test_accuracy']:.2f})"
+            )
+        key = {**self.single_key, "unit": "single_retrain_timing", "image": self.one_image}
+        if self.records.get(key) is None and not self.stop():
+            n = len(self.bundle.train)
+            timing: dict[str, Any] = {"kind": "single_retrain_timing", "recipe": self.recipe.to_dict()}
+            t0 = time.perf_counter()
+            for name, idx in (("full", list(range(n))), ("without_one", [i for i in range(n) if i != self.one_image])):
+                timing[f"{name}_loadavg_before"] = _load().get("loadavg_1min")
+                torch.manual_seed(args.seed)
+                net = model_for_dataset(args.model, info)
+                data = self.bundle.train.subset(idx)
+                w0, c0 = time.perf_counter(), time.process_time()
+                train(net, data, self.recipe, seed=args.seed, augment=info.augment, device=self.dev, progress=False)
+                timing[f"{name}_seconds"] = time.perf_counter() - w0
+                timing[f"{name}_cpu_seconds"] = time.process_time() - c0
+                timing[f"{name}_samples"] = len(idx) * self.recipe.epochs
+                self.log(f"single-model training on {len(idx):,} images: {timing[f'{name}_seconds']:.1f} s")
+            timing["ratio_without_one_to_full"] = timing["without_one_seconds"] / timing["full_seconds"]
+            self.record(key, timing, time.perf_counter() - t0)
+        single = None
+        for spec in GAP_SPECS:
+            key = {**self.single_key, "unit": "gap", "forget": spec}
+            if self.records.get(key) is not None or self.stop():
+                continue
+            t0 = time.perf_counter()
+            single = single or self.trained(None)
+            rec = evaluate(
+                single.model,
+                self.bundle,
+                self.splits[spec],
+                retrained=self.retrained(spec).model,
+                device=self.dev,
+                options=EvalOptions(audits="none", cache=self.ecache[args.aggregation]),
+            )
+            g = {"kind": "gap", "model": "single original (no deletion)", "forget": spec, **_gap_row(rec)}
+            self.record(key, g, time.perf_counter() - t0)
+            self.log(f"single original {spec}: avg gap to the retrained model {g['avg_gap']:.2f}")
+
+    # --- one (S, R) cell ------------------------------------------------------------------------------------
+    def store(self, shards: int, slices: int) -> TensorCache:
+        """The cell's stage checkpoints and saved ensembles (persistent: a killed run keeps them)."""
+        digest = hashlib.sha256(_canon(self.cell_key(shards, slices, "cell")).encode()).hexdigest()[:16]
+        return TensorCache(f"S{shards}R{slices}-{digest}", root=cache_dir() / "sisa-bench")
+
+    def _ens_key(self, store: TensorCache, name: str) -> str:
+        return store.key(ensemble=name)
+
+    def save_ens(self, store: TensorCache, name: str, ens: sisa.SISAEnsemble, seconds: float | None = None) -> None:
+        meta = {sisa.SISA_META_KEY: json.dumps(dataclasses.asdict(ens.spec))}
+        if seconds is not None:
+            meta["deletion_seconds"] = repr(seconds)
+        store.save(self._ens_key(store, name), ens.state_dict(), meta)
+
+    def load_ens(self, store: TensorCache, name: str) -> tuple[sisa.SISAEnsemble, dict[str, str]] | None:
+        key = self._ens_key(store, name)
+        hit = store.load_with_meta(key)  # verified against its SHA-256 (a damaged entry reads as None)
+        if hit is None:
+            return None
+        return sisa.load_sisa(store.path(key), device="cpu"), hit[1]
+
+    def run_cell(self, shards: int, slices: int) -> None:
+        args, info, train_set = self.args, self.bundle.info, self.bundle.train
+        keys = self.cell_keys(shards, slices)
+        store = self.store(shards, slices)
+        tag = f"S={shards} R={slices}"
+        if all(self.records.get(k) is not None for k in keys):
+            shutil.rmtree(store.root, ignore_errors=True)
+            return
+        if self.stop():
+            return
+        loaded = self.load_ens(store, "trained")
+        if loaded is not None:
+            ens = loaded[0]
+            self.log(f"{tag}: trained ensemble found in the cache")
+        else:
+            t0 = time.perf_counter()
+            ens = sisa.train_sisa(
+                model_for_dataset(args.model, info),
+                train_set,
+                shards=shards,
+                slices=slices,
+                recipe=self.member_recipe,
+                seed=args.seed,
+                aggregation=args.aggregation,
+                device=self.dev,
+                cache=store,
+                augment=info.augment,
+                dataset=info.name,
+            )
+            self.save_ens(store, "trained", ens)
+            self.log(f"{tag}: trained in {time.perf_counter() - t0:.1f} s")
+        key = self.cell_key(shards, slices, "accuracy")
+        if self.records.get(key) is None:
+            t0 = time.perf_counter()
+            outs, y = [], torch.empty(0)
+            for m in ens.members:
+                logits, y = predict_logits(m, self.bundle.test, device=self.dev)
+                outs.append(logits)
+            stacked = torch.stack(outs)
+            acc = {
+                "kind": "accuracy",
+                "shards": shards,
+                "slices": slices,
+                "member_recipe": self.member_recipe.to_dict(),
+                "vote": _acc(ens.aggregate(stacked, "vote"), y),
+                "softmax": _acc(ens.aggregate(stacked, "softmax"), y),
+                "members_mean": sum(_acc(m, y) for m in stacked) / shards,
+                "train_seconds": float(ens.spec.train_seconds or 0.0),
+                "train_samples": ens.spec.train_samples,
+                "train_threads": ens.spec.threads,
+                "single_one_image_expected_sample_fraction": _single_image_expectation(ens),
+            }
+            self.record(key, acc, time.perf_counter() - t0)
+            self.log(f"{tag}: test acc vote {acc['vote']:.2f}, softmax {acc['softmax']:.2f}")
+        gaps = shards in args.gap_shards
+        for name, idx in self.requests.items():
+            key = self.cell_key(shards, slices, "deletion", request=name)
+            if self.records.get(key) is not None:
+                continue
+            if self.stop():
+                return
+            t0 = time.perf_counter()
+            e = copy.deepcopy(ens)
+            rep = e.delete(train_set, idx, device=self.dev, cache=store)
+            w0 = time.perf_counter()
+            scratch = sisa.oracle(e, train_set, device=self.dev, augment=info.augment)
+            full_s = time.perf_counter() - w0
+            diff = _max_abs_diff(e, scratch)
+            out_diff = None
+            if name == "one image":
+                probe = self.bundle.test.subset(range(min(2000, len(self.bundle.test))))
+                a, _ = predict_logits(e, probe, device=self.dev)
+                b, _ = predict_logits(scratch, probe, device=self.dev)
+                out_diff = float((a - b).abs().max())
+            if gaps and name == "class 0":  # the gap rows score these two
+                self.save_ens(store, "deleted class 0", e, rep.wall_seconds)
+                self.save_ens(store, "oracle class 0", scratch)
+            row = {
+                "kind": "deletion",
+                "shards": shards,
+                "slices": slices,
+                "request": name,
+                "points": len(idx),
+                "shards_retrained": len(rep.shards),
+                "restart_stages": {str(k): v for k, v in rep.shards.items()},
+                "checkpoints_reused": rep.checkpoints_reused,
+                "missing_checkpoints": rep.missing_checkpoints,
+                "samples_processed": rep.samples_processed,
+                "full_retrain_samples": rep.full_retrain_samples,
+                "sample_fraction": rep.sample_fraction,
+                "wall_seconds": rep.wall_seconds,
+                "full_retrain_seconds": full_s,
+                "wall_fraction": rep.wall_seconds / full_s,
+                "deletion_threads": rep.threads,
+                "max_abs_diff_state_dict": diff,
+                "max_abs_diff_outputs": out_diff,
+                "outputs_compared_on": min(2000, len(self.bundle.test)) if out_diff is not None else 0,
+            }
+            self.record(key, row, time.perf_counter() - t0)
+            self.log(
+                f"{tag} delete {name} ({len(idx)} points): {len(rep.shards)} shard(s), {rep.sample_fraction:.1%} "
+                f"of the samples, {rep.wall_seconds:.1f} s vs full retrain {full_s:.1f} s "
+                f"({row['wall_fraction']:.1%}); max |Δ| to oracle {diff:g}"
+            )
+        if gaps and not self.run_gaps(shards, slices, ens, store):
+            return
+        if all(self.records.get(k) is not None for k in keys):
+            shutil.rmtree(store.root, ignore_errors=True)
+
+    def _deleted(self, store: TensorCache, ens: sisa.SISAEnsemble, spec: str) -> tuple[Any, Any, float]:
+        """(deleted ensemble, its from-scratch oracle or None, deletion seconds) of a gap request, saved or made."""
+        name = "deleted class 0" if spec == "class:0" else f"deleted {spec}"
+        hit = self.load_ens(store, name)
+        own = self.load_ens(store, "oracle class 0") if spec == "class:0" else None
+        if hit is not None and (spec != "class:0" or own is not None):
+            return hit[0], own[0] if own else None, float(hit[1].get("deletion_seconds", "nan"))
+        idx = self.requests["class 0"] if spec == "class:0" else self.splits[spec].forget.tolist()
+        e = copy.deepcopy(ens)
+        rep = e.delete(self.bundle.train, idx, device=self.dev, cache=store)
+        self.save_ens(store, name, e, rep.wall_seconds)
+        scratch = None
+        if spec == "class:0":
+            scratch = sisa.oracle(e, self.bundle.train, device=self.dev, augment=self.bundle.info.augment)
+            self.save_ens(store, "oracle class 0", scratch)
+        return e, scratch, rep.wall_seconds
+
+    def run_gaps(self, shards: int, slices: int, ens: sisa.SISAEnsemble, store: TensorCache) -> bool:
+        """The gap rows of a cell; False when ``--max-minutes`` stopped them."""
+        tag = f"S={shards} R={slices}"
+        for spec in GAP_SPECS:
+            keys = {a: self.cell_key(shards, slices, "gap", forget=spec, scored_as=a) for a in AGGS}
+            todo = [a for a in AGGS if self.records.get(keys[a]) is None]
+            if not todo:
+                continue
+            if self.stop():
+                return False
+            t0 = time.perf_counter()
+            deleted, own, seconds = self._deleted(store, ens, spec)
+            for how in todo:
+                scored = _with_aggregation(deleted, how)
+                rec = evaluate(
+                    scored,
+                    self.bundle,
+                    self.splits[spec],
+                    retrained=self.retrained(spec).model,
+                    device=self.dev,
+                    options=EvalOptions(audits="none", cache=self.ecache[how]),
+                )
+                g = {"kind": "gap", "model": f"SISA {tag}", "forget": spec, "aggregation": how, **_gap_row(rec)}
+                g["deletion_seconds"] = seconds
+                if own is not None:  # against its own from-scratch oracle (same weights: gap 0)
+                    o = evaluate(
+                        scored,
+                        self.bundle,
+                        self.splits[spec],
+                        retrained=_with_aggregation(own, how),
+                        device=self.dev,
+                        options=EvalOptions(audits="none", cache=self.ecache[how]),
+                    )
+                    g["avg_gap_to_sisa_oracle"] = o["gaps_to_retrained"].get("avg_gap_to_retrained")
+                self.record(keys[how], g, time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                self.log(f"{tag} {spec} ({how}): avg gap to the retrained single model {g['avg_gap']:.2f}")
+        return True
+
+    # --- all ---------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        if self.records.skipped:
+            self.log(f"{self.records.skipped} lines of {self.records.path.name} are unkeyed or unreadable: ignored")
+        if self.args.part[0] == 1:
+            self.run_single()
+        for shards, slices in self.cells():
+            self.run_cell(shards, slices)
+        self.write()
+
+    def all_keys(self) -> list[dict[str, Any]]:
+        grid = [(s, r) for s in self.args.shards for r in self.args.slices]
+        return self.single_keys() + [k for s, r in grid for k in self.cell_keys(s, r)]
+
+    def write(self) -> None:
+        keys = self.all_keys()
+        have = [k for k in keys if self.records.get(k) is not None]
+        text = report.render(self, _approximate_gaps(Path(self.approximate)))
+        write_text_atomic(self.out_md, text)
+        self.log(
+            f"wrote {self.out_md} from {len(have)} of {len(keys)} units"
+            + ("" if len(have) == len(keys) else "; rerun the same command to measure the rest")
+        )
 
 
-def _fmt(v: Any, nd: int = 2) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.{nd}f}"
-    return str(v)
+def _part(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/n (e.g. 1/4), got {text!r}") from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"{text}: expected 1 ≤ i ≤ n, e.g. 1/4")
+    return i, n
 
 
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.1f} %"
-
-
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="python benchmarks/sisa_fashion_mnist.py",
         description=__doc__,
@@ -172,9 +631,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--epochs",
         type=int,
-        default=5,
-        help="epochs of the recipe used by the single model and by every SISA member (the rest is the dataset's "
-        "default recipe); 0 = the default recipe's own (15 for fashion_mnist: about 3× the run time). Default 5",
+        default=0,
+        help="epochs of the single model's recipe (the rest is the dataset's default recipe); 0 = the default "
+        "recipe's own (15 for fashion_mnist). Default 0",
+    )
+    ap.add_argument(
+        "--member-epochs",
+        type=int,
+        default=None,
+        help="epochs of every SISA member's recipe (same default recipe otherwise); default: the single model's",
     )
     ap.add_argument(
         "--gap-shards",
@@ -184,443 +649,41 @@ def main(argv: list[str] | None = None) -> int:
         help="S values (with every R) whose deleted ensemble gets the avg gap to the retrained single model "
         "(random:0.1 and class:0; costs one more deletion and S-member evaluations). Default 10",
     )
-    ap.add_argument("--aggregation", choices=("vote", "softmax"), default="vote", help="SISA aggregation (vote)")
-    ap.add_argument(
-        "--seed", type=int, default=0, help="seeds the single models, the SISA partition and members, the splits (0)"
-    )
+    ap.add_argument("--aggregation", choices=AGGS, default="vote", help="SISA aggregation (vote)")
+    ap.add_argument("--seed", type=int, default=0, help="seeds the models, the SISA partition and the splits (0)")
+    ap.add_argument("--part", type=_part, default=(1, 1), metavar="i/n", help="the i-th of n shares of the cells")
+    ap.add_argument("--max-minutes", type=float, default=None, help="start no new unit after this many minutes")
     ap.add_argument("--device", default="auto", metavar="auto|cpu|cuda", help="where to train (default auto)")
     ap.add_argument("--data-dir", default=None, help="folder with the dataset files (default: found automatically)")
     ap.add_argument(
         "--approximate",
-        default="benchmarks/fashion_mnist.jsonl",
-        help="bench records whose per-method avg gaps are listed beside SISA's (default "
-        "benchmarks/fashion_mnist.jsonl; a missing file leaves the column out)",
+        default=None,
+        help="bench records whose per-method avg gaps are listed beside SISA's (default benchmarks/<dataset>.jsonl; "
+        "a missing file leaves them out)",
     )
     ap.add_argument(
         "--out",
         default="benchmarks/sisa_fashion_mnist.md",
-        help="markdown report; the raw rows go beside it with the suffix .jsonl (default "
-        "benchmarks/sisa_fashion_mnist.md)",
+        help="markdown report; the rows go beside it with the suffix .jsonl (default benchmarks/sisa_fashion_mnist.md)",
     )
     args = ap.parse_args(argv)
+    bad = [f"--shards {s}" for s in args.shards if s < 1] + [f"--slices {r}" for r in args.slices if r < 1]
+    if args.epochs < 0:
+        bad.append(f"--epochs {args.epochs} (use 0 for the default recipe)")
+    if args.member_epochs is not None and args.member_epochs < 1:
+        bad.append(f"--member-epochs {args.member_epochs} (use ≥ 1, or leave it out for the single model's)")
+    if args.max_minutes is not None and args.max_minutes <= 0:
+        bad.append(f"--max-minutes {args.max_minutes:g} (use a positive number)")
+    if bad:
+        ap.error("invalid " + ", ".join(bad))
+    return args
 
-    t_start, cpu_start = time.perf_counter(), time.process_time()
-    out_md = Path(args.out)
-    out_jsonl = out_md.with_suffix(".jsonl")
-    out_md.parent.mkdir(parents=True, exist_ok=True)
-    dev = resolve_device(args.device)
-    bundle = load_dataset(args.dataset, args.data_dir)
-    info = bundle.info
-    base = default_recipe(info.name, args.model)
-    recipe = dataclasses.replace(base, epochs=args.epochs) if args.epochs else base
-    n = len(bundle.train)
-    rows: list[dict[str, Any]] = []
-    command = "python benchmarks/sisa_fashion_mnist.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    env = {
-        "kind": "environment",
-        "date_utc": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "command": command.strip(),
-        "dataset": info.name,
-        "model": args.model,
-        "recipe": recipe.to_dict(),
-        "default_recipe_epochs": base.epochs,
-        "seed": args.seed,
-        "aggregation": args.aggregation,
-        "device": str(dev),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-    }
-    rows.append(env)
 
-    def flush() -> None:
-        write_text_atomic(out_jsonl, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-
-    # ---- the single model (library cache) and the retrained single models for the gaps
-    _log(f"single model: {info.name} × {args.model}, {recipe.epochs} epochs, seed {args.seed}", t_start)
-    single = train_or_load(bundle, args.model, None, seed=args.seed, recipe=recipe, device=dev)
-    single_test = single.meta["accuracy_test"]
-    splits = {spec: split_for(bundle, spec, args.seed) for spec in ("random:0.01", "random:0.1", "class:0")}
-    retrained = {
-        spec: train_or_load(bundle, args.model, splits[spec], seed=args.seed, recipe=recipe, device=dev)
-        for spec in ("random:0.1", "class:0")
-    }
-    gen = torch.Generator().manual_seed(args.seed)
-    one_image = int(torch.randint(n, (1,), generator=gen))
-    requests = {
-        "one image": [one_image],
-        "random 1 %": sorted(int(i) for i in splits["random:0.01"].forget),
-        "class 0": sisa.class_indices(bundle.train, [0]),
-    }
-    assert requests["class 0"] == sorted(int(i) for i in splits["class:0"].forget)
-    # exact deletion without SISA: the single model retrained from scratch without the image (uncached, timed)
-    keep = [i for i in range(n) if i != one_image]
-    torch.manual_seed(args.seed)
-    net = model_for_dataset(args.model, info)
-    t0 = time.perf_counter()
-    train(net, bundle.train.subset(keep), recipe, seed=args.seed, augment=info.augment, device=dev, progress=False)
-    single_retrain_s = time.perf_counter() - t0
-    rows.append(
-        {
-            "kind": "single",
-            "test_accuracy": single_test,
-            "train_accuracy": single.meta["accuracy_train"],
-            "train_seconds_cached_entry": single.meta["wall_seconds"],
-            "from_cache": single.from_cache,
-            "retrain_one_image_seconds": single_retrain_s,
-            "retrain_one_image_samples": (n - 1) * recipe.epochs,
-            "retrained": {
-                spec: {"test_accuracy": t.meta["accuracy_test"], "train_seconds_cached_entry": t.meta["wall_seconds"]}
-                for spec, t in retrained.items()
-            },
-        }
-    )
-    flush()
-    _log(f"single model: test acc {single_test:.2f} %, retrain without one image {single_retrain_s:.1f} s", t_start)
-
-    approx = _approximate_gaps(Path(args.approximate))
-    # one cache per aggregation: the cache keys models by their weights, which do not hold the aggregation
-    ecache = {"vote": EvaluationCache(), "softmax": EvaluationCache()}
-    for spec in ("random:0.1", "class:0"):
-        rec = evaluate(
-            single.model,
-            bundle,
-            splits[spec],
-            retrained=retrained[spec].model,
-            device=dev,
-            options=EvalOptions(audits="none", cache=ecache[args.aggregation]),
-        )
-        rows.append({"kind": "gap", "model": "single original (no deletion)", "forget": spec, **_gap_row(rec)})
-    flush()
-
-    # ---- the grid
-    with tempfile.TemporaryDirectory(prefix="sisa-bench-") as tmp:
-        for shards in args.shards:
-            for slices in args.slices:
-                tag = f"S={shards} R={slices}"
-                store = TensorCache("sisa", root=Path(tmp) / f"s{shards}r{slices}")
-                ens = sisa.train_sisa(
-                    model_for_dataset(args.model, info),
-                    bundle.train,
-                    shards=shards,
-                    slices=slices,
-                    recipe=recipe,
-                    seed=args.seed,
-                    aggregation=args.aggregation,
-                    device=dev,
-                    cache=store,
-                    augment=info.augment,
-                    dataset=info.name,
-                )
-                train_s = float(ens.spec.train_seconds or 0.0)
-                logits, y = _member_logits(ens, bundle.test, dev)
-                acc = {
-                    "kind": "accuracy",
-                    "shards": shards,
-                    "slices": slices,
-                    "vote": _acc(ens.aggregate(logits, "vote"), y),
-                    "softmax": _acc(ens.aggregate(logits, "softmax"), y),
-                    "members_mean": sum(_acc(m, y) for m in logits) / shards,
-                    "single": single_test,
-                    "train_seconds": train_s,
-                    "train_samples": ens.spec.train_samples,
-                    "single_one_image_expected_sample_fraction": _single_image_expectation(ens),
-                    **_load(),
-                }
-                acc["delta_pp"] = acc[args.aggregation] - single_test
-                rows.append(acc)
-                _log(
-                    f"{tag}: trained in {train_s:.1f} s; test acc {args.aggregation} {acc[args.aggregation]:.2f} "
-                    f"(softmax {acc['softmax']:.2f}, members {acc['members_mean']:.2f}) vs single {single_test:.2f}",
-                    t_start,
-                )
-                deleted: dict[str, tuple[sisa.SISAEnsemble, sisa.SISAEnsemble]] = {}
-                for name, idx in requests.items():
-                    e = copy.deepcopy(ens)
-                    rep = e.delete(bundle.train, idx, device=dev, cache=store)
-                    t0 = time.perf_counter()
-                    scratch = sisa.oracle(e, bundle.train, device=dev, augment=info.augment)
-                    full_s = time.perf_counter() - t0
-                    diff = _max_abs_diff(e, scratch)
-                    out_diff = None
-                    if name == "one image":
-                        probe = bundle.test.subset(range(min(2000, len(bundle.test))))
-                        a, _ = predict_logits(e, probe, device=dev)
-                        b, _ = predict_logits(scratch, probe, device=dev)
-                        out_diff = float((a - b).abs().max())
-                    row = {
-                        "kind": "deletion",
-                        "shards": shards,
-                        "slices": slices,
-                        "request": name,
-                        "points": len(idx),
-                        "shards_retrained": len(rep.shards),
-                        "restart_stages": {str(k): v for k, v in rep.shards.items()},
-                        "checkpoints_reused": rep.checkpoints_reused,
-                        "samples_processed": rep.samples_processed,
-                        "full_retrain_samples": rep.full_retrain_samples,
-                        "sample_fraction": rep.sample_fraction,
-                        "wall_seconds": rep.wall_seconds,
-                        "full_retrain_seconds": full_s,
-                        "wall_fraction": rep.wall_seconds / full_s,
-                        "single_retrain_seconds": single_retrain_s,
-                        "wall_fraction_of_single_retrain": rep.wall_seconds / single_retrain_s,
-                        "max_abs_diff_state_dict": diff,
-                        "max_abs_diff_outputs": out_diff,
-                        "outputs_compared_on": min(2000, len(bundle.test)) if out_diff is not None else 0,
-                        **_load(),
-                    }
-                    rows.append(row)
-                    flush()
-                    _log(
-                        f"{tag} delete {name} ({len(idx)} points): {len(rep.shards)} shard(s), "
-                        f"{rep.sample_fraction:.1%} of the samples, {rep.wall_seconds:.1f} s vs full retrain "
-                        f"{full_s:.1f} s ({row['wall_fraction']:.1%}); max |Δ| to oracle {diff:g}",
-                        t_start,
-                    )
-                    deleted[name] = (e, scratch)
-                if shards in args.gap_shards:
-                    e10 = copy.deepcopy(ens)
-                    rep = e10.delete(bundle.train, splits["random:0.1"].forget.tolist(), device=dev, cache=store)
-                    for spec, model in (("random:0.1", e10), ("class:0", deleted["class 0"][0])):
-                        for how in (args.aggregation, *(a for a in ("vote", "softmax") if a != args.aggregation)):
-                            scored = model
-                            if how != model.spec.aggregation:  # same weights, other aggregation
-                                scored = copy.deepcopy(model)
-                                scored.spec = dataclasses.replace(scored.spec, aggregation=how)
-                            rec = evaluate(
-                                scored,
-                                bundle,
-                                splits[spec],
-                                retrained=retrained[spec].model,
-                                device=dev,
-                                options=EvalOptions(audits="none", cache=ecache[how]),
-                            )
-                            g = _gap_row(rec)
-                            g["aggregation"] = how
-                            g["deletion_seconds"] = rep.wall_seconds if spec == "random:0.1" else None
-                            if spec == "class:0":  # against its own from-scratch oracle (same weights: gap 0)
-                                own = copy.deepcopy(deleted["class 0"][1])
-                                own.spec = dataclasses.replace(own.spec, aggregation=how)
-                                o = evaluate(
-                                    scored,
-                                    bundle,
-                                    splits[spec],
-                                    retrained=own,
-                                    device=dev,
-                                    options=EvalOptions(audits="none", cache=ecache[how]),
-                                )
-                                g["avg_gap_to_sisa_oracle"] = o["gaps_to_retrained"].get("avg_gap_to_retrained")
-                            rows.append({"kind": "gap", "model": f"SISA {tag}", "forget": spec, **g, **_load()})
-                            flush()
-                            _log(
-                                f"{tag} {spec} ({how}): avg gap to the retrained single model {g['avg_gap']:.2f}",
-                                t_start,
-                            )
-                store_root = store.root
-                del deleted, ens
-                shutil.rmtree(store_root, ignore_errors=True)
-
-    total_s = time.perf_counter() - t_start
-    rows.append({"kind": "total", "wall_seconds": total_s, "cpu_seconds": time.process_time() - cpu_start})
-    flush()
-    write_text_atomic(out_md, render(rows, approx, args.aggregation, out_jsonl.name))
-    _log(f"wrote {out_md} and {out_jsonl} ({total_s / 60:.1f} min)", t_start)
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    Bench(args, argv).run()
     return 0
-
-
-def render(
-    rows: list[dict[str, Any]], approx: dict[tuple[str, str], tuple[float, int]], agg: str, jsonl_name: str
-) -> str:
-    env = next(r for r in rows if r["kind"] == "environment")
-    single = next(r for r in rows if r["kind"] == "single")
-    accs = [r for r in rows if r["kind"] == "accuracy"]
-    dels = [r for r in rows if r["kind"] == "deletion"]
-    gaps = [r for r in rows if r["kind"] == "gap"]
-    total = next((r["wall_seconds"] for r in rows if r["kind"] == "total"), None)
-    cpu = next((r.get("cpu_seconds") for r in rows if r["kind"] == "total"), None)
-    rec = env["recipe"]
-    lines = [
-        f"# SISA on {env['dataset']}: ensemble accuracy and the cost of exact deletion",
-        "",
-        "Regenerate (one command; the single models come from the library cache, trained on first use):",
-        "",
-        "```bash",
-        env["command"],
-        "```",
-        "",
-        f"Measured on {env['date_utc']}: {env['machine']}, {env['cpu_count']} CPU cores, torch {env['torch']} "
-        f"({env['torch_threads']} threads), device `{env['device']}`; the whole run took "
-        f"{_fmt(total / 60 if total else None, 1)} min. Raw rows: `{jsonl_name}`. The 1-minute load average "
-        f"when the rows were written was {_load_range(rows)}"
-        + (
-            f" (above the {env['cpu_count']} cores: other processes competed for them, which inflates some wall "
-            "times; each ratio to a full retrain compares two timings taken back to back)."
-            if _max_load(rows) > (env["cpu_count"] or 1)
-            else "."
-        )
-        + (f" Process CPU time: {cpu / 60:.1f} min (all threads)." if cpu else ""),
-        "",
-        f"**Recipe** (single model and every SISA member alike): `{env['model']}`, {rec['epochs']} epochs, batch "
-        f"{rec['batch_size']}, {rec['optimizer']} lr {rec['lr']} (momentum {rec['momentum']}), {rec['schedule']}, "
-        f"weight decay {rec['weight_decay']}, {'augmentation' if rec['augment'] else 'no augmentation'}"
-        + (
-            f" — the library's default recipe for ({env['dataset']}, {env['model']}) with {rec['epochs']} "
-            f"epochs instead of {env['default_recipe_epochs']}, to keep the whole grid near 40 min on 2 CPU "
-            "cores."
-            if rec["epochs"] != env["default_recipe_epochs"]
-            else " — the library's default recipe."
-        )
-        + f" A SISA member sees 1/S of the data with the same recipe; with R slices, stage r trains on slices "
-        f"1..r for `stage_epochs` epochs (2e/(R+1) on average), so training with R = 1 or R = 5 costs about the "
-        f"same sample-passes. "
-        f"Aggregation: `{agg}`. Seed {env['seed']}.",
-        "",
-    ]
-    # ---- targets
-    at = [a for a in accs if a["shards"] == TARGET_SHARDS]
-    one = [d for d in dels if d["shards"] == TARGET_SHARDS and d["request"] == "one image"]
-    diffs = [d["max_abs_diff_state_dict"] for d in dels]
-    out_diffs = [d["max_abs_diff_outputs"] for d in dels if d["max_abs_diff_outputs"] is not None]
-    lines += ["## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
-    if at:
-        ok = all(abs(a["delta_pp"]) <= ACC_TARGET_PP for a in at)
-        meas = "; ".join(f"R={a['slices']}: {a[agg]:.2f} vs {a['single']:.2f} ({a['delta_pp']:+.2f} pp)" for a in at)
-        lines.append(
-            f"| S = {TARGET_SHARDS}: ensemble test accuracy within {ACC_TARGET_PP:g} points of the single model "
-            f"| {meas} | {'PASS' if ok else 'FAIL'} |"
-        )
-    if one:
-        ok = all(d["wall_fraction"] <= SINGLE_DELETE_TARGET for d in one)
-        meas = "; ".join(
-            f"R={d['slices']}: {_pct(d['wall_fraction'])} ({d['wall_seconds']:.1f} s vs {d['full_retrain_seconds']:.1f}"
-            f" s)"
-            for d in one
-        )
-        lines.append(
-            f"| S = {TARGET_SHARDS}: one-image deletion ≤ {SINGLE_DELETE_TARGET:.0%} of a full retrain's wall time "
-            f"| {meas} | {'PASS' if ok else 'FAIL'} |"
-        )
-    if diffs:
-        ok = all(d == 0 for d in diffs) and all(d == 0 for d in out_diffs)
-        lines.append(
-            f"| exactness: every deleted ensemble equals the ensemble trained from scratch on the reduced data "
-            f"| {sum(d == 0 for d in diffs)}/{len(diffs)} deletions bit-identical (max. \\|Δ\\| over the state "
-            f"dicts {max(diffs):g}; outputs on the first {max(d['outputs_compared_on'] for d in dels):,} test "
-            f"images {max(out_diffs, default=0):g}) "
-            f"| {'PASS' if ok else 'FAIL'} |"
-        )
-    # ---- accuracy
-    lines += [
-        "",
-        "## Test accuracy",
-        "",
-        f"Single model ({rec['epochs']} epochs, `train_or_load`): test accuracy **{single['test_accuracy']:.2f} %**"
-        f" (train {single['train_accuracy']:.2f} %).",
-        "",
-        "| S | R | ensemble, vote (%) | ensemble, softmax (%) | members' mean (%) | Δ vs single (pp) | training (s) |",
-        "|--:|--:|--:|--:|--:|--:|--:|",
-    ]
-    for a in accs:
-        lines.append(
-            f"| {a['shards']} | {a['slices']} | {a['vote']:.2f} | {a['softmax']:.2f} | {a['members_mean']:.2f} "
-            f"| {a['delta_pp']:+.2f} | {a['train_seconds']:.1f} |"
-        )
-    lines += [
-        "",
-        f"Δ: the `{agg}` ensemble minus the single model. Training: the ensemble from scratch with its stage "
-        "checkpoints written.",
-    ]
-    # ---- deletion cost
-    lines += [
-        "",
-        "## Cost of a deletion request",
-        "",
-        "Full retrain = the same SISA ensemble (assignment, seeds, recipe) trained from scratch on the reduced data "
-        "(`unlearnkit.sisa.oracle`, timed right after the deletion). Samples = sample-passes (stage size × stage "
-        "epochs). The deletion's wall time includes loading its restart checkpoints and writing the new ones; the "
-        "full retrain writes none.",
-        "",
-        "Single model retrained from scratch without one image (exact deletion without SISA; timed once, at the "
-        "start of this run, so the last column compares timings taken minutes apart): "
-        f"**{single['retrain_one_image_seconds']:.1f} s** ({single['retrain_one_image_samples']:,} sample-passes).",
-        "",
-        "| S | R | request | points | shards retrained | samples: fraction of full retrain | deletion (s) "
-        "| full retrain (s) | wall: fraction of full retrain | wall: fraction of single-model retrain "
-        "| max \\|Δ\\| to oracle |",
-        "|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|",
-    ]
-    for d in dels:
-        lines.append(
-            f"| {d['shards']} | {d['slices']} | {d['request']} | {d['points']:,} | {d['shards_retrained']} "
-            f"| {_pct(d['sample_fraction'])} | {d['wall_seconds']:.1f} | {d['full_retrain_seconds']:.1f} "
-            f"| {_pct(d['wall_fraction'])} | {_pct(d['wall_fraction_of_single_retrain'])} "
-            f"| {d['max_abs_diff_state_dict']:g} |"
-        )
-    lines += [
-        "",
-        "One image is one random draw per configuration; the expected sample fraction over a uniformly drawn image "
-        "(computed from the partition, no training): "
-        + ", ".join(
-            f"S={a['shards']} R={a['slices']}: {_pct(a['single_one_image_expected_sample_fraction'])}" for a in accs
-        )
-        + ". A random 1 % or a whole class touches every shard, so each costs about a full retrain whatever S and "
-        "R: SISA pays off for small, scattered requests only.",
-    ]
-    # ---- gaps
-    if gaps:
-        lines += [
-            "",
-            "## Avg gap to the retrained single model",
-            "",
-            "Avg gap: mean |Δ| of forget, retain and test accuracy and MIA efficacy (pp) to the single model "
-            f"retrained without the forget set ({rec['epochs']} epochs, seed {env['seed']}); "
-            "`unlearnkit.evaluation.evaluate` without audits.",
-            "",
-            "| model | aggregation | forget | FA | RA | TA | MIA-Eff. | avg gap (pp) "
-            "| avg gap to its SISA oracle (pp) |",
-            "|---|---|---|--:|--:|--:|--:|--:|--:|",
-        ]
-        for spec in ("random:0.1", "class:0"):
-            for g in (g for g in gaps if g["forget"] == spec):
-                lines.append(
-                    f"| {g['model']} | {g.get('aggregation', '–')} | {spec} | {_fmt(g['accuracy_forget'])} "
-                    f"| {_fmt(g['accuracy_retain'])} "
-                    f"| {_fmt(g['accuracy_test'])} | {_fmt(g['mia_efficacy_forget'])} | {_fmt(g['avg_gap'])} "
-                    f"| {_fmt(g.get('avg_gap_to_sisa_oracle'))} |"
-                )
-            ref = next((g for g in gaps if g["forget"] == spec), None)
-            if ref is not None:
-                lines.append(
-                    f"| retrained single model | – | {spec} | {_fmt(ref['retrained_accuracy_forget'])} "
-                    f"| {_fmt(ref['retrained_accuracy_retain'])} | {_fmt(ref['retrained_accuracy_test'])} "
-                    f"| {_fmt(ref['retrained_mia_efficacy_forget'])} | 0.00 | – |"
-                )
-        if approx:
-            methods = sorted({m for _, m in approx})
-            lines += [
-                "",
-                "The approximate methods' avg gaps from `benchmarks/fashion_mnist.md` (mean over its seeds; note: "
-                "there the original and the retrained model use the full 15-epoch recipe, and the gap is to that "
-                "retrained model):",
-                "",
-                "| method | random:0.1 | class:0 |",
-                "|---|--:|--:|",
-            ]
-            for m in sorted(methods, key=lambda m: approx.get(("class:0", m), (99.0, 0))[0]):
-                r10, c0 = approx.get(("random:0.1", m)), approx.get(("class:0", m))
-                lines.append(f"| `{m}` | {_fmt(r10[0] if r10 else None)} | {_fmt(c0[0] if c0 else None)} |")
-        lines += [
-            "",
-            "SISA's deletion is exact with respect to its own from-scratch ensemble (gap 0 above), but the ensemble "
-            "is not the single model: its avg gap to the retrained single model is mostly the accuracy the "
-            "sharding costs (compare the single original's own gap, which is what not unlearning at all scores). "
-            "With `vote` the output's confidence takes only S + 1 values, so the SVC behind MIA efficacy sees "
-            "mostly ties and its number is close to arbitrary; `softmax` scores the same weights with a graded "
-            "confidence.",
-        ]
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
