@@ -64,7 +64,7 @@ from unlearnkit._io import write_text_atomic  # noqa: E402
 from unlearnkit.cache import TensorCache, cache_dir  # noqa: E402
 from unlearnkit.data import load_dataset, split_for  # noqa: E402
 from unlearnkit.device import resolve_device  # noqa: E402
-from unlearnkit.errors import ConfigError  # noqa: E402
+from unlearnkit.errors import ConfigError, UnlearnkitError  # noqa: E402
 from unlearnkit.evaluation import EvalOptions, EvaluationCache, evaluate  # noqa: E402
 from unlearnkit.models import model_for_dataset  # noqa: E402
 from unlearnkit.oracle import train_or_load  # noqa: E402
@@ -121,9 +121,10 @@ class Records:
     def append(self, row: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps(row, sort_keys=True) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            if os.fstat(fd).st_size and not self.path.read_bytes().endswith(b"\n"):
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
                 line = "\n" + line  # a line cut by a kill stays on its own (unreadable) line
             os.write(fd, line.encode("utf-8"))
             os.fsync(fd)
@@ -233,6 +234,7 @@ class Bench:
         self.dev = resolve_device(args.device)
         self.bundle = load_dataset(args.dataset, args.data_dir)
         info = self.bundle.info
+        model_for_dataset(args.model, info)  # an unknown model is refused here
         self.base = default_recipe(info.name, args.model)
         self.recipe = dataclasses.replace(self.base, epochs=args.epochs) if args.epochs else self.base
         member_epochs = args.member_epochs or self.recipe.epochs
@@ -241,7 +243,7 @@ class Bench:
             try:
                 sisa.check_stage_epochs(member_epochs, r)
             except ConfigError as exc:
-                raise SystemExit(f"--member-epochs {member_epochs} with --slices {r}: {exc}") from None
+                raise ConfigError(f"--member-epochs {member_epochs} with --slices {r}: {exc}") from None
         self.command = "python benchmarks/sisa_fashion_mnist.py " + shlex.join(argv)
         self.single_key = {"dataset": info.name, "model": args.model, "epochs": self.recipe.epochs, "seed": args.seed}
         self.cell_base = {
@@ -293,6 +295,8 @@ class Bench:
             **self.env,
             **_load(),
         }
+        if key.get("shards"):  # benchmarks/stale.py reads the method of a row
+            full["method"] = {"name": "sisa"}
         self.records.append(full)
         return full
 
@@ -682,7 +686,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    Bench(args, argv).run()
+    try:
+        bench = Bench(args, argv)
+    except UnlearnkitError as exc:  # a bad dataset, model, data folder or recipe: one line, before any compute
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    bench.run()
     return 0
 
 

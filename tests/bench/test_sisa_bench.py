@@ -118,8 +118,19 @@ def test_bad_arguments_are_refused_before_any_compute(
     assert not (tmp_path / "x.md").exists()
 
 
-def test_a_stage_without_epochs_is_refused_naming_the_flags(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--member-epochs", "1", "--slices", "5"], "--member-epochs 1 with --slices 5"),
+        (["--model", "nosuch"], "unknown model 'nosuch'"),
+        (["--dataset", "nosuch"], "unknown dataset 'nosuch'"),
+    ],
+)
+def test_bad_settings_are_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
     mod = _script()
-    with pytest.raises(SystemExit, match="--member-epochs 1 with --slices 5"):
-        mod.main([*ARGS[:-1], "1", "--slices", "5", "--out", str(tmp_path / "x.md")])
-    assert not (tmp_path / "x.md").exists()
+    assert mod.main([*ARGS, *extra, "--out", str(tmp_path / "x.md")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
