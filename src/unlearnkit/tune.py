@@ -239,6 +239,33 @@ def default_study_name(
 Objective = Callable[[Any], float]
 
 
+IDENTITY_ATTR = "unlearnkit_identity"
+
+
+def check_study(storage: str | None, study_name: str, identity: Mapping[str, Any] | None) -> None:
+    """Before any training: ``storage`` opens, and a study ``study_name`` already in it was made for the same
+    ``identity`` (another method's trials would be reported, and a preset written, as this one's)."""
+    if storage is None:
+        return
+    optuna = require_optuna()
+    try:
+        summaries = optuna.study.get_all_study_summaries(storage, include_best_trial=False)
+    except Exception as exc:  # a damaged or foreign file: SQLAlchemy/Optuna errors of many kinds
+        first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(
+            f"cannot open the study storage {storage} (--storage): {first}; move the damaged file away or pass "
+            "another --storage"
+        ) from None
+    for summary in summaries:
+        have = summary.user_attrs.get(IDENTITY_ATTR) if summary.study_name == study_name else None
+        if have is not None and identity is not None and have != dict(identity):
+            desc = lambda d: ", ".join(f"{k} {d.get(k)}" for k in sorted(d))  # noqa: E731
+            raise ConfigError(
+                f"study {study_name!r} in {storage} was made for {desc(have)}, not {desc(dict(identity))}: pass "
+                "another --study-name (the default names the method, data and split)"
+            )
+
+
 def run_study(
     objective: Objective,
     *,
@@ -252,12 +279,15 @@ def run_study(
     n_jobs: int = 1,
     prune: bool = True,
     n_startup_trials: int = 3,
+    identity: Mapping[str, Any] | None = None,
 ) -> Any:
     """Create or resume ``study_name`` in ``storage`` and run ``objective`` until the study holds ``n_trials``
     finished trials (completed, pruned or failed; a killed run's RUNNING trials do not count) or ``timeout``
     seconds pass. ``sampler``: ``tpe`` (seeded) or ``grid`` (every combination of the space's choices).
-    Returns the Optuna study."""
+    Returns the Optuna study. ``identity`` (method, data, model, forget spec) is stored with a new study and
+    checked on a resumed one (`check_study`)."""
     optuna = require_optuna()
+    check_study(storage, study_name, identity)
     if sampler == "tpe":
         smp = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=n_startup_trials)
     elif sampler == "grid":
@@ -277,6 +307,8 @@ def run_study(
     study = optuna.create_study(
         study_name=study_name, storage=storage, sampler=smp, pruner=pruner, direction="minimize", load_if_exists=True
     )
+    if identity is not None and IDENTITY_ATTR not in study.user_attrs:
+        study.set_user_attr(IDENTITY_ATTR, dict(identity))
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
     done = len(study.get_trials(deepcopy=False, states=states))
     remaining = None if n_trials is None else max(n_trials - done, 0)
@@ -416,6 +448,8 @@ def tune(
         name, bundle.info.name, model, forget, seeds, validation_seed, sampler
     )
 
+    identity = {"method": name, "dataset": bundle.info.name, "model": model, "forget": str(forget)}
+    check_study(storage, study_name, identity)  # a damaged storage or another method's study fails before training
     data = dataclasses.replace(UnlearnData.from_split(bundle, split), test=bundle.test.subset(split.test))
     originals, retrained, limits = {}, {}, {}
     for seed in seeds:
@@ -481,6 +515,7 @@ def tune(
         timeout=timeout,
         n_jobs=n_jobs,
         prune=prune,
+        identity=identity,
     )
     result = TuneResult(
         method=name,

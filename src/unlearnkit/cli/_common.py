@@ -70,12 +70,55 @@ def audits(p: argparse.ArgumentParser, *, oracles: bool = True, note: str = "") 
     if oracles:
         p.add_argument(
             "--oracles",
-            type=int,
+            type=_oracles,
             default=None,
             metavar="K",
             help="train K ≥ 3 retrained oracles (cached) and score the unlearned model's per-example margins "
             f"against their distribution (KLoM-style){note}",
         )
+        p.add_argument(
+            "--yes",
+            action="store_true",
+            help=f"run audits that train more than {COST_GATE_TRAININGS} extra models without asking",
+        )
+
+
+#: Extra models a command's audits may train without confirmation (--yes, or an answer on a terminal).
+COST_GATE_TRAININGS = 20
+
+
+def _oracles(text: str) -> int:
+    """argparse type of --oracles: K ≥ 3 (0, 1 and 2 would be ignored or meaningless)."""
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer K ≥ 3, got {text!r}") from None
+    if k < 3:
+        raise argparse.ArgumentTypeError(
+            f"K must be ≥ 3 (the leave-one-out reference needs two other oracles), got {k}; leave --oracles out "
+            "for none"
+        )
+    return k
+
+
+def confirm_cost(audits: Any, oracles: int | None, yes: bool, verb: str) -> None:
+    """Before any compute: audits that would train more than `COST_GATE_TRAININGS` extra models need ``--yes``
+    (or a "y" on a terminal); without a terminal they are refused."""
+    from ..audit_models import plan_audit_models
+    from ..evaluation.levels import resolve_audits
+
+    plan = plan_audit_models(resolve_audits(audits), oracles or 0)
+    if plan.trainings <= COST_GATE_TRAININGS or yes:
+        return
+    what = (
+        f"the audits would train {plan.trainings} extra models (each about as long as one training of the model; "
+        f"--oracles {oracles or plan.oracles})"
+    )
+    if not sys.stdin.isatty():
+        raise ConfigError(f"{what}, over {COST_GATE_TRAININGS} without confirmation: pass --yes, or lower --oracles")
+    answer = input(f"unlearnkit {verb}: {what}. Continue? [y/N] ")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise ConfigError("not confirmed; nothing was trained")
 
 
 def kv(items: Sequence[str] | None, what: str = "--set") -> dict[str, Any]:

@@ -80,6 +80,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             oracles=args.oracles if args.oracles is not None else spec.oracles,
         )
         check_audits(spec.audits, spec.oracles)
+    from ._common import confirm_cost
+
+    confirm_cost(spec.audits, spec.oracles, args.yes, "bench")  # per grid run; before any compute
     try:
         result = run_bench(
             spec,

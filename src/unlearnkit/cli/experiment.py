@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._common import audits, common, kv, manipulation, no_cache, print_record, warn
+from ._common import audits, common, confirm_cost, kv, manipulation, no_cache, print_record, warn
 
 
 def add_eval(sub: Any) -> None:
@@ -69,6 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..models import MODELS, parse_model_args
 
     overrides = kv(args.set)
+    confirm_cost(args.audits, args.oracles, args.yes, "run")  # before any compute
     MODELS.get(args.model)
     model_kwargs = parse_model_args(args.model, kv(args.model_arg, "--model-arg"))
     spec_tag = args.forget.replace(":", "").replace(",", "_").replace("/", "_")
