@@ -3,7 +3,15 @@
 * `cache_dir` — ``$UNLEARNKIT_CACHE`` or ``$XDG_CACHE_HOME/unlearnkit`` (``~/.cache/unlearnkit``).
 * `tensors_sha256` — *the* hasher of tensors: sorted names, dtype, shape and the contiguous CPU bytes, so the
   digest does not depend on the device, the memory layout or the insertion order of a state dict.
-* `model_sha256` / `dataset_digest` — that hasher applied to a model's state dict / a dataset's images and labels.
+* `model_sha256` — **the model identity**: `tensors_sha256` of the state dict (parameters and buffers). A record's
+  ``models.<role>.sha256``, a cache entry's ``weights_sha256`` (and its file's ``unlearnkit_sha256``) and a ledger
+  row's ``model_sha256`` are this value, so the three join on it; `checkpoint_sha256` gives it for a safetensors
+  file without building the model. Byte format, SHA-256 over, for each tensor in sorted name order::
+
+      utf8(name) b"|" utf8(str(dtype)) b"|" utf8(str(tuple(shape))) b"|" raw bytes (CPU, contiguous, native order)
+
+  e.g. ``b"fc.bias|torch.float32|(10,)|"`` followed by the 40 bytes of the tensor.
+* `dataset_digest` — the same hasher over a dataset's images and labels.
 * `TensorCache` — a namespace of safetensors files keyed by a canonical JSON of their inputs. Every entry stores
   the SHA-256 of its tensors in the file's metadata; a read verifies it (once per process per file version), and
   a missing, truncated, unreadable or mismatching entry reads as ``None`` (after a one-line warning naming the
@@ -91,8 +99,18 @@ def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
 
 
 def model_sha256(model: nn.Module) -> str:
-    """`tensors_sha256` of the model's state dict (parameters and buffers), independent of the device."""
+    """The model identity: `tensors_sha256` of the state dict (parameters and buffers), independent of the device.
+
+    Plain models and SISA ensembles alike (an ensemble's members, assignment and deleted mask are its state)."""
     return tensors_sha256(model.state_dict())
+
+
+def checkpoint_sha256(path: str | os.PathLike) -> str:
+    """`model_sha256` of the model stored in a safetensors file (its tensors; the file's metadata is not part of
+    the identity), read without building the model."""
+    from safetensors.torch import load_file
+
+    return tensors_sha256(load_file(str(path)))
 
 
 def dataset_digest(ds: Any) -> str:
@@ -328,6 +346,7 @@ __all__ = [
     "cache_dir",
     "cache_target",
     "check_cache_writable",
+    "checkpoint_sha256",
     "clear_cache",
     "dataset_digest",
     "list_cache",

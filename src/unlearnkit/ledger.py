@@ -10,6 +10,11 @@ Two tables, one hash chain (ordered by ``seq``, shared by both tables):
 * ``applications``: the request ids applied together, method, config, model SHA-256 before and after, the audit
   record, applied time. The first application (method ``init``) registers the initial model and the dataset.
 
+``model_before`` / ``model_after`` are SHA-256 digests of the model *file* (its integrity: metadata included).
+The model *identity* — `unlearnkit.cache.model_sha256` of the weights, the value a record's
+``models.<role>.sha256`` and a cache entry's ``weights_sha256`` hold — is stored as ``model_sha256`` in the
+registration's config and in each application's audit record, so a ledger row joins records and cache entries.
+
 Each row stores ``prev_hash`` (the previous row's hash) and ``row_hash`` = SHA-256 of its canonical JSON (every
 field but ``status``, plus ``prev_hash``). `Ledger.verify` recomputes the chain, checks each status against the
 applications, and checks that the model file's SHA-256 is the last application's ``model_after``: an edit of any
@@ -131,13 +136,14 @@ class ModelDirectory:
         check_checkpoint_for(p / MODEL_FILE, bundle.info)
         load_checkpoint(p / MODEL_FILE)  # a file that does not load is refused before any ledger exists
         ledger = Ledger(url or f"sqlite:///{(p / LEDGER_FILE).resolve()}", key=k)
-        from .cache import dataset_digest
+        from .cache import checkpoint_sha256, dataset_digest
         from .sisa import read_deleted_mask
 
         config: dict[str, Any] = {
             "dataset": dataset,
             "num_train": len(bundle.train),
             "data": dataset_digest(bundle.train),
+            "model_sha256": checkpoint_sha256(p / MODEL_FILE),
         }
         if k is not None:
             config["keyed"] = True
@@ -409,6 +415,7 @@ class ModelDirectory:
         The compute (load the model, unlearn the batch, audit) is `unlearnkit.jobs.unlearn.unlearn_batch`; this
         method holds the lock, checks the data and commits the application before the atomic swap.
         """
+        from .cache import checkpoint_sha256
         from .device import resolve_device
         from .guards import check_method_for_kind
         from .jobs.checkpoints import checkpoint_kind, save_checkpoint
@@ -453,6 +460,7 @@ class ModelDirectory:
                 time.sleep(sleep)
             staged_tmp = self.path / f"{STAGED_PREFIX}tmp-{os.getpid()}.safetensors"
             save_checkpoint(res.model, staged_tmp)
+            record["model_sha256"] = checkpoint_sha256(staged_tmp)  # the model identity (weights), see the docstring
             after = file_sha256(staged_tmp)
             staged = self.path / f"{STAGED_PREFIX}{after}.safetensors"
             os.replace(staged_tmp, staged)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from ..errors import UnlearnkitError
@@ -56,8 +55,8 @@ def add_tune(sub: Any) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from .._io import write_json_atomic
-    from ..tune import require_optuna, tune
+    from ..jobs.tune import tune_job
+    from ..tune import require_optuna
 
     require_optuna()  # before anything else: says how to install it
     grid = {k: [num(v) for v in vals.split(",") if v.strip()] for k, vals in kv(args.grid, "--grid").items()}
@@ -77,17 +76,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
             budget = float(budget)
         except ValueError:
             raise UnlearnkitError(f"--budget expects a fraction (e.g. 0.25), auto or none, got {budget!r}") from None
-    storage = args.storage
-    if storage is None and args.out:
-        storage = f"sqlite:///{Path(args.out).parent / 'study.db'}"
-    if storage and storage.startswith("sqlite:///"):
-        Path(storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    res = tune(
+    res = tune_job(
         args.method,
         args.dataset,
         args.model,
         args.forget,
-        grid or None,
+        out=args.out,
+        storage=args.storage,
+        grid=grid or None,
         seeds=seeds,
         validation_seed=args.validation_seed,
         device=args.device,
@@ -98,7 +94,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
         n_trials=args.n_trials,
         timeout=args.timeout,
         n_jobs=args.n_jobs,
-        storage=storage,
         study_name=args.study_name,
         budget=budget,
         over_budget=args.over_budget,
@@ -125,6 +120,4 @@ def cmd_tune(args: argparse.Namespace) -> int:
     block = res.preset_block()
     print(f"\npreset block for src/unlearnkit/methods/presets/{res.method}.toml:\n{block}")
     print(f"\nreproduce: {res.command()}")
-    if args.out:
-        write_json_atomic(args.out, res.to_json())
     return 0

@@ -9,7 +9,6 @@ never recompute.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import math
 import os
@@ -22,9 +21,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from .._io import read_json, sha256_json, write_json_atomic
+from ..cache import model_sha256
 from ..errors import ConfigError, MissingDependencyError
 from .metrics import AVG_GAP_BASE, MIA_FLAVOURS, MetricInfo
 
@@ -112,18 +111,6 @@ def environment(device: Any) -> dict[str, Any]:
         "num_threads": torch.get_num_threads(),
         "deterministic": bool(torch.are_deterministic_algorithms_enabled()),
     }
-
-
-def model_sha256(model: nn.Module) -> str:
-    """SHA-256 over the state dict (names, shapes, dtypes and bytes), independent of the device."""
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        t = v.detach().to("cpu").contiguous()
-        h.update(k.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(str(t.dtype).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def build_record(

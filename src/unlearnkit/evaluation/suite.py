@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cache import model_sha256
 from ..errors import ConfigError, DivergenceError, IncompatibleError
 from .audits import AUDITS, Audit, AuditContext
 from .cache import Batch, EvaluationCache, ForwardKey, ValuesKey
@@ -33,7 +34,6 @@ from .metrics import (
     MetricOptions,
     Outputs,
 )
-from .records import model_sha256
 
 if TYPE_CHECKING:
     from ..data import ImageDataset, Split

@@ -4,8 +4,9 @@
   method and resolved config, device, seed, audits), built once at the edge and passed down;
 * `unlearnkit.jobs.checkpoints` — `load_checkpoint` / `save_checkpoint` for every kind of model file;
 * the job kinds: `train` (`train_job`), `run` (`run_job`: an experiment against the retrained oracle),
-  `unlearn` (`unlearn_job`: your checkpoint, no oracle), `apply` (the compute of a ledger batch), `tune`
-  (`unlearnkit.tune.tune`) and the extra models of strong audits (`unlearnkit.audit_models`).
+  `unlearn` (`unlearn_job`: your checkpoint, no oracle; `unlearn_batch`: the compute of a ledger's ``request
+  apply``), `tune` (`tune_job`, around `unlearnkit.tune.tune`) and `audits` (`audit_models`: the extra models of
+  strong audits, planned and built by `unlearnkit.audit_models`).
 
 Jobs return values; what they have to say on the way (a cost estimate, a note) goes to an ``on_event``
 callback. They never print or prompt: the CLI renders both.
