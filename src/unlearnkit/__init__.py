@@ -29,6 +29,8 @@ _LAZY = {
     "train": "unlearnkit.training",
     "train_or_load": "unlearnkit.oracle",
     "evaluate": "unlearnkit.evaluation",
+    "RunInfo": "unlearnkit.evaluation",
+    "EvalOptions": "unlearnkit.evaluation",
     "create_method": "unlearnkit.methods",
     "Method": "unlearnkit.methods",
     "unlearn": "unlearnkit.runner",
@@ -51,7 +53,7 @@ def __getattr__(name: str) -> Any:
         mod, reg = _LISTS[name]
         registry = getattr(importlib.import_module(mod), reg)
         return registry.names
-    if name in ("data", "models", "methods", "evaluation", "training", "oracle", "bench"):
+    if name in ("data", "models", "methods", "evaluation", "training", "oracle", "bench", "jobs"):
         return importlib.import_module(f"unlearnkit.{name}")
     raise AttributeError(f"module 'unlearnkit' has no attribute {name!r}")
 

@@ -43,8 +43,9 @@ def test_record_cache_and_ledger_agree_on_the_model_hash(tmp_path: Path, monkeyp
 
     after = load_checkpoint(d.model_path)
     assert res.audit["model_sha256"] == model_sha256(after) != in_ledger
-    assert evaluate(after, bundle, split_for(bundle, "class:1", 0), device="cpu")["models"]["unlearned"]["sha256"] == (
-        res.audit["model_sha256"]
+    assert (
+        evaluate(after, bundle, split_for(bundle, "class:1", 0), device="cpu")["models"]["unlearned"]["sha256"]
+        == (res.audit["model_sha256"])
     )
 
 
