@@ -3,6 +3,10 @@
     python benchmarks/sisa_fashion_mnist.py --epochs 0 --member-epochs 20          # the published run
     python benchmarks/sisa_fashion_mnist.py --epochs 0 --member-epochs 20 --part 1/4 --max-minutes 40
 
+Estimated on 2 idle cores (scaled from the 5-epoch run's timings, ~0.1 ms per sample-pass): about 2 h in all;
+with ``--part i/4`` each part is 25–40 min (part 1 also trains the three 15-epoch single models when they are not
+cached, and times (a) and (b)); ``--max-minutes 40`` keeps a part under 45 min even if that estimate is low.
+
 ``--epochs`` is the single model's recipe (0 = the dataset's default recipe, 15 epochs for fashion_mnist);
 ``--member-epochs`` the SISA members' (default: the single model's). For every S (shards) × R (slices) of the grid,
 one SISA ensemble of small_cnn members is trained on the full training set and:
