@@ -302,7 +302,11 @@ class ModelDirectory:
             rows = {r["seq"]: r["row_hash"] for _, r in self.ledger._rows(conn)}
         if rows.get(seq) != want:
             problems.append(f"the ledger no longer holds row {seq} recorded in {HEAD_FILE} (rows were removed)")
-        elif self.ledger.key is not None and head.get("mac") != _head_mac(seq, want, self.ledger.key):
+        elif (
+            self.ledger.key is not None
+            and self.ledger.keyed()
+            and head.get("mac") != _head_mac(seq, want, self.ledger.key)
+        ):
             problems.append(f"{HEAD_FILE} was not written with the ledger key (rewritten, or another key)")
 
     def _require_verified(self) -> None:

@@ -4,6 +4,12 @@ Run it as a script (``python tests/foundation/bad_inputs_sweep.py [--subprocess]
 ``tests/foundation/test_bad_inputs.py`` (in-process, the same cases). Every case here fails before any training:
 the checkpoints it needs are built untrained, with crafted metadata. A case that exits 0 is a *silent wrong
 result*; one whose output holds ``Traceback`` is a *traceback*.
+
+The engineer's path (issue 24: ``request``, ``unlearn``, ``train --shards``, ``tune``, audit flags) adds cases
+against registered digits model directories. Each outcome is classified as a *clear error*, a *correct result*
+(cases that must succeed, ``ok=True``, with a check of what they did), a *traceback*, a *silent wrong result*
+(exit 0 where an error was due, or a failed check) or *data loss* (a file of a registered model directory
+changed by a command that failed).
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ class Case:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     expect: str = ""  # a fragment the error line must contain (case-insensitive)
+    ok: bool = False  # a command that must succeed (a correct result), checked by `check`
+    check: Callable[[], str | None] | None = None  # None when the result is right, else what is wrong
+    guard: tuple[Path, ...] = ()  # model directories whose files a failing command must leave untouched
 
 
 @dataclass
@@ -36,6 +45,8 @@ class Outcome:
     out: str
     err: str
     new_files: list[str]
+    changed: list[str] = field(default_factory=list)  # guarded files changed by a failing command
+    wrong: str | None = None  # what `Case.check` found wrong
 
     @property
     def traceback(self) -> bool:
@@ -43,7 +54,21 @@ class Outcome:
 
     @property
     def silent(self) -> bool:
-        return self.code == 0
+        return (self.code == 0) != self.case.ok or (self.code == 0 and self.wrong is not None)
+
+    @property
+    def data_loss(self) -> bool:
+        return bool(self.changed)
+
+    @property
+    def verdict(self) -> str:
+        if self.traceback:
+            return "traceback"
+        if self.data_loss:
+            return "data loss"
+        if self.silent:
+            return "silent wrong"
+        return "correct result" if self.case.ok else "clear error"
 
     @property
     def lines(self) -> list[str]:
@@ -51,9 +76,14 @@ class Outcome:
 
     @property
     def problems(self) -> list[str]:
+        if self.case.ok:
+            bad = [] if self.code == 0 else [f"exit {self.code}: {self.err.strip()[-200:]}"]
+            return bad + ([self.wrong] if self.wrong else []) + (["traceback"] if self.traceback else [])
         p = []
         if self.silent:
             p.append("exit code 0 (accepted silently)")
+        if self.changed:
+            p.append(f"changed {self.changed[:3]} (data loss)")
         if self.traceback:
             p.append("traceback")
         if len(self.lines) != 1:
@@ -514,9 +544,28 @@ def _snapshot(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
+def _contents(dirs: tuple[Path, ...]) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+        for d in dirs
+        for p in sorted(d.rglob("*"))
+        if p.is_file() and p.name != ".apply.lock"
+    }
+
+
+def _finish(case: Case, code: int, out: str, err: str, new: list[str], guarded: dict[str, str]) -> Outcome:
+    after = _contents(case.guard)
+    changed = [] if case.ok else sorted(k for k in guarded.keys() | after.keys() if guarded.get(k) != after.get(k))
+    wrong = case.check() if case.check is not None and code == 0 else None
+    return Outcome(case, code, out, err, new, [Path(c).name for c in changed], wrong)
+
+
 def run_in_process(case: Case, root: Path) -> Outcome:
     from unlearnkit.cli import main
 
+    guarded = _contents(case.guard)
     before = _snapshot(root)
     out, err = io.StringIO(), io.StringIO()
     saved = {k: os.environ.get(k) for k in case.env}
@@ -538,10 +587,11 @@ def run_in_process(case: Case, root: Path) -> Outcome:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return Outcome(case, int(code), out.getvalue(), err.getvalue(), sorted(_snapshot(root) - before))
+    return _finish(case, int(code), out.getvalue(), err.getvalue(), sorted(_snapshot(root) - before), guarded)
 
 
 def run_subprocess(case: Case, root: Path, timeout: float = 120) -> Outcome:
+    guarded = _contents(case.guard)
     before = _snapshot(root)
     env = {**os.environ, "UNLEARNKIT_PROGRESS": "0", **case.env}
     cmd = [
@@ -555,7 +605,19 @@ def run_subprocess(case: Case, root: Path, timeout: float = 120) -> Outcome:
         code, out, err = p.returncode, p.stdout, p.stderr
     except subprocess.TimeoutExpired:
         code, out, err = 0, "", "timed out: the command started computing"
-    return Outcome(case, code, out, err, sorted(_snapshot(root) - before))
+    return _finish(case, code, out, err, sorted(_snapshot(root) - before), guarded)
+
+
+def _sibling(name: str):
+    """A module beside this file (the sweep runs as a script and as a file loaded by the test)."""
+    import importlib.util
+
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+        mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return sys.modules[name]
 
 
 def sweep(root: Path, runner: Callable[[Case, Path], Outcome] = run_in_process) -> list[Outcome]:
@@ -566,7 +628,15 @@ def sweep(root: Path, runner: Callable[[Case, Path], Outcome] = run_in_process) 
     saved = os.environ.get("UNLEARNKIT_CACHE")
     os.environ["UNLEARNKIT_CACHE"] = str(cache)
     try:
-        return [runner(c, root) for c in cases(files, out)]
+        all_cases = cases(files, out)
+        try:
+            import sqlalchemy  # noqa: F401  (the ledger's optional extra)
+        except ImportError:
+            pass
+        else:
+            eng = _sibling("bad_inputs_engineer")
+            all_cases += eng.engineer_cases(eng.build_engineer_workspace(root / "ws_eng"), out, Case)
+        return [runner(c, root) for c in all_cases]
     finally:
         if saved is None:
             os.environ.pop("UNLEARNKIT_CACHE", None)
@@ -582,14 +652,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         outcomes = sweep(Path(tmp), run_subprocess if a.subprocess else run_in_process)
     bad = [o for o in outcomes if o.problems]
+    from collections import Counter
+
+    verdicts = Counter(o.verdict for o in outcomes)
     for o in outcomes:
         if a.verbose or o.problems:
             mark = "FAIL" if o.problems else "ok  "
             first = o.lines[-1] if o.lines else "(no stderr)"
             print(f"{mark} {o.case.name}: exit {o.code}: {first[:160]}" + (f"  <- {o.problems}" if o.problems else ""))
     print(
-        f"{len(outcomes)} bad inputs: {sum(o.traceback for o in outcomes)} tracebacks, "
-        f"{sum(o.silent for o in outcomes)} silent wrong results, {len(bad)} with any problem"
+        f"{len(outcomes)} cases: "
+        + ", ".join(f"{verdicts[k]} {k}" for k in ("clear error", "correct result", "traceback", "silent wrong"))
+        + f", {verdicts['data loss']} data loss; {len(bad)} with any problem"
     )
     return 1 if bad else 0
 

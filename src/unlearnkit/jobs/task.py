@@ -207,6 +207,8 @@ def resolve_unlearn_task(
     from ..device import resolve_device
 
     choice = build_method(method, config)  # bad options fail before any data is read
+    if Path(checkpoint).is_dir():
+        raise ConfigError(f"checkpoint {checkpoint} is a folder; pass the .safetensors file inside it")
     if not Path(checkpoint).is_file():
         raise ConfigError(f"checkpoint {checkpoint} does not exist")
     fs = parse_forget_spec(forget)
