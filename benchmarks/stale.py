@@ -5,7 +5,8 @@ A row of a benchmark's records (``benchmarks/*.jsonl``) is **stale** when the co
 
 * the method's own module and the project modules of every class it inherits from (``salun`` → ``salun.py``,
   ``random_label.py``, the loop and contract modules), found through the registry;
-* the method's preset file (``methods/presets/<name>.toml``);
+* the method's preset file (``methods/presets/<name>.toml``) and, for SISA and weight filtering, the engine
+  modules outside ``methods/`` that do their work (``sisa*.py``, ``filters*``);
 * the metric code (``evaluation/metrics.py``, ``functional.py``, ``mia.py`` and the suite that combines them).
 
 Commits listed in ``benchmarks/behaviour_preserving.txt`` (one hash per line, each with the parity evidence
@@ -32,6 +33,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PKG = ROOT / "src" / "unlearnkit"
+#: Engines that live outside methods/ (globs relative to src/unlearnkit), for the methods that drive them.
+ENGINES = {"sisa": ["sisa*.py"], "weight_filtering": ["filters*.py", "filters/*.py"]}
 METRIC_CODE = [
     "evaluation/metrics.py",
     "evaluation/functional.py",
@@ -69,6 +72,8 @@ def code_paths(method: str) -> tuple[str, ...]:
         file = inspect.getsourcefile(klass) if klass.__module__.startswith("unlearnkit") else None
         if file:
             paths.add(str(Path(file).resolve().relative_to(ROOT)))
+    for pattern in ENGINES.get(name, []):
+        paths.update(str(f.relative_to(ROOT)) for f in PKG.glob(pattern))
     preset = PKG / "methods" / "presets" / f"{name}.toml"
     if preset.exists():
         paths.add(str(preset.relative_to(ROOT)))

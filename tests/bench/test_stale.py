@@ -34,6 +34,7 @@ def test_code_paths_follow_the_class_hierarchy_and_the_preset(stale) -> None:  #
     assert "src/unlearnkit/methods/presets/salun.toml" in paths
     assert "src/unlearnkit/evaluation/metrics.py" in paths
     assert "src/unlearnkit/methods/finetune.py" not in paths
+    assert "src/unlearnkit/sisa.py" in stale.code_paths("sisa")  # the engine outside methods/
 
 
 def test_rows_are_stale_fresh_or_without_a_commit(stale) -> None:  # type: ignore[no-untyped-def]
