@@ -328,9 +328,15 @@ class Method(ABC):
         """Collect every problem with (model, data, context) and raise them together."""
         problems = []
         if self.requires.retain and (data.retain is None or len(data.retain) == 0):  # type: ignore[arg-type]
-            problems.append(f"`{self.name}` needs a non-empty retain set; pass retain=…")
+            problems.append(
+                f"`{self.name}` needs a non-empty retain set: forget fewer images (on the CLI, a --forget spec that "
+                "leaves training images; in Python, pass retain=…)"
+            )
         if self.requires.original_model and ctx.original is None:
-            problems.append(f"`{self.name}` needs the original model (teacher); pass original=…")
+            problems.append(
+                f"`{self.name}` needs the original model (teacher): in Python pass original=…; on the CLI use `run` "
+                "(or `unlearn`, whose checkpoint is the original)"
+            )
         if data.split_kind not in self.requires.split_kinds:
             problems.append(
                 f"`{self.name}` supports only {'/'.join(sorted(self.requires.split_kinds))} forgetting, "

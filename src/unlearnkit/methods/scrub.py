@@ -175,7 +175,7 @@ class Scrub(GradientMethod):
         if data.test is None or len(data.test) == 0:  # type: ignore[arg-type]
             raise ConfigError(
                 "scrub rewind=true needs held-out data from the forget distribution (data.test); "
-                "pass test=… or set rewind=false"
+                "pass test=… (Python) or set rewind=false (CLI: --set rewind=false)"
             )
         test = as_image_dataset(data.test)
         classes = data.forget_classes
