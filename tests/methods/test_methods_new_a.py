@@ -176,8 +176,9 @@ def test_unsir_impair_set_holds_labelled_noise_and_a_retain_subset(trained: nn.M
     assert (ds.targets[:24] == 1).all() and len(ds) == 24 + 3 * 5
     assert sorted(ds.targets[24:].tolist()) == [0] * 5 + [2] * 5 + [3] * 5
     assert torch.equal(ds.images[:8], ds.images[8:16])  # copies of one learned noise batch
-    steps = m.impair_steps_  # type: ignore[attr-defined]
-    assert steps == 3 and m.lr_at(steps - 1, 10, 1) == 0.02 and m.lr_at(steps, 10, 1) == 0.01
+    impair, repair = m.schedule()  # type: ignore[attr-defined]
+    assert m._phase_steps(impair, data) == 3  # type: ignore[attr-defined]  # 39 images in batches of 16
+    assert (impair.lr, impair.fresh_optimizer) == (0.02, False) and (repair.lr, repair.fresh_optimizer) == (0.01, True)
     # The default keeps the notebook's 3 images of each learned batch per copy: the same first 3 images.
     d = create_method("unsir", **kw)
     d.setup(copy.deepcopy(trained), data, RunContext("cpu", 0))

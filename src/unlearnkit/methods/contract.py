@@ -122,6 +122,17 @@ class Phase:
     Length: ``epochs`` passes over the anchor set, or exactly ``steps`` steps when ``steps`` is set (the
     anchor set is then cycled). ``batch_size`` overrides the config's. ``epoch`` is the schedule's epoch
     number that hooks see (``ctx.epoch``, ``lr_at``); by default the loop counts passes from 1.
+
+    Partner stream (a second source consumed alongside the anchor, by the loop, so its step count and watch see
+    it): ``partner="forget"`` (or ``"retain"``) fills that field of every `Batch` from an endless reshuffled
+    stream of that set (``partner_data``: a Dataset to read in its place, e.g. the forget images relabelled
+    with fixed targets). A new partner batch is drawn (after the anchor batch, with ``ctx.rng``) at steps 0, k,
+    2k, … of the phase (k = ``partner_every``); between draws ``hold=True`` repeats the last partner batch and
+    ``hold=False`` leaves the field empty. Each phase starts a fresh pass of its partner.
+
+    Optimizer: ``lr`` is this phase's base learning rate in place of the config's ``lr`` (the schedule's decay,
+    ``lr_at(…) / config.lr``, still scales it); ``fresh_optimizer=True`` clears the optimizer's state (momenta,
+    Adam moments and step counts) when the phase starts, as a newly built optimizer would start.
     """
 
     name: str
@@ -131,12 +142,36 @@ class Phase:
     batch_size: int | None = None
     epoch: int | None = None
     forget_every: int = 1
+    partner: Literal["forget", "retain"] | None = None
+    partner_every: int = 1
+    hold: bool = False
+    partner_data: Dataset | None = None
+    lr: float | None = None
+    fresh_optimizer: bool = False
 
     def __post_init__(self) -> None:
+        where = f"phase {self.name!r}"
         if self.source == "interleaved" and self.steps is None:
-            raise ConfigError(f"phase {self.name!r}: an interleaved phase needs steps=…")
+            raise ConfigError(f"{where}: an interleaved phase needs steps=…")
         if self.epochs < 0 or (self.steps is not None and self.steps < 0) or self.forget_every < 1:
-            raise ConfigError(f"phase {self.name!r}: epochs and steps must be ≥ 0 and forget_every ≥ 1")
+            raise ConfigError(f"{where}: epochs and steps must be ≥ 0 and forget_every ≥ 1")
+        if self.partner not in (None, "forget", "retain"):
+            raise ConfigError(f"{where}: partner must be 'forget', 'retain' or None, got {self.partner!r}")
+        if self.partner is not None:
+            anchor_field = self.source if self.source in ("forget", "retain") else None
+            if isinstance(self.source, str) and self.source not in ("forget", "retain"):
+                raise ConfigError(
+                    f"{where}: a {self.source!r} phase already pairs its batches; a partner stream needs a "
+                    "'forget', 'retain' or Dataset source"
+                )
+            if self.partner == anchor_field:
+                raise ConfigError(f"{where}: the partner ({self.partner!r}) must differ from the source")
+        elif self.partner_data is not None or self.hold:
+            raise ConfigError(f"{where}: partner_data and hold need partner='forget' or 'retain'")
+        if self.partner_every < 1:
+            raise ConfigError(f"{where}: partner_every must be ≥ 1, got {self.partner_every}")
+        if self.lr is not None and not (self.lr >= 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"{where}: lr must be a finite number ≥ 0 or None, got {self.lr}")
 
 
 # ---------------------------------------------------------------------------------------------- configs

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..data.datasets import ImageDataset
-from ..data.loading import as_image_dataset, cycle_batches, iter_batches
+from ..data.loading import as_image_dataset, iter_batches
 from ..errors import IncompatibleError
 from . import register
 from .base import (
@@ -58,13 +58,6 @@ def nearest_wrong_targets(distances: torch.Tensor, labels: torch.Tensor) -> torc
 def relabelled(ds: ImageDataset, targets: torch.Tensor) -> ImageDataset:
     """The forget images with their labels replaced by ``targets`` (the fixed target classes)."""
     return ImageDataset(ds.images, targets)
-
-
-def forget_stream(ds: ImageDataset, batch_size: int, data: UnlearnData, augment: bool, ctx: RunContext) -> Iterator:
-    """Endless shuffled forget batches on ``ctx.device``, drawn with ``ctx.rng``."""
-    return cycle_batches(
-        ds, batch_size, generator=ctx.rng, augment=data.augment if augment else None, device=ctx.device
-    )
 
 
 def cosine_pull(z: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -222,13 +215,22 @@ class Duck(GradientMethod):
         self.forget_targets_ = self.targets(model, forget, self.mu_, ctx)
         self.forget_batches_ = -(-len(forget) // c.batch_size)
         # Labels of this set are the fixed target classes; the forget term never reads the true labels.
-        self.stream_ = forget_stream(relabelled(forget, self.forget_targets_), c.batch_size, data, c.augment, ctx)
-        self.current_: torch.Tensor | None = None
+        self.targeted_ = relabelled(forget, self.forget_targets_)
 
     def schedule(self) -> Iterable[Phase]:
-        steps = self.forget_batches_ * (self.config.ratio + 1)
+        # Each forget batch (the partner stream, one pass per epoch) is held for ratio + 1 retain steps.
+        every = self.config.ratio + 1
         for e in range(self.config.epochs):
-            yield Phase(f"epoch{e + 1}", "retain", steps=steps, epoch=e + 1)
+            yield Phase(
+                f"epoch{e + 1}",
+                "retain",
+                steps=self.forget_batches_ * every,
+                epoch=e + 1,
+                partner="forget",
+                partner_data=self.targeted_,
+                partner_every=every,
+                hold=True,
+            )
 
     def lr_at(self, step: int, total: int, epoch: int) -> float:
         c = self.config
@@ -236,9 +238,7 @@ class Duck(GradientMethod):
 
     def loss(self, model: nn.Module, batch: Batch, phase: Phase, ctx: RunContext) -> StepOutput:
         c = self.config
-        if (ctx.steps % (c.ratio + 1)) == 0 or self.current_ is None:
-            self.current_ = next(self.stream_)  # a new forget batch every ratio + 1 steps
-        xf, tf = self.current_
+        xf, tf = batch.forget  # type: ignore[misc]  # the held partner batch: images and their target classes
         xr, yr = batch.retain  # type: ignore[misc]
         # One forward pass for both parts (one BatchNorm batch per step).
         z = embed(model, torch.cat([xf, xr]))

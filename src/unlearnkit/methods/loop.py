@@ -106,6 +106,9 @@ class GradientMethod(Method):
         self.after_step(model, optimizer, ctx)
         return out
 
+    def on_phase_start(self, model: nn.Module, phase: Phase, optimizer: torch.optim.Optimizer, ctx: RunContext) -> None:
+        """Called when a phase starts, before its first batch (after the loop applied ``fresh_optimizer``)."""
+
     def on_epoch_end(self, model: nn.Module, phase: Phase, ctx: RunContext) -> None:
         """Called after each complete pass of a phase (``ctx.epoch`` says which), e.g. to keep a checkpoint."""
 
@@ -122,6 +125,14 @@ class GradientMethod(Method):
     def _source(self, phase: Phase, data: UnlearnData, which: str) -> Dataset | None:
         """The dataset a phase reads for ``which`` (``anchor`` or ``partner``); sets are touched only when read."""
         src = phase.source
+        if which == "partner" and phase.partner is not None:
+            ds = phase.partner_data if phase.partner_data is not None else getattr(data, phase.partner)
+            if ds is None or len(ds) == 0:  # type: ignore[arg-type]
+                raise IncompatibleError(
+                    f"`{self.name}` phase {phase.name!r} reads a partner stream of the {phase.partner} set, "
+                    "but none was given"
+                )
+            return ds
         if not isinstance(src, str):
             return src if which == "anchor" else None
         name = {
@@ -165,6 +176,15 @@ class GradientMethod(Method):
             for t in range(phase.steps or 0):
                 fb = next(forget_stream) if t % phase.forget_every == 0 else None
                 yield Batch(forget=fb, retain=next(stream))
+            return
+        if phase.partner is not None:
+            assert partner is not None  # _source raises for a missing partner set
+            partners = cycle_batches(partner, bs, num_workers=ctx.num_workers, **kw)
+            held = None
+            for t, ab in enumerate(stream):
+                pb = next(partners) if t % phase.partner_every == 0 else (held if phase.hold else None)
+                held = pb
+                yield Batch(**{"mixed" if src == "mixed" else src: ab, phase.partner: pb})
             return
         for ab in stream:
             if src == "mixed":
@@ -233,6 +253,9 @@ class GradientMethod(Method):
         watch = self._watch(model, data, ctx, total)
         with progress_bar(self.name or type(self).__name__, total, ctx.progress) as bar:
             for phase in phases:
+                if phase.fresh_optimizer:
+                    optimizer.state.clear()
+                self.on_phase_start(model, phase, optimizer, ctx)
                 for e in range(1 if phase.steps is not None else phase.epochs):
                     passes += 1
                     ctx.epoch = phase.epoch + e if phase.epoch is not None else passes
@@ -242,6 +265,8 @@ class GradientMethod(Method):
                             complete = False
                             break
                         lr = self.lr_at(step, total, ctx.epoch)
+                        if phase.lr is not None:  # the phase's base rate, scaled by the schedule's decay
+                            lr = phase.lr * (lr / self.config.lr if self.config.lr > 0 else 1.0)
                         for g in optimizer.param_groups:
                             g["lr"] = lr
                         model.train(self.train_mode)

@@ -25,7 +25,7 @@ from .base import (
     UnlearnData,
     infer_num_classes,
 )
-from .duck import check_embedding_model, embed, forget_stream, multistep_lr, nearest_wrong_targets, relabelled
+from .duck import check_embedding_model, embed, multistep_lr, nearest_wrong_targets, relabelled
 
 
 # ------------------------------------------------------------------------------------------------- maths
@@ -294,8 +294,7 @@ class Scar(GradientMethod):
         model.train(was)
         self.forget_targets_ = torch.cat(targets).cpu()
         self.forget_batches_ = -(-len(forget) // c.batch_size)
-        self.stream_ = forget_stream(relabelled(forget, self.forget_targets_), c.batch_size, data, c.augment, ctx)
-        self.current_: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.targeted_ = relabelled(forget, self.forget_targets_)
         _, channels, h, w = forget.images.shape
         images = synthetic_surrogates(c.surrogate_size, channels, h, w, ctx.rng)
         self.surrogates_ = ImageDataset(images, torch.zeros(len(images), dtype=torch.long))
@@ -303,9 +302,19 @@ class Scar(GradientMethod):
         self.forgotten_ = tuple(data.forget_classes)
 
     def schedule(self) -> Iterable[Phase]:
-        steps = self.forget_batches_ * self.config.surrogate_ratio
+        # Each forget batch (the partner stream, one pass per epoch) is held for surrogate_ratio surrogate steps.
+        every = self.config.surrogate_ratio
         for e in range(self.config.epochs):
-            yield Phase(f"epoch{e + 1}", self.surrogates_, steps=steps, epoch=e + 1)
+            yield Phase(
+                f"epoch{e + 1}",
+                self.surrogates_,
+                steps=self.forget_batches_ * every,
+                epoch=e + 1,
+                partner="forget",
+                partner_data=self.targeted_,
+                partner_every=every,
+                hold=True,
+            )
 
     def lr_at(self, step: int, total: int, epoch: int) -> float:
         c = self.config
@@ -326,9 +335,7 @@ class Scar(GradientMethod):
 
     def loss(self, model: nn.Module, batch: Batch, phase: Phase, ctx: RunContext) -> StepOutput:
         c = self.config
-        if ctx.steps % c.surrogate_ratio == 0 or self.current_ is None:
-            self.current_ = next(self.stream_)  # a new forget batch every surrogate_ratio steps
-        xf, tf = self.current_
+        xf, tf = batch.forget  # type: ignore[misc]  # the held partner batch: images and their target classes
         xs, _ = batch.mixed  # type: ignore[misc]
         t_logits, keep = self.teacher_logits(xs)
         z = embed(model, torch.cat([xf, xs]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -249,26 +248,13 @@ class UNSIR(GradientMethod):
         self.impair_set_ = ImageDataset(
             torch.cat([*noises, to_float(subset.images)]), torch.cat([*labels, subset.targets])
         )
-        self.impair_steps_ = c.epochs * math.ceil(len(self.impair_set_) / c.batch_size)
-        self.repaired_ = False
 
     def schedule(self) -> Iterable[Phase]:
         c = self.config
-        yield Phase("impair", self.impair_set_, c.epochs)
-        yield Phase("repair", self.retain_subset_ if c.repair_set == "subset" else "retain", c.repair_epochs)
-
-    def lr_at(self, step: int, total: int, epoch: int) -> float:
-        c = self.config
-        factor = super().lr_at(step, total, epoch) / c.lr if c.lr > 0 else 1.0  # the schedule's decay
-        return (c.lr if step < self.impair_steps_ else c.repair_lr) * factor
-
-    def training_step(
-        self, model: nn.Module, batch: Batch, phase: Phase, optimizer: torch.optim.Optimizer, ctx: RunContext
-    ) -> StepOutput:
-        if phase.name == "repair" and not self.repaired_:
-            optimizer.state.clear()  # the repair step starts a fresh optimizer (Adam moments), as the notebook
-            self.repaired_ = True
-        return super().training_step(model, batch, phase, optimizer, ctx)
+        yield Phase("impair", self.impair_set_, c.epochs, lr=c.lr)
+        # The repair starts a fresh optimizer (Adam moments) at its own rate, as the notebook.
+        repair_on: ImageDataset | Literal["retain"] = self.retain_subset_ if c.repair_set == "subset" else "retain"
+        yield Phase("repair", repair_on, c.repair_epochs, lr=c.repair_lr, fresh_optimizer=True)
 
     def loss(self, model: nn.Module, batch: Batch, phase: Phase, ctx: RunContext) -> StepOutput:
         x, y = batch.mixed if batch.mixed is not None else batch.retain  # type: ignore[misc]
