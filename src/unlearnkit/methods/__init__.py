@@ -20,6 +20,7 @@ from .base import (
     GradientMethod,
     Method,
     MethodConfig,
+    OneShotMethod,
     Phase,
     Requirements,
     RunContext,
@@ -29,6 +30,8 @@ from .base import (
 )
 
 METHODS: Registry[type[Method]] = Registry("method")
+#: Modules of this package that hold the framework, not a method.
+_FRAMEWORK = ("base", "contract", "context", "loop", "one_shot")
 
 
 def register(name: str, *, aliases: tuple[str, ...] = ()) -> Callable[[type[Method]], type[Method]]:
@@ -46,7 +49,7 @@ def _load_all() -> None:
     import pkgutil
 
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if not info.name.startswith("_") and info.name not in ("base",):
+        if not info.name.startswith("_") and info.name not in _FRAMEWORK:
             importlib.import_module(f"{__name__}.{info.name}")
 
 
@@ -154,6 +157,7 @@ __all__ = [
     "GradientMethod",
     "Method",
     "MethodConfig",
+    "OneShotMethod",
     "Phase",
     "Requirements",
     "RunContext",

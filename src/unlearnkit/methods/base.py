@@ -5,7 +5,8 @@ Method files import from here. The code lives by concern:
 * `unlearnkit.methods.contract`: `Method`, the configs, `Requirements`, `UnlearnData`, `Batch`, `StepOutput`,
   `Phase`;
 * `unlearnkit.methods.context`: `RunContext` and the measurements a run takes through it;
-* `unlearnkit.methods.loop`: `GradientMethod`, the shared final loop, its in-run watch and divergence safety.
+* `unlearnkit.methods.loop`: `GradientMethod`, the shared final loop, its in-run watch and divergence safety;
+* `unlearnkit.methods.one_shot`: `OneShotMethod`, the shared prologue of methods that edit the weights once.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .loop import (
     GradientMethod,
     resolve_weight_decay,
 )
+from .one_shot import OneShotMethod
 
 __all__ = [
     "DEFAULT_COLLAPSE_FLOOR",
@@ -46,6 +48,7 @@ __all__ = [
     "Method",
     "MethodConfig",
     "NonFiniteLossError",
+    "OneShotMethod",
     "Phase",
     "Requirements",
     "RunContext",

@@ -12,7 +12,8 @@ from torch.nn import functional as F
 from ..data.loading import as_image_dataset, iter_batches
 from . import register
 from ._common import per_sample_grad_chunks
-from .base import Method, MethodConfig, Requirements, RunContext, UnlearnData, infer_num_classes
+from .base import MethodConfig, Requirements, RunContext, UnlearnData, infer_num_classes
+from .one_shot import OneShotMethod
 
 VAR_CLAMP = 1e3  # var = 1/(F + 1e-8) is clamped to at most this
 HEAD_VAR_CLAMP = 1e2  # and to at most this for tensors whose first dimension is K (the head)
@@ -55,7 +56,7 @@ class FisherConfig(MethodConfig):
 
 
 @register("ff", aliases=("fisher", "fisher_forgetting"))
-class FisherForgetting(Method):
+class FisherForgetting(OneShotMethod[tuple[int, dict[str, torch.Tensor]]]):
     """Fisher forgetting: add noise to each weight with variance inversely proportional to its retain Fisher.
 
     Paper: Golatkar et al., "Eternal Sunshine of the Spotless Net: Selective Forgetting in Deep Networks",
@@ -163,15 +164,17 @@ class FisherForgetting(Method):
             var = var * NOISE_BOOST
         return mu, var
 
-    @torch.no_grad()
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: RunContext | None = None) -> nn.Module:
-        ctx = ctx or RunContext.local()
-        self.check_compatible(model, data, ctx)
-        model.to(ctx.device)
+    def prepare(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> tuple[int, dict[str, torch.Tensor]]:
+        """The number of classes and the retain Fisher diagonal."""
         num_classes = infer_num_classes(model, data)
         with torch.enable_grad():
-            fisher = self.fisher_diagonal(model, data, ctx)
-        ctx.emit("setup_end")
+            return num_classes, self.fisher_diagonal(model, data, ctx)
+
+    @torch.no_grad()
+    def edit(
+        self, model: nn.Module, data: UnlearnData, prepared: tuple[int, dict[str, torch.Tensor]], ctx: RunContext
+    ) -> nn.Module:
+        num_classes, fisher = prepared
         if data.split_kind == "class":
             forget_classes = data.forget_classes
         elif self.config.reference_parity:

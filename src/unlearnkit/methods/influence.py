@@ -6,7 +6,7 @@ import math
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -15,7 +15,8 @@ from ..data.loading import as_image_dataset, iter_batches
 from ..errors import DivergenceError, IncompatibleError
 from . import register
 from ._common import gradient_sum, per_sample_grad_chunks, trainable, unflatten_add_
-from .base import DEFAULT_COLLAPSE_FLOOR, Method, MethodConfig, RunContext, UnlearnData, retain_accuracy_sample
+from .base import DEFAULT_COLLAPSE_FLOOR, MethodConfig, RunContext, UnlearnData, retain_accuracy_sample
+from .one_shot import OneShotMethod
 
 #: Largest number of stored float64 entries (samples × parameters) the exact WoodFisher may use (~1.6 GB).
 EXACT_MAX_ENTRIES = 200_000_000
@@ -160,8 +161,15 @@ def woodfisher_ihvp(v: torch.Tensor, grads: Iterable[torch.Tensor], n: int, damp
     return apply_inverse(v)
 
 
+class _Step(NamedTuple):
+    params: Sequence[torch.Tensor]
+    backup: list[torch.Tensor]
+    before: float
+    step: torch.Tensor
+
+
 @register("iu", aliases=("influence", "wfisher", "woodfisher"))
-class InfluenceUnlearning(Method):
+class InfluenceUnlearning(OneShotMethod[_Step | None]):
     """Influence unlearning: a first-order influence-function step with a WoodFisher inverse-Hessian product.
 
     Paper: Koh & Liang, "Understanding Black-box Predictions via Influence Functions", ICML 2017; the
@@ -213,11 +221,10 @@ class InfluenceUnlearning(Method):
             for chunk in per_sample_grad_chunks(model, x, y, names):
                 yield from chunk.double()
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: RunContext | None = None) -> nn.Module:
-        ctx = ctx or RunContext.local()
-        self.check_compatible(model, data, ctx)
+    def prepare(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> _Step | None:
+        """The Newton step ``H⁻¹ ∇L_f`` (None when ``alpha`` is 0), with the retain accuracy and weights before it."""
         c = self.config
-        model.to(ctx.device).eval()
+        model.eval()
         params = [p for _, p in trainable(model)]
         dim = sum(p.numel() for p in params)
         if c.ihvp == "exact_woodfisher" and min(c.num_samples, len(data.retain)) * dim > EXACT_MAX_ENTRIES:  # type: ignore[arg-type]
@@ -226,7 +233,7 @@ class InfluenceUnlearning(Method):
                 "gradient entries; lower num_samples or use ihvp='reference'"
             )
         if c.alpha == 0:
-            return model
+            return None
         assert data.retain is not None  # requires.retain, checked above
         before = retain_accuracy_sample(model, data.retain, ctx)
         backup = [p.detach().clone() for p in params]
@@ -238,7 +245,13 @@ class InfluenceUnlearning(Method):
             ctx.log(ihvp_used=stats.used, ihvp_skipped=stats.skipped, ihvp_min_denominator=stats.min_denominator)
         else:
             step = woodfisher_ihvp(v, self.retain_gradients(model, data, ctx, c.num_samples), c.num_samples, c.damping)
-        ctx.emit("setup_end")
+        return _Step(params, backup, before, step)
+
+    def edit(self, model: nn.Module, data: UnlearnData, prepared: _Step | None, ctx: RunContext) -> nn.Module:
+        if prepared is None:
+            return model
+        c = self.config
+        params, backup, before, step = prepared
         unflatten_add_(params, step, scale=c.alpha)
         why = self._divergence(model, params, data, ctx, before)
         if why is not None:
@@ -248,7 +261,7 @@ class InfluenceUnlearning(Method):
             with torch.no_grad():
                 for p, b in zip(params, backup, strict=True):
                     p.copy_(b)
-            warnings.warn(hint + " Rolled back to the input weights.", RuntimeWarning, stacklevel=2)
+            warnings.warn(hint + " Rolled back to the input weights.", RuntimeWarning, stacklevel=3)
         return model
 
     def _divergence(

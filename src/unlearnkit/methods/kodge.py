@@ -13,7 +13,8 @@ from torch.nn import functional as F
 from ..data.datasets import ImageDataset
 from ..data.loading import as_image_dataset, iter_batches
 from . import register
-from .base import Method, MethodConfig, Requirements, RunContext, UnlearnData, infer_num_classes
+from .base import MethodConfig, Requirements, RunContext, UnlearnData, infer_num_classes
+from .one_shot import OneShotMethod
 
 _PAPER = (
     "Kodge, Saha, Roy, Deep Unlearning: Fast and Efficient Gradient-free Class Forgetting (TMLR 2024), "
@@ -102,7 +103,7 @@ def _pick(ds: ImageDataset, labels: torch.Tensor, n: int, generator: torch.Gener
 
 
 @register("kodge", aliases=("kodge_svd", "deep_unlearning"))
-class Kodge(Method):
+class Kodge(OneShotMethod[dict[str, torch.Tensor]]):
     """Training-free class forgetting: project the forget class's input-activation subspace out of every layer.
 
     Paper:
@@ -199,12 +200,13 @@ class Kodge(Method):
             for name in act_r
         }
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: RunContext | None = None) -> nn.Module:
-        ctx = ctx or RunContext.local()
-        self.check_compatible(model, data, ctx)
-        model.to(ctx.device)
-        projections = self.projections(model, data, ctx)
-        ctx.emit("setup_end")
+    def prepare(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> dict[str, torch.Tensor]:
+        return self.projections(model, data, ctx)
+
+    def edit(
+        self, model: nn.Module, data: UnlearnData, prepared: dict[str, torch.Tensor], ctx: RunContext
+    ) -> nn.Module:
+        projections = prepared
         layers = self.layers(model)
         for name, p in projections.items():
             project_weight_(layers[name], p)

@@ -6,7 +6,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -16,7 +16,8 @@ from ..data.datasets import ImageDataset
 from ..data.loading import as_image_dataset, iter_batches
 from ..errors import DivergenceError
 from . import register
-from .base import Method, MethodConfig, RunContext, UnlearnData
+from .base import MethodConfig, RunContext, UnlearnData
+from .one_shot import OneShotMethod
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -313,8 +314,15 @@ def newton_delta(
 
 
 # ----------------------------------------------------------------------------------------------- method
+class _Requests(NamedTuple):
+    forget: ImageDataset
+    retain: ImageDataset
+    order: torch.Tensor
+    requests: list[ImageDataset]
+
+
 @register("lcodec", aliases=("l_codec",))
-class LCodec(Method):
+class LCodec(OneShotMethod[_Requests]):
     """L-CODEC: conditionally independent Hessian-based removal on a FOCI-selected parameter subset.
 
     Paper:
@@ -443,19 +451,21 @@ class LCodec(Method):
                 offset += len(idx)
         return step
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: RunContext | None = None) -> nn.Module:
-        ctx = ctx or RunContext.local()
-        self.check_compatible(model, data, ctx)
+    def prepare(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> _Requests:
+        """The forget set in a random order, cut into the removal requests of ``scrub_batch_size`` samples."""
         c = self.config
-        model.to(ctx.device)
         model.eval()
         assert data.retain is not None  # requires.retain, checked before compute
-        forget, retain = as_image_dataset(data.forget), as_image_dataset(data.retain)
+        forget = as_image_dataset(data.forget)
         order = torch.randperm(len(forget), generator=ctx.rng)
         requests = [
             forget.subset(order[i : i + c.scrub_batch_size].numpy()) for i in range(0, len(forget), c.scrub_batch_size)
         ]
-        ctx.emit("setup_end")
+        return _Requests(forget, as_image_dataset(data.retain), order, requests)
+
+    def edit(self, model: nn.Module, data: UnlearnData, prepared: _Requests, ctx: RunContext) -> nn.Module:
+        c = self.config
+        forget, retain, order, requests = prepared
         n = len(retain) + len(forget)
         if c.add_noise:
             _warn_if_noise_dominates(model, c, n)

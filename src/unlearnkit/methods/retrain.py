@@ -10,7 +10,8 @@ from torch import nn
 from ..training import Recipe, train
 from . import register
 from ._common import reinitialize_
-from .base import Method, MethodConfig, RunContext, UnlearnData
+from .base import MethodConfig, RunContext, UnlearnData
+from .one_shot import OneShotMethod
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,7 +42,7 @@ class RetrainConfig(MethodConfig):
 
 
 @register("retrain", aliases=("rt",))
-class Retrain(Method):
+class Retrain(OneShotMethod[None]):
     """Retrain from scratch on the retain set: by definition it never saw the forget set.
 
     Paper: the exact-unlearning baseline of every approximate method (methods.md §1.1).
@@ -61,9 +62,7 @@ class Retrain(Method):
     paper = "exact unlearning baseline"
     smoke_config: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 32}
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: RunContext | None = None) -> nn.Module:
-        ctx = ctx or RunContext.local()
-        self.check_compatible(model, data, ctx)
+    def edit(self, model: nn.Module, data: UnlearnData, prepared: None, ctx: RunContext) -> nn.Module:
         reinitialize_(model, ctx.seed)
         assert data.retain is not None  # requires.retain, checked above
         train(
@@ -77,5 +76,4 @@ class Retrain(Method):
             desc="retrain",
         )
         ctx.log(epochs=self.config.epochs)
-        model.eval()
         return model

@@ -13,7 +13,10 @@ from ..data.datasets import Augment, ImageDataset, to_float
 from ..data.loading import as_image_dataset, iter_batches
 from . import register
 from ._saliency import fisher_diagonal, fisher_diagonal_batches, trainable_parameters
-from .base import Method, MethodConfig, RunContext, UnlearnData
+from .base import MethodConfig, RunContext, UnlearnData
+from .one_shot import OneShotMethod
+
+_Importances = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,7 +97,7 @@ def dampen(
 
 
 @register("ssd", aliases=("selective_synaptic_dampening",))
-class SSD(Method):
+class SSD(OneShotMethod[_Importances]):
     """SSD: dampen the parameters that are much more important for the forget set than for the data.
 
     Paper:
@@ -172,13 +175,12 @@ class SSD(Method):
             return "class_sorted" if data.split_kind == "class" else "shuffled"
         return order
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: RunContext | None = None) -> nn.Module:
-        ctx = ctx or RunContext.local()
-        self.check_compatible(model, data, ctx)
+    def prepare(self, model: nn.Module, data: UnlearnData, ctx: RunContext) -> _Importances:
+        return self.importances(model, data, ctx)
+
+    def edit(self, model: nn.Module, data: UnlearnData, prepared: _Importances, ctx: RunContext) -> nn.Module:
         c = self.config
-        model.to(ctx.device)
-        i_f, i_d = self.importances(model, data, ctx)
-        ctx.emit("setup_end")
+        i_f, i_d = prepared
         counts = dampen(trainable_parameters(model), i_f, i_d, alpha=c.selection_weighting, lam=c.dampening_constant)
         total = sum(t.numel() for t in i_f.values())
         ctx.log(dampened=sum(counts.values()), parameters=total)

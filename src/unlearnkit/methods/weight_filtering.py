@@ -15,7 +15,8 @@ from ..errors import ConfigError, IncompatibleError
 from ..filters import FilterConfig, fold_filters, get_or_train_filters
 from ..models import num_outputs
 from . import register
-from .base import Method, MethodConfig, Requirements, RunContext, UnlearnData
+from .base import MethodConfig, Requirements, RunContext, UnlearnData
+from .one_shot import OneShotMethod
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,7 +42,7 @@ class WeightFilteringConfig(FilterConfig, MethodConfig):
 
 
 @register("weight_filtering", aliases=("wf", "wfnet", "wf_net"))
-class WeightFiltering(Method):
+class WeightFiltering(OneShotMethod[None]):
     """Multi-class unlearning by weight filtering: select class ``c``'s filter and fold it into the weights.
 
     Paper: Poppi, Sarto, Cornia, Baraldi, Cucchiara, "Multi-Class Unlearning for Image Classification via
@@ -89,9 +90,7 @@ class WeightFiltering(Method):
             data = replace(data, split=SimpleNamespace(is_classwise=True, forget_classes=tuple(sorted(classes))))
         super().check_compatible(model, data, ctx)
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: RunContext | None = None) -> nn.Module:
-        ctx = ctx or RunContext.local()
-        self.check_compatible(model, data, ctx)
+    def edit(self, model: nn.Module, data: UnlearnData, prepared: None, ctx: RunContext) -> nn.Module:
         c = self.config
         classes = data.forget_classes or tuple(sorted(_labels(data.forget)))
         k = data.num_classes or num_outputs(model)
