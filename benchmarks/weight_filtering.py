@@ -32,16 +32,10 @@ import numpy as np
 import torch
 
 from unlearnkit._io import write_text_atomic
+from unlearnkit.bench.filter_analysis import class_similarity, evaluate_all_classes, rows_to_markdown, save_filter_maps
 from unlearnkit.data import load_dataset, split_for
 from unlearnkit.device import resolve_device
-from unlearnkit.filters import (
-    class_similarity,
-    evaluate_all_classes,
-    fold_filters,
-    get_or_train_filters,
-    rows_to_markdown,
-    save_filter_maps,
-)
+from unlearnkit.filters import fold_filters, get_or_train_filters
 from unlearnkit.methods import create_method, preset_config
 from unlearnkit.oracle import train_or_load
 

@@ -10,6 +10,13 @@ import torch
 from torch import nn
 
 import unlearnkit
+from unlearnkit.bench.filter_analysis import (
+    class_similarity,
+    deletion_curve,
+    evaluate_all_classes,
+    save_filter_maps,
+    top_units,
+)
 from unlearnkit.cache import model_sha256
 from unlearnkit.data import split_for
 from unlearnkit.errors import ConfigError, IncompatibleError
@@ -17,16 +24,11 @@ from unlearnkit.filters import (
     ClassFilters,
     FilterConfig,
     FilteredModel,
-    class_similarity,
     combine_rows,
-    deletion_curve,
-    evaluate_all_classes,
     filter_cache_key,
     find_sites,
     fold_filters,
     get_or_train_filters,
-    save_filter_maps,
-    top_units,
 )
 from unlearnkit.methods import create_method
 from unlearnkit.methods.base import RunContext, UnlearnData
