@@ -32,7 +32,7 @@ def register_fake_methods() -> None:
     """Register ``fake_any`` (class and random forgetting), ``fake_class_only`` and the runner (idempotent)."""
     from torch import nn
 
-    from .spec import register_runner
+    from .runners import register_runner
 
     register_runner(FAKE_RUNNER, fake_run)
 

@@ -11,7 +11,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .report import Row, Scenario
+    from .scenario import Row, Scenario
 
 PANELS = (
     ("accuracy_forget", "FA (%)"),

@@ -31,7 +31,8 @@ from .._io import sha256_bytes, write_json_atomic, write_text_atomic
 from ..errors import ConfigError, DataNotFoundError, MissingDependencyError
 from ..progress import progress_enabled
 from .records import RECORDS_FILE, append_record, make_readable, read_records, record_key, repair_tail
-from .spec import BenchSpec, Run, RunnerFn, load_spec, plan_runs, resolve_runner
+from .runners import RunnerFn, resolve_runner
+from .spec import BenchSpec, Run, load_spec, plan_runs
 
 if TYPE_CHECKING:
     from ..evaluation import EvaluationCache
