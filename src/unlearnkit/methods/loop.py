@@ -35,9 +35,9 @@ class GradientMethod(Method):
 
     A method describes its schedule as data (``schedule`` yields `Phase`s) and overrides hooks: ``loss``
     (required); optionally ``setup``, ``after_backward``, ``after_step``, ``make_optimizer``, ``lr_at``,
-    ``training_step``, ``on_epoch_end``, ``finalize``, ``teardown``. ``unlearn``, ``batches`` and
-    ``total_steps`` are final (defining them in a subclass raises `TypeError`). ``train_mode`` says whether
-    BatchNorm runs in train mode during updates.
+    ``training_step``, ``on_phase_start``, ``on_epoch_end``, ``finalize``, ``teardown``. ``unlearn``,
+    ``batches`` and ``total_steps`` are final (defining them in a subclass raises `TypeError`). ``train_mode``
+    says whether BatchNorm runs in train mode during updates.
     """
 
     Config: ClassVar[type[MethodConfig]] = GradientConfig
