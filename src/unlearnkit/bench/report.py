@@ -196,4 +196,4 @@ def _spec_name(bench_dir: Path) -> str:
         return ""
 
 
-__all__ = ["aggregate", "build_report", "render_html", "time_table"]
+__all__ = ["aggregate", "build_report", "markdown_tables", "render_html", "time_table"]
