@@ -118,6 +118,11 @@ def check_checkpoint_for(
             f"{name} was trained on {recorded!r}, not {bundle_info.name!r}; pass {dataset_flag} {recorded}"
         )
     cfg = s.get("config") or {}
+    if s["kind"] == "plain" and not cfg:
+        raise CheckpointError(
+            f"{name} holds weights without the model config that names its architecture: save it with "
+            "unlearnkit.models.save_model(model, path) (or train it with `unlearnkit train`) and pass that file"
+        )
     want = _dataset_fields(bundle_info)
     wrong = [f"{k}={cfg.get(k)!r} (the dataset has {v!r})" for k, v in want.items() if k in cfg and cfg[k] != v]
     if wrong:

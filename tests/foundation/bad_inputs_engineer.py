@@ -69,6 +69,8 @@ def build_engineer_workspace(ws: Path) -> dict[str, Path]:
     f["ck_fashion"] = save_model(fashion, ws / "fashion.safetensors", extra={DATASET_KEY: "fashion_mnist"})
     f["ck_digits"] = save_model(digits(), ws / "digits.safetensors")
     f["ck_sisa"] = f["md_sisa"] / "model.safetensors"
+    f["ck_pt"] = ws / "state.pt"
+    torch.save(create_model("vit_tiny", 10, 1, 8).state_dict(), f["ck_pt"])
     f["ck_text"] = ws / "text.safetensors"
     f["ck_text"].write_text("hello")
     f["key_inside"] = f["md"] / "key.txt"
@@ -244,6 +246,7 @@ def engineer_cases(f: dict[str, Path], out: Path, Case: Any) -> list[Any]:
         # unlearn (another dataset's or architecture's checkpoint; SISA + gradient method)
         C("unlearn a Fashion-MNIST model as digits", ["unlearn", str(f["ck_fashion"]), *U[2:], "--out", o], "fashion"),
         C("unlearn a text file", ["unlearn", str(f["ck_text"]), *U[2:], "--out", o], "corrupt"),
+        C("unlearn a bare .pt state dict", ["unlearn", str(f["ck_pt"]), *U[2:], "--out", o], "model config"),
         C("unlearn a folder", ["unlearn", str(f["md"]), *U[2:], "--out", o], "folder"),
         C("unlearn gradient method on SISA", ["unlearn", str(f["ck_sisa"]), *U[2:], "--out", o], "--method sisa"),
         C("unlearn --out a model directory", [*U, "--out", md], "registered model directory"),
