@@ -252,6 +252,7 @@ def engineer_cases(f: dict[str, Path], out: Path, Case: Any) -> list[Any]:
         C("unlearn --out a model directory", [*U, "--out", md], "registered model directory"),
         C("unlearn JSON floats", [*U[:5], f"indices:{f['floats.json']}", *U[6:], "--out", o], "integers"),
         C("unlearn unknown method", [*U[:7], "nosuch", "--out", o], "nosuch"),
+        C("unlearn negative seed", [*U, "--seed", "-1", "--out", o], "2^63"),
         C("unlearn bad device", [*U, "--device", "tpu", "--out", o], "device"),
         # train (data loss: overwriting a registered model; SISA stages with 0 epochs)
         C("train --out a model directory", [*T, "--out", md], "registered model directory"),
