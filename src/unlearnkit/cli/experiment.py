@@ -112,20 +112,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from ..data import parse_forget_spec
     from ..evaluation import write_record
     from ..evaluation.checkpoints import check_checkpoint_roles, evaluate_checkpoints
     from ..evaluation.levels import resolve_audits
 
     resolve_audits(args.audits)  # an unknown audit name fails before any checkpoint is read
+    forget = parse_forget_spec(args.forget)  # parsed once (an indices file read once) for both steps
     check_checkpoint_roles(
-        args.model, args.retrained, args.original, dataset=args.dataset, forget=args.forget, seed=args.seed,
+        args.model, args.retrained, args.original, dataset=args.dataset, forget=forget, seed=args.seed,
         data_dir=args.data_dir,
     )  # fmt: skip
     record = evaluate_checkpoints(
         args.model,
         args.retrained,
         dataset=args.dataset,
-        forget=args.forget,
+        forget=forget,
         seed=args.seed,
         original=args.original,
         metrics=args.metrics,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import read_json
+from ..data.splits import ForgetSpec
 from ..errors import CheckpointError, IncompatibleError
 
 __all__ = ["check_checkpoint_roles", "checkpoint_split_sha256", "evaluate_checkpoints"]
@@ -61,7 +62,7 @@ def evaluate_checkpoints(
     retrained: str | Path,
     *,
     dataset: str,
-    forget: str,
+    forget: str | ForgetSpec,
     seed: int = 0,
     original: str | Path | None = None,
     metrics: str | Sequence[str] | None = None,
@@ -89,7 +90,7 @@ def evaluate_checkpoints(
     if want is not None and want != split.sha256:
         raise IncompatibleError(
             f"the retrained checkpoint {retrained} was trained for split {want[:12]}…, "
-            f"but forget spec {forget} with seed {seed} gives split {split.sha256[:12]}…; "
+            f"but forget spec {_text(forget)} with seed {seed} gives split {split.sha256[:12]}…; "
             "pass the forget spec and seed it was trained with, or retrain on this split"
         )
     expect = {"num_classes": bundle.info.num_classes}
@@ -118,7 +119,7 @@ def check_checkpoint_roles(
     original: str | Path | None = None,
     *,
     dataset: str,
-    forget: str,
+    forget: str | ForgetSpec,
     seed: int,
     data_dir: str | None = None,
 ) -> None:
@@ -154,6 +155,11 @@ def check_checkpoint_roles(
         if want and want != split.sha256:
             raise IncompatibleError(
                 f"{flag} {paths[flag]} was made for split {want[:12]}… (stored in the "
-                f"checkpoint), but --forget {forget} --seed {seed} gives split "
+                f"checkpoint), but --forget {_text(forget)} --seed {seed} gives split "
                 f"{split.sha256[:12]}…; pass the forget spec and seed it was made with"
             )
+
+
+def _text(forget: str | ForgetSpec) -> str:
+    """The forget spec as the user wrote it."""
+    return (forget.source or str(forget)) if isinstance(forget, ForgetSpec) else forget
