@@ -1,5 +1,5 @@
 """The job layer's request value: a forget spec is parsed once from the CLI to the record, an ``indices:FILE`` is
-read once, and a deletion request's spec or index list is parsed once from ``request add`` through ``apply``."""
+read once, the method's presets are resolved once, and a deletion request's spec or index list is parsed once from ``request add`` through ``apply``."""
 
 from __future__ import annotations
 
@@ -39,14 +39,25 @@ def parses(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     return calls
 
 
-def test_run_parses_the_spec_once_and_reads_its_file_once(tmp_path: Path, parses: Counter[str], capsys) -> None:
+def test_run_parses_the_spec_once_and_reads_its_file_once(
+    tmp_path: Path, parses: Counter[str], capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import unlearnkit.methods as methods
+
+    real_preset = methods.preset_config
+
+    def preset(*args, **kwargs):  # type: ignore[no-untyped-def]
+        parses["preset resolution"] += 1
+        return real_preset(*args, **kwargs)
+
+    monkeypatch.setattr(methods, "preset_config", preset)  # create_method reads it from the module too
     forget = tmp_path / "forget.json"
     forget.write_text(json.dumps(list(range(0, 40, 2))))
     out = tmp_path / "r"
     argv = ["run", "--dataset", "synthetic", "--model", "small_cnn", "--device", "cpu", "--forget", f"indices:{forget}"]
     argv += ["--method", "ft", "--set", "epochs=1", "--no-noise-floor", "--audits", "none", "--out", str(out)]
     assert main(argv) == 0, capsys.readouterr().err
-    assert parses == Counter({f"parse indices:{forget}": 1, "read forget.json": 1})
+    assert parses == Counter({f"parse indices:{forget}": 1, "read forget.json": 1, "preset resolution": 1})
     assert json.loads((out / "split.json").read_text())["forget"] == list(range(0, 40, 2))
 
 
