@@ -1,5 +1,6 @@
 """The job layer's request value: a forget spec is parsed once from the CLI to the record, an ``indices:FILE`` is
-read once, the method's presets are resolved once, and a deletion request's spec or index list is parsed once from ``request add`` through ``apply``."""
+read once, the method's presets are resolved once, and a deletion request's spec or index list is parsed once
+from ``request add`` through ``apply``."""
 
 from __future__ import annotations
 
