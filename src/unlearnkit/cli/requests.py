@@ -1,7 +1,7 @@
 """The CLI verbs for deletion requests: ``unlearnkit request init|add|list|apply|verify`` and ``unlearnkit unlearn``.
 
 Part of the CLI layer (`unlearnkit.cli` registers them): argparse definitions and handlers only, the work is done
-by `unlearnkit.ledger` and `unlearnkit.runner`.
+by `unlearnkit.ledger` and the ``unlearn`` job (`unlearnkit.jobs.unlearn`).
 """
 
 from __future__ import annotations
@@ -12,16 +12,7 @@ import sys
 from typing import Any
 
 from ..errors import ConfigError
-
-
-def _kv(items: list[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
+from ._common import kv
 
 
 def _indices(text: str) -> list[int]:
@@ -166,7 +157,7 @@ def cmd_request(args: argparse.Namespace) -> int:
     if args.action == "apply":
         res = d.apply(
             args.method,
-            config=_kv(args.set),
+            config=kv(args.set),
             device=args.device,
             seed=args.seed,
             data_dir=args.data_dir,
@@ -208,7 +199,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         args.dataset,
         args.forget,
         args.method,
-        config=_kv(args.set),
+        config=kv(args.set),
         seed=args.seed,
         device=args.device,
         data_dir=args.data_dir,
