@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -36,6 +37,7 @@ class SSDConfig(MethodConfig):
     importance_set: Literal["full", "retain"] = "full"
     augment: bool = False
     batch_order: Literal["auto", "class_sorted", "shuffled"] = "auto"
+    threshold: Literal["fixed", "auto"] = "fixed"
 
     def validate(self) -> None:
         super().validate()
@@ -52,6 +54,7 @@ class SSDConfig(MethodConfig):
             self.batch_order in ("auto", "class_sorted", "shuffled"),
             f"batch_order must be 'auto', 'class_sorted' or 'shuffled', got {self.batch_order!r}",
         )
+        self.check(self.threshold in ("fixed", "auto"), f"threshold must be 'fixed' or 'auto', got {self.threshold!r}")
 
 
 def class_sorted_batches(
@@ -66,6 +69,33 @@ def class_sorted_batches(
     for label in torch.unique(ds.targets).tolist():
         idx = torch.nonzero(ds.targets == label).flatten()
         yield from iter_batches(ds.subset(idx.numpy()), batch_size, augment=augment, generator=generator, device=device)
+
+
+def assd_percentile(forget_size: int, data_size: int) -> float:
+    """ASSD's selection percentile ``100 − ln(1 + 100·|D_f|/|D|)`` (Schoepf, Foster & Brintrup 2024)."""
+    if data_size <= 0 or forget_size < 0:
+        raise ValueError(f"need |D| > 0 and |D_f| ≥ 0, got {data_size} and {forget_size}")
+    return 100.0 - math.log1p(100.0 * forget_size / data_size)
+
+
+@torch.no_grad()
+def assd_alpha(
+    importance_forget: Mapping[str, torch.Tensor], importance_data: Mapping[str, torch.Tensor], percentile: float
+) -> float:
+    """The selection weight α of ASSD: the ``percentile`` of the ratios ``I_f / I_D`` over every parameter entry.
+
+    An entry with ``I_D = 0`` has ratio +inf when ``I_f > 0`` and 0 when both are 0. The percentile is the
+    ``ceil(percentile/100 · N)``-th smallest ratio (nearest rank), so SSD's strict rule ``I_f > α · I_D`` then
+    selects at most the ``100 − percentile`` % of entries with the largest ratios.
+    """
+    ratios = []
+    for name, i_f in importance_forget.items():
+        f, d = i_f.detach().double().flatten().cpu(), importance_data[name].detach().double().flatten().cpu()
+        r = torch.where(d > 0, f / torch.where(d > 0, d, torch.ones_like(d)), torch.where(f > 0, math.inf, 0.0))
+        ratios.append(r)
+    flat = torch.cat(ratios)
+    k = min(max(math.ceil(percentile / 100.0 * flat.numel()), 1), flat.numel())
+    return float(flat.kthvalue(k).values)
 
 
 @torch.no_grad()
@@ -117,6 +147,10 @@ class SSD(OneShotMethod[_Importances]):
         augment: use the dataset's training augmentation in the importance passes.
         batch_order: ``auto`` (class-sorted single-class batches for class-wise forgetting, as the official
             code; shuffled for random forgetting), ``class_sorted`` or ``shuffled``.
+        threshold: ``fixed`` uses ``selection_weighting`` as α; ``auto`` is ASSD (Schoepf, Foster & Brintrup,
+            "Parameter-tuning-free data entry error unlearning with adaptive selective synaptic dampening", 2024):
+            α is the ``100 − ln(1 + 100·|D_f|/|D|)`` percentile of ``I_f / I_D`` over all parameter entries
+            (|D| = retain + forget), λ stays ``dampening_constant``; ``selection_weighting`` is then unused.
 
     Requires:
         a retain set and forget labels; random or class-wise forgetting.
@@ -181,11 +215,15 @@ class SSD(OneShotMethod[_Importances]):
     def edit(self, model: nn.Module, data: UnlearnData, prepared: _Importances, ctx: RunContext) -> nn.Module:
         c = self.config
         i_f, i_d = prepared
-        counts = dampen(trainable_parameters(model), i_f, i_d, alpha=c.selection_weighting, lam=c.dampening_constant)
+        alpha = c.selection_weighting
+        if c.threshold == "auto":
+            n_f = len(data.forget)  # type: ignore[arg-type]
+            alpha = assd_alpha(i_f, i_d, assd_percentile(n_f, n_f + len(data.retain)))  # type: ignore[arg-type]
+        counts = dampen(trainable_parameters(model), i_f, i_d, alpha=alpha, lam=c.dampening_constant)
         total = sum(t.numel() for t in i_f.values())
-        ctx.log(dampened=sum(counts.values()), parameters=total)
+        ctx.log(dampened=sum(counts.values()), parameters=total, selection_weighting=alpha)
         model.eval()
         return model
 
 
-__all__ = ["SSD", "SSDConfig", "class_sorted_batches", "dampen"]
+__all__ = ["SSD", "SSDConfig", "assd_alpha", "assd_percentile", "class_sorted_batches", "dampen"]
