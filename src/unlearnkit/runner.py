@@ -30,6 +30,10 @@ class RunResult:
     steps: int
     history: list[dict[str, float]] = field(default_factory=list)
     stop_reason: str | None = None  # why an in-run rule stopped the method early (None: it ran its schedule)
+    #: ``complete`` | ``partial`` | ``no_op`` | ``wrecked``, measured against the input (`unlearnkit.outcome`)
+    outcome: str = "complete"
+    outcome_detail: str = ""
+    report: dict[str, Any] = field(default_factory=dict)  # what the method stated (ctx.report) + the outcome numbers
 
     @property
     def seconds(self) -> float:
@@ -57,7 +61,9 @@ def run_method(
     global CPU and CUDA generators are forked (restored afterwards) and seeded with it too, for code that
     draws from them (e.g. ``reset_parameters``). ``original`` (default: ``model``) becomes the frozen teacher
     ``ctx.original`` for methods that declare ``requires.original_model``. The device is synchronised only
-    at the start, at the end of ``setup`` (``ctx.emit("setup_end")``) and at the end.
+    at the start, at the end of ``setup`` (``ctx.emit("setup_end")``) and at the end. After the timed part,
+    the result's ``outcome`` (``complete`` / ``partial`` / ``no_op`` / ``wrecked``, `unlearnkit.outcome`) is
+    measured against the input weights, so a run that did nothing or wrecked the model says so.
 
     Example:
         >>> from unlearnkit.methods import create_method
@@ -81,6 +87,12 @@ def run_method(
         num_workers=num_workers,
     )
     work = copy.deepcopy(model) if copy_model else model
+    # the input's weights for the outcome check: the untouched input itself, or a CPU copy when run in place
+    before = (
+        model.state_dict()
+        if copy_model
+        else {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    )
     devices: list[Any] = [dev] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -90,6 +102,7 @@ def run_method(
         ctx.synchronize()
         t1 = time.perf_counter()
     t_setup = min(max(ctx.events.get("setup_end", t0) - t0, 0.0), t1 - t0)
+    outcome = _outcome(method, before, out, data, ctx)
     return RunResult(
         out,
         setup_seconds=t_setup,
@@ -97,7 +110,26 @@ def run_method(
         steps=ctx.steps,
         history=ctx.history,
         stop_reason=ctx.stop_reason,
+        outcome=outcome.kind,
+        outcome_detail=outcome.detail,
+        report={**ctx.report, "outcome": outcome.as_dict()},
     )
+
+
+def _outcome(
+    method: Method, before: dict[str, torch.Tensor], out: nn.Module, data: UnlearnData, ctx: RunContext
+) -> Any:
+    """`unlearnkit.outcome.assess` on the retain set (held-out images of the kept classes for a method that must
+    not read the retain set); after the timed part of the run."""
+    from .methods.base import retain_accuracy_sample
+    from .methods.loop import kept_classes
+    from .outcome import assess
+
+    probe = data.retain if method.requires.retain else kept_classes(data.test, data.forget_classes)
+    was = out.training
+    result = assess(before, out, probe, ctx.report, lambda m, ds: retain_accuracy_sample(m, ds, ctx))
+    out.train(was)
+    return result
 
 
 def unlearn(

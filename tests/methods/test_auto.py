@@ -86,7 +86,8 @@ def test_a_collapsed_model_is_never_on_target() -> None:
     t = _targets("class")
     assert on_target(_m(1, 0.5, 98.5), t)
     assert not on_target(_m(1, 0.0, 10.0), t)  # forget at 0 because everything is wrong
-    assert distance(_m(1, 0.0, 10.0), t) > distance(_m(1, 5.0, 99.0), t)
+    assert distance(_m(1, 0.0, 10.0), t) == math.inf  # never chosen as a snapshot
+    assert distance(_m(1, 0.0, 95.0), t) == pytest.approx(8.0)  # a retain point costs two forget points
 
 
 def test_random_targets_follow_the_held_out_accuracy() -> None:
@@ -185,16 +186,16 @@ def test_auto_forgets_a_tiny_class_and_reports_its_targets(base: str, weighting:
     assert final["target_retain_acc"] > 90.0
 
 
-def test_auto_returns_the_input_when_nothing_comes_closer() -> None:
+def test_auto_returns_the_input_and_says_no_op_when_every_state_is_a_wreck() -> None:
     d = tiny_data("class:1")
     model = tiny_model(trained=True)
-    # a step length far too large: every state after the first step is worse than the start
-    res = run_method(create_method("auto", lr=50.0, max_steps=10, check_every=5), model, d, device="cpu")
-    if res.history[-1]["chosen_step"] == 0:
-        same = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), res.model.state_dict().values()))
-        assert same and "returned the input" in (res.stop_reason or "")
-    else:  # the big step happened to land closer: then the report names that snapshot
-        assert "snapshot of step" in (res.stop_reason or "")
+    # a step length far too large: after 5 steps retain accuracy has collapsed (33 %), although the class is gone
+    res = run_method(create_method("auto", lr=5.0, max_steps=10, check_every=5), model, d, device="cpu")
+    assert res.report["chosen_step"] == 0 and res.report["stop"] == "retain_collapse"
+    assert all(
+        torch.equal(a, b) for a, b in zip(model.state_dict().values(), res.model.state_dict().values(), strict=True)
+    )
+    assert res.outcome == "no_op" and "returned the input" in (res.stop_reason or "")
 
 
 # --- digits behaviour (slow) ---------------------------------------------------------------------------------

@@ -162,7 +162,9 @@ def test_the_runner_seeds_forks_the_global_rng_and_times_setup_and_update() -> N
     )
 
 
-def test_only_a_rollback_run_keeps_a_copy_and_it_lives_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_a_rollback_run_or_the_retain_guard_keeps_a_copy_and_it_lives_on_the_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     copies: list[str] = []
     real = torch.Tensor.to
 
@@ -173,9 +175,13 @@ def test_only_a_rollback_run_keeps_a_copy_and_it_lives_on_the_cpu(monkeypatch: p
 
     monkeypatch.setattr(torch.Tensor, "to", spy)
     data = tiny_data()
+    run_method(create_method("ft", epochs=1, batch_size=32, max_retain_drop=100), tiny_model(), data, device="cpu")
+    assert copies == []  # guard off (100 points), no rollback: no copy at all
     run_method(create_method("ft", epochs=1, batch_size=32), tiny_model(), data, device="cpu")
-    assert copies == []
-    run_method(create_method("ft", epochs=1, batch_size=32, on_divergence="rollback"), tiny_model(), data, device="cpu")
+    assert copies  # the retain guard, on by default, keeps the last good check on the CPU
+    copies.clear()
+    ft = create_method("ft", epochs=1, batch_size=32, on_divergence="rollback", max_retain_drop=100)
+    run_method(ft, tiny_model(), data, device="cpu")
     assert copies  # one CPU copy per tensor of the state dict
 
 

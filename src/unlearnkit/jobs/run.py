@@ -117,6 +117,8 @@ def _run(
     )
     record.setdefault("method", {})["preset"] = task.method.preset_source
     record["method"]["stop_reason"] = result.stop_reason
+    record["method"]["outcome"] = result.outcome  # complete | partial | no_op | wrecked (unlearnkit.outcome)
+    record["method"]["report"] = result.report
     record["model"]["kwargs"] = kw
     record["model"]["original_recipe"] = original_meta.get("recipe")
     record["method"]["original_weight_decay"] = data.original_weight_decay  # what weight_decay=None resolves to

@@ -46,6 +46,9 @@ def unlearn_task(task: Task, *, audit: bool = True, checkpoint: Any = None) -> U
         if audit
         else {}
     )
+    # no silent no-op or wreck: the measured outcome and the method's own statements travel with the audit
+    report["run"] = {"outcome": res.outcome, "detail": res.outcome_detail, "stop_reason": res.stop_reason,
+                     "report": res.report}  # fmt: skip
     return UnlearnResult(unlearned, checkpoint, method.name, report, res.seconds)
 
 

@@ -188,15 +188,24 @@ def forget_goal(m: Measure, t: Targets) -> float:
     return t.forget_acc if t.forget_acc is not None else m.holdout_acc
 
 
-def distance(m: Measure, t: Targets) -> float:
-    """How far a check is from the targets, in accuracy points: |FA − FA*| + retain shortfall + ½·|AUC − ½|·100.
+#: Weight of a retain point lost, against a forget point off target, in the distance.
+RETAIN_WEIGHT = 2.0
+#: A state more than this many retain points under its target is never chosen (`unlearnkit.outcome`'s wreck margin).
+INADMISSIBLE_DROP = 10.0
 
-    Retain accuracy above its target costs nothing; below it, every point counts as much as a forget point,
-    so a collapsed model is never close to the targets.
+
+def distance(m: Measure, t: Targets) -> float:
+    """How far a check is from the targets, in accuracy points: |FA − FA*| + 2·retain shortfall + ½·|AUC − ½|·100.
+
+    Retain accuracy above its target costs nothing; below it, every point counts twice, and a state more than
+    `INADMISSIBLE_DROP` points under it is infinitely far: a wrecked model is never returned, even when it
+    forgot everything (the input, which has distance < inf, is preferred).
     """
+    if not m.retain_acc >= t.retain_acc - INADMISSIBLE_DROP:
+        return math.inf
     return (
         abs(m.forget_acc - forget_goal(m, t))
-        + max(0.0, t.retain_acc - m.retain_acc)
+        + RETAIN_WEIGHT * max(0.0, t.retain_acc - m.retain_acc)
         + MIA_WEIGHT * 100.0 * abs(m.mia_auc - t.mia_auc)
     )
 

@@ -114,11 +114,13 @@ class AutoConfig(MethodConfig):
             f"retain term), got {self.base!r}",
         )
         self.check(self.weighting in ("munba", "mcu"), f"weighting must be 'munba' or 'mcu', got {self.weighting!r}")
-        self.check(self.lr is None or (self.lr > 0 and math.isfinite(self.lr)), f"lr must be > 0 or None, got {self.lr}")
+        lr_ok = self.lr is None or (self.lr > 0 and math.isfinite(self.lr))
+        self.check(lr_ok, f"lr must be > 0 or None, got {self.lr}")
         self.check(0.0 <= self.momentum < 1.0, f"momentum must be in [0, 1), got {self.momentum}")
         self.check(self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}")
         self.check(self.max_steps is None or self.max_steps >= 1, f"max_steps must be ≥ 1, got {self.max_steps}")
-        self.check(self.check_every is None or self.check_every >= 1, f"check_every must be ≥ 1, got {self.check_every}")
+        every_ok = self.check_every is None or self.check_every >= 1
+        self.check(every_ok, f"check_every must be ≥ 1, got {self.check_every}")
         self.check(self.sample_size >= 16, f"sample_size must be ≥ 16, got {self.sample_size}")
         self.check(self.tolerance >= 0 and self.retain_tolerance >= 0, "tolerance and retain_tolerance must be ≥ 0")
         self.check(self.patience >= 1, f"patience must be ≥ 1, got {self.patience}")
@@ -333,13 +335,15 @@ class Auto(Method):
             loss_r = r_obj(model, *rb)
         ctx.check_finite(loss_r, "retain loss")
         g_r = torch.autograd.grad(loss_r, params)
-        w_r, w_f, g_f, logs = 1.0, 0.0, None, {"retain_loss": loss_r.detach()}
+        w_r, w_f = 1.0, 0.0
+        g_f: tuple[torch.Tensor, ...] | None = None
+        logs: dict[str, float | torch.Tensor] = {"retain_loss": loss_r.detach()}
         if f_obj is not None:
             with ctx.autocast():
                 loss_f = f_obj(model, *fb)
             ctx.check_finite(loss_f, "forget loss")
-            g_f = torch.autograd.grad(loss_f, params, allow_unused=True)
-            g_f = tuple(torch.zeros_like(p) if g is None else g for g, p in zip(g_f, params, strict=True))
+            raw: tuple[Any, ...] = torch.autograd.grad(loss_f, params, allow_unused=True)  # None: unused
+            g_f = tuple(torch.zeros_like(p) if g is None else g for g, p in zip(raw, params, strict=True))
             g_rr = float(sum((a * a).sum() for a in g_r))
             g_ff = float(sum((b * b).sum() for b in g_f))
             g_rf = float(sum((a * b).sum() for a, b in zip(g_r, g_f, strict=True)))
@@ -435,7 +439,8 @@ class Auto(Method):
             on_target=float(why == "targets"),
             lr=lr,
         )
-        ctx.auto_report = {  # type: ignore[attr-defined]
+        ctx.report.update({
+            "reached_target": why == "targets",
             "targets": targets.as_dict(),
             "stop": why,
             "stopped_step": step,
@@ -443,7 +448,7 @@ class Auto(Method):
             "chosen": chosen.as_dict(),
             "lr": lr,
             "lr_source": lr_source,
-        }
+        })  # fmt: skip
 
 
 @torch.no_grad()

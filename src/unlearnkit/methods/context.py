@@ -65,6 +65,10 @@ class RunContext:
         self.epoch = 0
         self.events: dict[str, float] = {}
         self.stop_reason: str | None = None
+        #: Structured facts a method states about its run (e.g. ``reached_target``, the targets `auto` used);
+        #: the runner copies them to ``RunResult.report`` and the record. ``reached_target`` False = stopped
+        #: before its goal (the run's outcome is then ``partial``).
+        self.report: dict[str, Any] = {}
         self._history: list[dict[str, float]] = []
         self._pending: list[dict[str, Any]] = []
         self._bad: list[tuple[torch.Tensor, str]] = []

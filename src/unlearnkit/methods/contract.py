@@ -269,8 +269,10 @@ class GradientConfig(MethodConfig):
             run counts as collapsed; None disables the check.
         max_retain_drop: watch retain accuracy (the same sample; the test set for methods that must not read the
             retain set) during the run: when it falls more than this many points below its value at the start,
-            the loop stops and the weights go back to the last check that was within the limit. None: 5 points
-            for ascent-type methods, off for the others; 0 < value ≤ 100.
+            the loop stops and the weights go back to the last check that was within the limit (the run's outcome
+            is then ``partial``, or ``no_op`` when that is the start). For a class request the test set leaves out
+            the forgotten classes. None: 5 points for ascent-type methods, 10 for the others; 0 < value ≤ 100
+            (100 turns it off).
         stop_at_target: stop as soon as forget accuracy (a sample of up to 1,024 forget images) reaches what a
             model that never saw the forget set would score: 0 for a forgotten class, the model's own accuracy
             on held-out test data for random samples (needs ``data.test``), plus ``target_tolerance`` points. It

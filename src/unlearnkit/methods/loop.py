@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..data.datasets import ImageDataset
 from ..data.loading import cycle_batches, sample_batch, stream_batches
 from ..errors import DivergenceError, IncompatibleError
 from ..progress import progress_bar
@@ -286,9 +287,11 @@ class GradientMethod(Method):
         """The in-run stopping rules of the config (retain-drop guard, forget-accuracy target), or None."""
         c = self.config
         drop = c.max_retain_drop
-        if drop is None and self.guard_divergence:
-            drop = DEFAULT_MAX_RETAIN_DROP
-        probe = data.retain if self.requires.retain else data.test
+        if drop is None:  # on for every gradient method; tighter for ascent-type ones
+            drop = DEFAULT_MAX_RETAIN_DROP if self.guard_divergence else DEFAULT_MAX_RETAIN_DROP_DESCENT
+        elif drop >= 100:  # 100 points can never be lost: the guard is off (and keeps no copy)
+            drop = None
+        probe = data.retain if self.requires.retain else kept_classes(data.test, data.forget_classes)
         if probe is None or len(probe) == 0:  # type: ignore[arg-type]
             drop = None
         target: Literal["zero", "test"] | None = None
@@ -353,6 +356,18 @@ def resolve_weight_decay(configured: float | None, original: float | None) -> fl
 
 #: Retain-accuracy drop (points) at which ascent-type methods stop and go back to their last good check.
 DEFAULT_MAX_RETAIN_DROP = 5.0
+#: The same guard for every other gradient method (issue 24 item 7: no silent wreck), as wide as the margin at
+#: which `unlearnkit.outcome` calls a run wrecked.
+DEFAULT_MAX_RETAIN_DROP_DESCENT = 10.0
+
+
+def kept_classes(test: Dataset | None, forget_classes: tuple[int, ...]) -> Dataset | None:
+    """``test`` without the images of ``forget_classes`` (an in-memory `ImageDataset`; other Datasets as given):
+    held-out accuracy that forgetting a class must not lower."""
+    if test is None or not forget_classes or not isinstance(test, ImageDataset):
+        return test
+    keep = ~torch.isin(test.targets, torch.tensor(forget_classes, dtype=test.targets.dtype))
+    return test.subset(torch.nonzero(keep).flatten().numpy())
 
 
 @dataclass
@@ -374,32 +389,41 @@ class _Watch:
             self.good = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
     def start(self, model: nn.Module, ctx: RunContext) -> None:
-        if self.probe is not None and self.drop is not None:
+        if self.probe is not None:
             self.start_acc = retain_accuracy_sample(model, self.probe, ctx)
         self._keep(model)
 
     def check(self, model: nn.Module, ctx: RunContext) -> bool:
-        """True when the run must stop here (``ctx.stop_reason`` says why; weights restored on a retain drop)."""
-        if self.drop is not None and self.probe is not None:
+        """True when the run must stop here (``ctx.stop_reason`` says why; weights restored on a retain drop).
+
+        The forget target counts as reached only while retain accuracy is within ``min(drop, 10)`` points of its
+        start (10 with the guard off): a collapsed model is never on target.
+        """
+        acc = math.nan
+        if self.probe is not None:
             acc = retain_accuracy_sample(model, self.probe, ctx)
-            if not acc >= self.start_acc - self.drop:
-                if self.good is not None:
-                    model.load_state_dict(self.good)
-                ctx.stop_reason = (
-                    f"retain accuracy fell from {self.start_acc:.1f}% to {acc:.1f}% (more than "
-                    f"{self.drop:g} points) at step {ctx.steps}; restored the last check within it"
-                )
-                warnings.warn(
-                    f"Stopped early: {ctx.stop_reason}. Lower lr or epochs, or raise max_retain_drop "
-                    "(100 turns the guard off).",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                return True
+        if self.drop is not None and self.probe is not None and not acc >= self.start_acc - self.drop:
+            if self.good is not None:
+                model.load_state_dict(self.good)
+            ctx.report["reached_target"] = False
+            ctx.stop_reason = (
+                f"retain accuracy fell from {self.start_acc:.1f}% to {acc:.1f}% (more than "
+                f"{self.drop:g} points) at step {ctx.steps}; restored the last check within it"
+            )
+            warnings.warn(
+                f"Stopped early: {ctx.stop_reason}. Lower lr or epochs, or raise max_retain_drop "
+                "(100 turns the guard off).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return True
         if self.target is not None:
             forget_acc = retain_accuracy_sample(model, self.forget, ctx)
             goal = 0.0 if self.target == "zero" else retain_accuracy_sample(model, self.test, ctx)  # type: ignore[arg-type]
-            if forget_acc <= goal + self.tolerance:
+            margin = min(self.drop if self.drop is not None else math.inf, DEFAULT_MAX_RETAIN_DROP_DESCENT)
+            retain_ok = math.isnan(acc) or acc >= self.start_acc - margin
+            if forget_acc <= goal + self.tolerance and retain_ok:
+                ctx.report["reached_target"] = True
                 ctx.stop_reason = (
                     f"forget accuracy {forget_acc:.1f}% reached its target {goal:.1f}% "
                     f"(+{self.tolerance:g}) at step {ctx.steps}"
