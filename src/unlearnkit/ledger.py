@@ -429,9 +429,7 @@ class ModelDirectory:
         device = str(resolve_device(device))  # a bad device, seed, method or option fails here, before any compute
         check_seed(seed, "--seed")
         kind = checkpoint_kind(self.model_path) if self.model_path.is_file() else None
-        method = method or ("sisa" if kind == "sisa" else None)
-        if method is None:
-            raise ConfigError("this model is not a SISA model: pass the method to apply (e.g. --method ft)")
+        method = method or ("sisa" if kind == "sisa" else "auto")
         choice = build_method(method, config)  # unknown names and options fail even when nothing is pending
         if kind is not None:
             check_method_for_kind(kind, choice.method.name, config, self.model_path.name)

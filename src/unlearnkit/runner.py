@@ -136,7 +136,7 @@ def unlearn(
     model: nn.Module,
     forget: Dataset,
     retain: Dataset | None = None,
-    method: str | Method = "ft",
+    method: str | Method = "auto",
     *,
     test: Dataset | None = None,
     original: nn.Module | None = None,
@@ -148,7 +148,9 @@ def unlearn(
 ) -> nn.Module:
     """Unlearn ``forget`` from a copy of ``model``; the input model is never modified.
 
-    ``method`` is a registered name (``config`` overrides its options) or a built `Method`.
+    ``method`` is a registered name (``config`` overrides its options) or a built `Method`. The default, ``auto``,
+    needs no tuning and no retrained model, but needs held-out data the model never trained on (``test=…``):
+    its targets come from it (see `unlearnkit.methods.auto.Auto`).
 
     Example:
         >>> import unlearnkit, torch

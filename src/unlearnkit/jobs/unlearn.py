@@ -115,6 +115,7 @@ def unlearn_batch(
     split = task.split
     res = unlearn_task(task, audit=audit, checkpoint=model)
     record: dict[str, Any] = {"seconds": res.seconds, "forget": len(split.forget), "retain": len(split.retain)}
+    record["run"] = res.audit.get("run")  # the measured outcome (complete | partial | no_op | wrecked), always
     report = getattr(res.model, "last_deletion", None)
     if report is not None:
         record["cost"] = report.to_dict()
