@@ -55,9 +55,10 @@ class Outcome:
 
 @torch.no_grad()
 def relative_change(before: dict[str, torch.Tensor], after: nn.Module) -> float:
-    """‖θ_out − θ_in‖ / ‖θ_in‖ over the floating-point entries of the state dict (buffers included)."""
+    """‖θ_out − θ_in‖ / ‖θ_in‖ over the parameters (buffers such as BatchNorm statistics, which a forward pass in
+    train mode moves, do not count)."""
     num, den = 0.0, 0.0
-    for k, v in after.state_dict().items():
+    for k, v in after.named_parameters():
         if not v.is_floating_point() or k not in before:
             continue
         a, b = before[k].double().cpu(), v.detach().double().cpu()
