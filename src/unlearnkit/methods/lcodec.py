@@ -503,7 +503,7 @@ def _warn_if_noise_dominates(model: nn.Module, c: LCodecConfig, n: int) -> None:
             f"RMS {rms:.3g} of the weights it is added to, so it will overwrite the selected units; σ ∝ 1/(n²·ε): "
             "raise epsilon for a small training set (the digits preset does) or set add_noise=false.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of unlearn (through edit and OneShotMethod.unlearn)
         )
 
 
