@@ -9,8 +9,15 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from ..data.datasets import Augment
+from ..data.datasets import Augment, to_float
 from ..data.loading import as_image_dataset, iter_batches
+
+
+def concat_images(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Stack two image tensors; uint8 and float images meet as floats in [0, 1] (never a cast to uint8)."""
+    if a.dtype == b.dtype:
+        return torch.cat([a, b])
+    return torch.cat([to_float(a), to_float(b)])
 
 
 def trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:

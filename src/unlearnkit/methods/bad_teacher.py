@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from ..data.datasets import ImageDataset
 from ..data.loading import as_image_dataset
 from . import register
-from ._common import reinitialize_
+from ._common import concat_images, reinitialize_
 from .base import (
     Batch,
     GradientConfig,
@@ -26,7 +26,6 @@ from .base import (
     UnlearnData,
     frozen_copy,
 )
-from .random_label import concat_images
 
 
 @dataclass(frozen=True, kw_only=True)

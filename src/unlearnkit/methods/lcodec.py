@@ -16,6 +16,7 @@ from ..data.datasets import ImageDataset
 from ..data.loading import as_image_dataset, iter_batches
 from ..errors import DivergenceError
 from . import register
+from ._common import concat_images
 from .base import MethodConfig, RunContext, UnlearnData
 from .one_shot import OneShotMethod
 
@@ -508,13 +509,7 @@ def _warn_if_noise_dominates(model: nn.Module, c: LCodecConfig, n: int) -> None:
 
 
 def _concat(a: ImageDataset, b: ImageDataset) -> ImageDataset:
-    from ..data.datasets import to_float
-
-    if a.images.dtype == b.images.dtype:
-        images = torch.cat([a.images, b.images])
-    else:
-        images = torch.cat([to_float(a.images), to_float(b.images)])
-    return ImageDataset(images, torch.cat([a.targets, b.targets]))
+    return ImageDataset(concat_images(a.images, b.images), torch.cat([a.targets, b.targets]))
 
 
 __all__ = [

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..data.datasets import ImageDataset, to_float
+from ..data.datasets import ImageDataset
 from ..data.loading import as_image_dataset
 from . import register
+from ._common import concat_images
 from .base import Batch, GradientConfig, GradientMethod, Phase, RunContext, StepOutput, UnlearnData, infer_num_classes
 
 
@@ -49,13 +50,6 @@ def wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator |
         raise ValueError("random wrong labels need at least 2 classes")
     shift = torch.randint(1, num_classes, y.shape, generator=generator)
     return (y.cpu() + shift) % num_classes
-
-
-def concat_images(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Stack two image tensors; uint8 and float images meet as floats in [0, 1] (never a cast to uint8)."""
-    if a.dtype == b.dtype:
-        return torch.cat([a, b])
-    return torch.cat([to_float(a), to_float(b)])
 
 
 @register("rl", aliases=("random_label", "random_labels"))

@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from ..data.datasets import ImageDataset
 from ..data.loading import as_image_dataset, iter_batches
 from . import register
+from ._embedding import check_embedding_model, embed, multistep_lr, nearest_wrong_targets, relabelled
 from .base import (
     Batch,
     GradientConfig,
@@ -25,7 +26,6 @@ from .base import (
     UnlearnData,
     infer_num_classes,
 )
-from .duck import check_embedding_model, embed, multistep_lr, nearest_wrong_targets, relabelled
 
 
 # ------------------------------------------------------------------------------------------------- maths

@@ -9,12 +9,13 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from ..data.datasets import ImageDataset, to_float
+from ..data.datasets import ImageDataset
 from ..data.loading import as_image_dataset
 from ..errors import ConfigError, IncompatibleError
 from ..filters import FilterConfig, fold_filters, get_or_train_filters
 from ..models import num_outputs
 from . import register
+from ._common import concat_images
 from .base import MethodConfig, Requirements, RunContext, UnlearnData
 from .one_shot import OneShotMethod
 
@@ -134,10 +135,7 @@ def _concat(forget: Any, retain: Any) -> ImageDataset:
     the same trained filters, whichever class the first request names).
     """
     f, r = as_image_dataset(forget), as_image_dataset(retain)
-    if f.images.dtype != r.images.dtype:
-        fi, ri = to_float(f.images), to_float(r.images)
-    else:
-        fi, ri = f.images, r.images
+    images = concat_images(f.images, r.images)
     y = torch.cat([f.targets, r.targets])
     order = torch.argsort(y, stable=True)
-    return ImageDataset(torch.cat([fi, ri])[order], y[order])
+    return ImageDataset(images[order], y[order])
