@@ -7,8 +7,9 @@ from pathlib import Path
 
 METHODS_DIR = Path(__file__).resolve().parents[2] / "src" / "unlearnkit" / "methods"
 FRAMEWORK = {"base", "contract", "context", "loop", "one_shot"}
-#: Declared composition: SalUn is RL plus a saliency mask; SISA on a plain model is Retrain.
-COMPOSITION = {("salun", "random_label"), ("sisa", "retrain")}
+#: Declared composition: SalUn is RL plus a saliency mask; SISA on a plain model is Retrain; auto drives base
+#: methods and reuses SCRUB's teacher-student KL for its SCRUB base.
+COMPOSITION = {("salun", "random_label"), ("sisa", "retrain"), ("auto", "scrub")}
 
 
 def _sibling_imports(path: Path) -> set[str]:
