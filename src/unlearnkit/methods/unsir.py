@@ -55,6 +55,8 @@ class UNSIRConfig(GradientConfig):
         repair_set: ``subset`` repairs on that same retain subset (the notebook); ``retain`` on the whole
             retain set (a Phase over ``retain``).
         collapse_floor: on by default (20 %): the final retain accuracy is checked after the repair.
+        max_retain_drop: 100 by default, i.e. no in-run retain guard: the impair lowers retain accuracy on
+            purpose and the repair restores it, so a guard would stop every run inside the impair.
     """
 
     epochs: int = 1
@@ -73,6 +75,7 @@ class UNSIRConfig(GradientConfig):
     retain_per_class: int | None = 1000
     repair_set: Literal["subset", "retain"] = "subset"
     collapse_floor: float | None = 20.0
+    max_retain_drop: float | None = 100.0
 
     def validate(self) -> None:
         super().validate()
@@ -202,8 +205,8 @@ class UNSIR(GradientMethod):
     paper = _PAPER
     train_mode = True
     # Impair degrades retain accuracy on purpose (the notebook: 77 → 68 %) and repair restores it, so the in-run
-    # retain-drop watch of ascent methods (guard_divergence) would stop every run after the first impair step;
-    # nothing ascends. The end-of-run collapse check stays on through the config's collapse_floor default.
+    # retain-drop watch would stop every run after the first impair step: the config turns it off
+    # (max_retain_drop=100); nothing ascends. The end-of-run collapse check stays on (collapse_floor=20).
     guard_divergence = False
     # Tiny data: the smoke retain subset (8 per class) is one batch, so the notebook's single repair epoch is a
     # single Adam step after the impair, which leaves retain accuracy at 47 %; three repair steps restore 94 %.
