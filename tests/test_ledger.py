@@ -176,11 +176,12 @@ def test_cli_add_list_verify_and_clear_errors(model_dir: ModelDirectory) -> None
     assert p.returncode == 0 and out.startswith("ok")
 
 
-def test_a_plain_model_needs_a_method_and_apply_runs_it(tmp_path: Path) -> None:
+def test_a_plain_model_applies_with_auto_by_default_or_the_named_method(tmp_path: Path) -> None:
     d = ModelDirectory.create(tmp_path / "p", tiny_model(trained=True), dataset="synthetic")
     d.add("a", indices=[0, 1, 2])
-    with pytest.raises(ConfigError, match="pass the method"):
-        d.apply()
+    res = d.apply(device="cpu", audit=False, allow_partial=True)
+    assert res is not None and res.method == "auto" and d.verify().ok
+    d.add("b", indices=[3, 4])
     res = d.apply("ft", config={"epochs": 1}, device="cpu", audit=False)
     assert res is not None and res.method == "ft" and d.verify().ok
     assert not (tmp_path / "p" / MODEL_FILE).with_suffix(".tmp").exists()
@@ -235,3 +236,37 @@ def test_cli_train_shards_writes_a_sisa_model_that_requests_apply_to(tmp_path: P
     assert main(["request", "apply", str(out), "--no-audit"]) == 0
     assert set(sisa.load_sisa(out / MODEL_FILE).deleted_indices()) == {5, 6}
     assert main(["request", "verify", str(out)]) == 0
+
+
+def test_a_deletion_that_changed_nothing_leaves_the_requests_pending_unless_allowed(tmp_path: Path) -> None:
+    """Issue 24 item 7: an apply whose run returned the input model is refused (exit 1 on the CLI) and changes
+    nothing; --allow-partial keeps it, with the outcome in the ledger's record."""
+    from unlearnkit.cli import main
+    from unlearnkit.errors import IncompleteUnlearningError
+
+    d = ModelDirectory.create(tmp_path / "p", tiny_model(trained=True), dataset="synthetic")
+    d.add("a", indices=[0, 1, 2])
+    before = _state(d)
+    with pytest.raises(IncompleteUnlearningError, match="no_op.*--allow-partial"):
+        d.apply("ft", config={"epochs": 1, "lr": 0.0}, device="cpu", audit=False)
+    assert _state(d) == before and [r.status for r in d.ledger.requests_list()] == ["pending"]
+    argv = ["request", "apply", str(tmp_path / "p"), "--method", "ft", "--set", "epochs=1", "--set", "lr=0"]
+    assert main([*argv, "--no-audit"]) == 1
+    assert _state(d) == before
+    assert main([*argv, "--no-audit", "--allow-partial"]) == 0
+    assert [r.status for r in d.ledger.requests_list()] == ["applied"] and d.verify().ok
+    record = d.ledger.applications_list()[-1]
+    assert "no_op" in json.dumps(record.__dict__, default=str)
+
+
+def test_unlearn_verb_refuses_a_no_op_and_writes_nothing_unless_allowed(tmp_path: Path) -> None:
+    from unlearnkit.cli import main
+    from unlearnkit.models import save_model
+
+    ckpt = save_model(tiny_model(trained=True), tmp_path / "mine.safetensors")
+    argv = ["unlearn", str(ckpt), "--dataset", "synthetic", "--forget", "class:1", "--method", "ft"]
+    argv += ["--set", "epochs=1", "--set", "lr=0", "--device", "cpu"]
+    assert main([*argv, "--out", str(tmp_path / "o1")]) == 1
+    assert not (tmp_path / "o1").exists()
+    assert main([*argv, "--out", str(tmp_path / "o2"), "--allow-partial"]) == 0
+    assert json.loads((tmp_path / "o2" / "audit.json").read_text())["run"]["outcome"] == "no_op"

@@ -45,5 +45,18 @@ class DivergenceError(UnlearnkitError, RuntimeError):
     """An unlearning run produced a non-finite loss or collapsed the model."""
 
 
+class IncompleteUnlearningError(UnlearnkitError, RuntimeError):
+    """A run that did not finish the deletion (outcome ``partial``, ``no_op`` or ``wrecked``) where a complete one
+    was required; nothing was written and a ledger's requests stay pending."""
+
+    def __init__(self, outcome: str, detail: str, what: str) -> None:
+        self.outcome, self.detail = outcome, detail
+        super().__init__(
+            f"the deletion was not completed (outcome {outcome}{': ' + detail if detail else ''}); {what}. "
+            "Try another method (--method) or options (--set), or pass --allow-partial to keep the result anyway "
+            "(its outcome is recorded)"
+        )
+
+
 class MissingDependencyError(UnlearnkitError, ImportError):
     """An optional extra is not installed; the message gives the pip command."""

@@ -413,8 +413,13 @@ class ModelDirectory:
         seed: int = 0,
         data_dir: str | None = None,
         audit: bool = True,
+        allow_partial: bool = False,
     ) -> ApplyResult | None:
         """Apply every pending request in one batch; None when none is pending.
+
+        A run whose measured outcome is not ``complete`` (stopped before forgetting, returned the input, or lost
+        too much retain accuracy; `unlearnkit.outcome`) raises `IncompleteUnlearningError` before anything is
+        written: the model stays and the requests stay pending, unless ``allow_partial``.
 
         The compute (load the model, unlearn the batch, audit) is `unlearnkit.jobs.unlearn.unlearn_batch`; this
         method holds the lock, checks the data and commits the application before the atomic swap.
@@ -424,7 +429,7 @@ class ModelDirectory:
         from .guards import check_method_for_kind
         from .jobs.checkpoints import checkpoint_kind, save_checkpoint
         from .jobs.task import build_method, check_seed
-        from .jobs.unlearn import unlearn_batch
+        from .jobs.unlearn import require_complete, unlearn_batch
 
         device = str(resolve_device(device))  # a bad device, seed, method or option fails here, before any compute
         check_seed(seed, "--seed")
@@ -456,6 +461,7 @@ class ModelDirectory:
                 audit=audit,
             )
             record = res.record
+            require_complete(record.get("run"), allow_partial, "the model is unchanged and the requests stay pending")
             sleep = float(os.environ.get(SLEEP_ENV, "0") or 0)
             if sleep:  # test hook: a marker says the new model is computed and nothing is committed yet
                 (self.path / ".apply-sleeping").touch()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import __version__
-from ..errors import UnlearnkitError
+from ..errors import IncompleteUnlearningError, UnlearnkitError
 from . import bench, experiment, inventory, requests, train, tune
 from ._common import Parser
 
@@ -92,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _debug(args):
             raise
         print(f"unlearnkit {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        # 2: the input was refused before any compute; 1: the run happened but did not complete the deletion
+        return 1 if isinstance(exc, IncompleteUnlearningError) else 2
     except KeyboardInterrupt:
         print(f"unlearnkit {args.command}: interrupted; no partial output was written", file=sys.stderr)
         return 130

@@ -66,6 +66,7 @@ def add_request(sub: Any) -> None:
     q.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda (default auto)")
     q.add_argument("--seed", type=int, default=0, help="seed of the method's run (default 0)")
     q.add_argument("--no-audit", action="store_true", help="skip the audit (accuracies, MIA) of the new model")
+    q.add_argument("--allow-partial", action="store_true", help=_ALLOW_PARTIAL)
     _dir_opts(q)
     q = rs.add_parser(
         "verify",
@@ -100,6 +101,13 @@ def add_unlearn(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the run (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files")
+    p.add_argument("--allow-partial", action="store_true", help=_ALLOW_PARTIAL)
+
+
+_ALLOW_PARTIAL = (
+    "keep a result whose outcome is not complete (stopped before forgetting, returned the input, or lost too much "
+    "retain accuracy); without it such a run exits 1 and writes nothing"
+)
 
 
 def _dir_opts(q: argparse.ArgumentParser) -> None:
@@ -162,6 +170,7 @@ def cmd_request(args: argparse.Namespace) -> int:
             seed=args.seed,
             data_dir=args.data_dir,
             audit=not args.no_audit,
+            allow_partial=args.allow_partial,
         )
         if res is None:
             print("no pending request")
@@ -204,12 +213,15 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         device=args.device,
         data_dir=args.data_dir,
     )
-    res = unlearn_job(task, out)
+    res = unlearn_job(task, out, allow_partial=args.allow_partial)
     u = res.audit.get("unlearned", {})
     print(
         f"{res.method}: {res.seconds:.1f} s; forget acc {u.get('accuracy_forget', float('nan')):.1f}, retain acc "
         f"{u.get('accuracy_retain', float('nan')):.1f}, test acc {u.get('accuracy_test', float('nan')):.1f}, "
         f"MIA efficacy {u.get('mia_efficacy_forget', float('nan')):.1f}"
     )
+    run = res.audit.get("run") or {}
+    if run.get("outcome", "complete") != "complete":
+        print(f"outcome {run.get('outcome')}: {run.get('detail', '')} (kept: --allow-partial)", file=sys.stderr)
     print(f"wrote {out}/unlearned.safetensors, audit.json")
     return 0

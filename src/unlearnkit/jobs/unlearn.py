@@ -52,12 +52,27 @@ def unlearn_task(task: Task, *, audit: bool = True, checkpoint: Any = None) -> U
     return UnlearnResult(unlearned, checkpoint, method.name, report, res.seconds)
 
 
-def unlearn_job(task: Task, out: str | Path) -> UnlearnResult:
-    """`unlearn_task`, then write ``unlearned.safetensors`` and ``audit.json`` into ``out`` (all or nothing)."""
+def require_complete(run: dict[str, Any] | None, allow_partial: bool, what: str) -> None:
+    """Raise `IncompleteUnlearningError` unless the run's measured outcome is ``complete`` or ``allow_partial``."""
+    from ..errors import IncompleteUnlearningError
+
+    run = run or {}
+    outcome = str(run.get("outcome", "complete"))
+    if outcome != "complete" and not allow_partial:
+        raise IncompleteUnlearningError(outcome, str(run.get("detail") or ""), what)
+
+
+def unlearn_job(task: Task, out: str | Path, *, allow_partial: bool = False) -> UnlearnResult:
+    """`unlearn_task`, then write ``unlearned.safetensors`` and ``audit.json`` into ``out`` (all or nothing).
+
+    A run whose outcome is not ``complete`` (`unlearnkit.outcome`) raises `IncompleteUnlearningError` and writes
+    nothing, unless ``allow_partial``.
+    """
     from .._io import write_dir_atomic, write_json_atomic
     from .checkpoints import save_checkpoint
 
     res = unlearn_task(task)
+    require_complete(res.audit.get("run"), allow_partial, f"nothing was written to {Path(out).name}")
     assert task.method is not None
     res.audit["runtime_seconds"] = res.seconds
     res.audit["method"] = {"name": res.method, "config": task.method.method.config.to_dict()}
@@ -124,4 +139,4 @@ def unlearn_batch(
     return BatchResult(res.model, choice.method.name, choice.method.config.to_dict(), record)
 
 
-__all__ = ["BatchResult", "UnlearnResult", "unlearn_batch", "unlearn_job", "unlearn_task"]
+__all__ = ["BatchResult", "UnlearnResult", "require_complete", "unlearn_batch", "unlearn_job", "unlearn_task"]
