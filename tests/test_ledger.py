@@ -247,7 +247,7 @@ def test_a_deletion_that_changed_nothing_leaves_the_requests_pending_unless_allo
     d = ModelDirectory.create(tmp_path / "p", tiny_model(trained=True), dataset="synthetic")
     d.add("a", indices=[0, 1, 2])
     before = _state(d)
-    with pytest.raises(IncompleteUnlearningError, match="no_op.*--allow-partial"):
+    with pytest.raises(IncompleteUnlearningError, match=r"no_op.*--allow-partial"):
         d.apply("ft", config={"epochs": 1, "lr": 0.0}, device="cpu", audit=False)
     assert _state(d) == before and [r.status for r in d.ledger.requests_list()] == ["pending"]
     argv = ["request", "apply", str(tmp_path / "p"), "--method", "ft", "--set", "epochs=1", "--set", "lr=0"]
