@@ -217,7 +217,6 @@ def engineer_cases(f: dict[str, Path], out: Path, Case: Any) -> list[Any]:
         C("apply bad --set value", [*P, "--method", "ft", "--set", "lr=abc"], "lr"),
         C("apply negative seed", [*P, "--method", "ft", "--seed", "-1"], "2^63"),
         C("apply bad device", [*P, "--method", "ft", "--device", "tpu"], "device"),
-        C("apply plain model without --method", P, "--method"),
         C("apply gradient method on SISA", ["request", "apply", sisa, "--method", "ft"], "--method sisa"),
         C("apply --set on SISA", ["request", "apply", sisa, "--set", "epochs=3"], "no effect"),
         C("apply without ledger.head", ["request", "apply", str(f["md_nohead"]), "--method", "ft"], "--adopt"),
@@ -313,6 +312,7 @@ def engineer_cases(f: dict[str, Path], out: Path, Case: Any) -> list[Any]:
             check=verifies(f["md_adopt"]),
         ),
         C("apply nothing pending with a known method", [*P, "--method", "ft"], ok=True),
+        C("apply a plain model without --method (auto), nothing pending", P, ok=True),
     ]
 
 

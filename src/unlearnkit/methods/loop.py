@@ -282,12 +282,18 @@ class GradientMethod(Method):
                         self.on_epoch_end(model, phase, ctx)
                         if watch is not None and watch.check(model, ctx):
                             return
+        if watch is not None:
+            watch.finish(model, ctx)
 
     def _watch(self, model: nn.Module, data: UnlearnData, ctx: RunContext, total: int) -> _Watch | None:
         """The in-run stopping rules of the config (retain-drop guard, forget-accuracy target), or None."""
         c = self.config
         drop = c.max_retain_drop
-        if drop is None:  # on for every gradient method; tighter for ascent-type ones
+        # On for every gradient method. Ascent-type methods (and any explicit max_retain_drop) stop at the first
+        # check beyond the limit; descent methods by default judge only where the run ends, since impair-then-
+        # repair schedules (RL/SalUn's forget pass, ℓ1's pruning) pass through low retain accuracy on purpose.
+        in_run = drop is not None or self.guard_divergence
+        if drop is None:
             drop = DEFAULT_MAX_RETAIN_DROP if self.guard_divergence else DEFAULT_MAX_RETAIN_DROP_DESCENT
         elif drop >= 100:  # 100 points can never be lost: the guard is off (and keeps no copy)
             drop = None
@@ -309,6 +315,7 @@ class GradientMethod(Method):
             test=data.test,
             target=target,
             tolerance=c.target_tolerance,
+            in_run=in_run,
             every=c.check_every or max(1, total // 10),
         )
         w.start(model, ctx)
@@ -381,6 +388,7 @@ class _Watch:
     target: Literal["zero", "test"] | None
     tolerance: float
     every: int
+    in_run: bool = True  # False: a retain drop is acted on only where the run ends (`finish`)
     start_acc: float = math.nan
     good: dict[str, torch.Tensor] | None = None
 
@@ -402,7 +410,8 @@ class _Watch:
         acc = math.nan
         if self.probe is not None:
             acc = retain_accuracy_sample(model, self.probe, ctx)
-        if self.drop is not None and self.probe is not None and not acc >= self.start_acc - self.drop:
+        beyond = self.drop is not None and self.probe is not None and not acc >= self.start_acc - self.drop
+        if beyond and self.in_run:
             if self.good is not None:
                 model.load_state_dict(self.good)
             ctx.report["reached_target"] = False
@@ -429,8 +438,29 @@ class _Watch:
                     f"(+{self.tolerance:g}) at step {ctx.steps}"
                 )
                 return True
-        self._keep(model)
+        if not beyond:
+            self._keep(model)
         return False
+
+    def finish(self, model: nn.Module, ctx: RunContext) -> None:
+        """Where a run ended beyond the retain limit (``in_run`` False), go back to the last check within it."""
+        if self.in_run or self.drop is None or self.probe is None:
+            return
+        acc = retain_accuracy_sample(model, self.probe, ctx)
+        if acc >= self.start_acc - self.drop:
+            return
+        if self.good is not None:
+            model.load_state_dict(self.good)
+        ctx.report["reached_target"] = False
+        ctx.stop_reason = (
+            f"the run ended with retain accuracy {acc:.1f}% (from {self.start_acc:.1f}%, more than {self.drop:g} "
+            "points lower); restored the last check within it"
+        )
+        warnings.warn(
+            f"Retain guard: {ctx.stop_reason}. Lower lr or epochs, or raise max_retain_drop (100 turns it off).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _nonfinite_parameter(model: nn.Module) -> str | None:
