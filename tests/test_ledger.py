@@ -205,6 +205,7 @@ def test_unlearn_verb_audits_without_a_retrained_model(tmp_path: Path, monkeypat
     assert {"accuracy_forget", "accuracy_retain", "accuracy_test", "mia_efficacy_forget"} <= set(u)
     assert any(k.startswith("mia_auc_forget") for k in u)  # population MIA: forget vs held-out test
     assert "relative_weight_change" in audit["change"] and (out / "unlearned.safetensors").is_file()
+    assert audit["held_out_check"]["verdict"] in ("looks held out", "still remembered")  # class:1: judged vs 0 %
     assert main([*argv, "--set", "epochz=1", "--out", str(tmp_path / "o2")]) == 2  # bad option: clear error
     assert not (tmp_path / "o2").exists()
 

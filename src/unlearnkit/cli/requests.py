@@ -220,6 +220,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         f"{u.get('accuracy_retain', float('nan')):.1f}, test acc {u.get('accuracy_test', float('nan')):.1f}, "
         f"MIA efficacy {u.get('mia_efficacy_forget', float('nan')):.1f}"
     )
+    check = res.audit.get("held_out_check") or {}
+    if check:
+        print(f"forget set {check.get('verdict', 'unknown')}: {check.get('why', '')}")
     run = res.audit.get("run") or {}
     if run.get("outcome", "complete") != "complete":
         print(f"outcome {run.get('outcome')}: {run.get('detail', '')} (kept: --allow-partial)", file=sys.stderr)

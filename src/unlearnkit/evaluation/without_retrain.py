@@ -33,7 +33,46 @@ def audit_without_retrain(
         den = sum(float(sb[k].float().norm() ** 2) for k in sb if sb[k].is_floating_point())
         change["relative_weight_change"] = (num / max(den, 1e-12)) ** 0.5
         out["change"] = change
+    out["held_out_check"] = looks_held_out(out.get("unlearned", {}), bool(getattr(split, "is_classwise", False)))
     return out
 
 
-__all__ = ["audit_without_retrain"]
+#: How far forget accuracy may sit from its held-out reference (points), and the population-MIA AUC from 0.5.
+ACCURACY_TOLERANCE = 2.0
+AUC_TOLERANCE = 0.05
+
+
+def looks_held_out(metrics: dict[str, Any], classwise: bool) -> dict[str, Any]:
+    """Does the forget set now look like data the model never saw? No retrained model needed.
+
+    Class requests: forget accuracy at most `ACCURACY_TOLERANCE` (a model retrained without the class scores
+    0). Sample requests: forget accuracy within `ACCURACY_TOLERANCE` points of the held-out test accuracy, and the
+    population MIA (forget against held-out test, loss score) within `AUC_TOLERANCE` of chance (0.5).
+    """
+    fa = metrics.get("accuracy_forget")
+    if not isinstance(fa, (int, float)):
+        return {"verdict": "unknown", "why": "no forget accuracy was measured"}
+    if classwise:
+        ok = fa <= ACCURACY_TOLERANCE
+        why = f"forget accuracy {fa:.1f}% (a model that never saw the class: 0%, tolerance {ACCURACY_TOLERANCE:g})"
+        return {"verdict": "looks held out" if ok else "still remembered", "why": why, "forget_accuracy": fa}
+    ta, auc = metrics.get("accuracy_test"), metrics.get("mia_auc_forget_loss")
+    checks, reasons = [], []
+    if isinstance(ta, (int, float)):
+        checks.append(abs(fa - ta) <= ACCURACY_TOLERANCE)
+        reasons.append(f"forget accuracy {fa:.1f}% vs held-out {ta:.1f}% (tolerance {ACCURACY_TOLERANCE:g})")
+    if isinstance(auc, (int, float)):
+        checks.append(abs(auc - 0.5) <= AUC_TOLERANCE)
+        reasons.append(f"population MIA AUC {auc:.3f} (chance 0.5, tolerance {AUC_TOLERANCE:g})")
+    if not checks:
+        return {"verdict": "unknown", "why": "no held-out reference was measured"}
+    return {
+        "verdict": "looks held out" if all(checks) else "still remembered",
+        "why": "; ".join(reasons),
+        "forget_accuracy": fa,
+        "held_out_accuracy": ta,
+        "mia_auc": auc,
+    }
+
+
+__all__ = ["audit_without_retrain", "looks_held_out"]
