@@ -128,6 +128,12 @@ def test_readme_shell_examples_run(cli, tmp_path: Path, monkeypatch: pytest.Monk
             r = cli(*argv[1:])
             print(f"{time.perf_counter() - t0:6.1f} s  {' '.join(argv)}")  # shown with -s or on failure
             shown = " ".join(readme_argv)
+            if readme_argv[1] == "unlearn" and r.code == 1 and "the deletion was not completed" in r.err:
+                # documented behaviour, not a crash: on the tiny stand-in data the method may stop before its
+                # target (the retain guard); `unlearn` then exits 1 in one line and writes nothing
+                assert "Traceback" not in r.err and not Path(argv[argv.index("--out") + 1]).exists(), shown
+                ran += 1
+                continue
             assert r.code == 0 and "Traceback" not in r.err, f"README command failed: {shown}\n{r.err[-2000:]}"
             ran += 1
         if readme_argv[1] == "run" and "..." not in readme_argv:
