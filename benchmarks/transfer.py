@@ -250,7 +250,7 @@ def run(todo: list[tuple[str, str, int]], methods: list[str], deadline: float, d
 
 # ------------------------------------------------------------------------------------------- the report
 def _do_nothing_gap(record: dict[str, Any]) -> float:
-    from unlearnkit.evaluation.suite import compute_gaps
+    from unlearnkit.evaluation.api import compute_gaps
 
     models = record["models"]
     flavour = record.get("evaluation_config", {}).get("mia_flavour", "svc_confidence")
@@ -281,9 +281,8 @@ def report(methods: list[str]) -> str:
         "fraction divides by the retrained model's own training time from the cache).",
         "",
         "Each cell: avg gap to the retrained model (pp) / time as % of retraining. `floor`: the noise floor "
-        "(second retrained model, first seed only); `nothing`: the original's own gap; `RA−`: the largest retain "
-        "accuracy shortfall against the retrained model over the methods' runs of that row is not shown here, "
-        "see the targets table. `·` = not yet measured.",
+        "(second retrained model, first seed only); `nothing`: the original's own gap. Retain accuracy against the "
+        "retrained model's is in the targets table. `·` = not yet measured.",
         "",
     ]
     summary: list[str] = []
