@@ -41,6 +41,7 @@ from torch import nn
 from unlearnkit._io import write_text_atomic
 from unlearnkit.bench.records import append_record, read_records, repair_tail
 from unlearnkit.data import load_dataset, split_for
+from unlearnkit.jobs.run import NOISE_FLOOR_SEED_OFFSET  # the second retrained model of the noise floor
 from unlearnkit.models import MODELS
 from unlearnkit.models._common import Classifier
 from unlearnkit.training import DEFAULT_RECIPES, Recipe
@@ -49,7 +50,6 @@ HERE = Path(__file__).resolve().parent
 RECORDS = HERE / "transfer.jsonl"
 REPORT = HERE / "transfer.md"
 DATASET = "fashion_mnist"
-NOISE_FLOOR_SEED_OFFSET = 1000  # as unlearnkit.pipeline: the second retrained model of the noise floor
 
 
 # ------------------------------------------------------------------------------------ preset-less models
