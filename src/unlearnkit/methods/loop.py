@@ -390,6 +390,7 @@ class _Watch:
     every: int
     in_run: bool = True  # False: a retain drop is acted on only where the run ends (`finish`)
     start_acc: float = math.nan
+    last: tuple[int, float] | None = None  # (step, retain accuracy) of the latest check
     good: dict[str, torch.Tensor] | None = None
 
     def _keep(self, model: nn.Module) -> None:
@@ -410,6 +411,7 @@ class _Watch:
         acc = math.nan
         if self.probe is not None:
             acc = retain_accuracy_sample(model, self.probe, ctx)
+            self.last = (ctx.steps, acc)
         beyond = self.drop is not None and self.probe is not None and not acc >= self.start_acc - self.drop
         if beyond and self.in_run:
             if self.good is not None:
@@ -446,7 +448,9 @@ class _Watch:
         """Where a run ended beyond the retain limit (``in_run`` False), go back to the last check within it."""
         if self.in_run or self.drop is None or self.probe is None:
             return
-        acc = retain_accuracy_sample(model, self.probe, ctx)
+        # the last check may have measured these very weights (a check ends every complete pass)
+        fresh = self.last is not None and self.last[0] == ctx.steps
+        acc = self.last[1] if fresh and self.last else retain_accuracy_sample(model, self.probe, ctx)
         if acc >= self.start_acc - self.drop:
             return
         if self.good is not None:
