@@ -20,7 +20,7 @@ resumes with the same command.
     python benchmarks/transfer.py report                   # benchmarks/transfer.md from benchmarks/transfer.jsonl
 
 ``--max-minutes M`` stops starting new work after M minutes (a part of ≤ 45 minutes on 2 cores). ``--models``,
-``--seeds`` and ``--methods`` narrow the grid.
+``--seeds``, ``--specs`` and ``--methods`` narrow the grid.
 """
 
 from __future__ import annotations
@@ -349,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=list(GRID), choices=list(GRID))
     p.add_argument("--seeds", nargs="+", type=int, default=None)
     p.add_argument("--methods", nargs="+", default=METHODS)
+    p.add_argument("--specs", nargs="+", default=None, help="only these forget specs of the grid (e.g. class:0)")
     p.add_argument("--part", default=None, help="i/n: the i-th of n interleaved parts of the cells")
     p.add_argument("--max-minutes", type=float, default=None, help="start no new work after this many minutes")
     p.add_argument("--device", default="auto")
@@ -356,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     register_models()
     deadline = time.monotonic() + (args.max_minutes * 60 if args.max_minutes else math.inf)
     todo = part_of(cells(args.models, args.seeds), args.part)
+    if args.specs:
+        todo = [cell for cell in todo if cell[1] in args.specs]
     print(
         f"transfer {args.step}: {len(todo)} cells, {platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads)",

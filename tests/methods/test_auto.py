@@ -19,10 +19,12 @@ from unlearnkit.methods._auto_control import (
     auc,
     class_mix_sample,
     distance,
+    masked_accuracy,
     mcu_beta,
     munba_weights,
     on_target,
 )
+from unlearnkit.methods.auto import _HeldOutLossMatch, _masked_teacher_objective
 from unlearnkit.methods.base import UnlearnData
 from unlearnkit.methods.ssd import assd_alpha, assd_percentile
 from unlearnkit.runner import run_method
@@ -134,6 +136,69 @@ def test_auc_and_class_mix_sample() -> None:
     forget_targets = torch.tensor([0] * 30 + [1] * 10)
     s = class_mix_sample(holdout, forget_targets, 40, torch.Generator().manual_seed(0))
     assert torch.bincount(s.targets, minlength=4).tolist() == [30, 10, 0, 0]
+
+
+def test_held_out_accuracy_of_the_kept_classes_is_a_target_too() -> None:
+    t = Targets("class", retain_acc=99.0, forget_acc=0.0, forget_loss=2.3, forget_tolerance=1.0,
+                retain_tolerance=1.0, kept_acc=94.0, kept_tolerance=0.5)  # fmt: skip
+    m = Measure(1, forget_acc=0.0, forget_loss=3.0, retain_acc=99.0, holdout_acc=0.0, mia_auc=0.5, kept_acc=93.0)
+    assert not on_target(m, t)  # one held-out point short, tolerance ½
+    assert distance(m, t) == pytest.approx(2.0)  # a held-out point costs as much as a retain point
+    assert on_target(Measure(1, 0.0, 3.0, 99.0, 0.0, 0.5, kept_acc=93.6), t)
+    assert distance(Measure(1, 0.0, 3.0, 99.0, 0.0, 0.5, kept_acc=95.0), t) == 0.0  # above target costs nothing
+
+
+class _Fixed(torch.nn.Module):
+    """A 'model' that returns fixed logits per image index (the image's first pixel)."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = torch.nn.Parameter(logits.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits[x.flatten(1)[:, 0].long()]
+
+
+def test_masked_accuracy_and_the_masked_teacher_objective() -> None:
+    from unlearnkit.data.datasets import ImageDataset
+
+    # image i's logits; labels 1, 2, 0: image 0 is a '1' the model calls '0' (its runner-up is '1')
+    logits = torch.tensor([[5.0, 4.0, 0.0], [0.0, 1.0, 3.0], [2.0, 0.0, 1.0]])
+    ds = ImageDataset(torch.arange(3.0).view(3, 1, 1, 1), torch.tensor([1, 2, 0]))
+    model = _Fixed(logits)
+    assert masked_accuracy(model, ds, (), torch.device("cpu")) == pytest.approx(200 / 3)
+    # class 0 masked: image 0 becomes right (its runner-up), image 2 (a '0') can only be wrong
+    assert masked_accuracy(model, ds, (0,), torch.device("cpu")) == pytest.approx(200 / 3)
+    assert masked_accuracy(model, ds, (2,), torch.device("cpu")) == pytest.approx(100 / 3)
+    # the forget objective's targets: the teacher's softmax over the kept classes, 0 on the forgotten one
+    teacher = _Fixed(logits)
+    objective = _masked_teacher_objective(teacher, (0,))
+    loss = objective(model, torch.tensor([[[[0.0]]]]), torch.tensor([0]))
+    p = torch.softmax(torch.tensor([4.0, 0.0]), 0)  # classes 1 and 2
+    expected = -(p * torch.log_softmax(logits[0], 0)[1:]).sum()
+    assert float(loss.detach()) == pytest.approx(float(expected))
+    loss.backward()
+    assert model.logits.grad[0, 0] > 0  # descending lowers the forgotten class's logit
+
+
+def test_loss_matching_ascends_only_forget_images_under_their_held_out_rank() -> None:
+    from unlearnkit.data.datasets import ImageDataset
+
+    # held-out losses (sorted): the model is sure of half the held-out images, unsure of the other half
+    held_logits = torch.tensor([[10.0, 0.0]] * 2 + [[0.0, 0.0]] * 2)
+    holdout = ImageDataset(torch.arange(4.0).view(4, 1, 1, 1), torch.zeros(4, dtype=torch.long))
+    match = _HeldOutLossMatch(holdout, torch.device("cpu"))
+    match.refresh(_Fixed(held_logits))
+    assert match.sorted.tolist() == pytest.approx([4.54e-5, 4.54e-5, math.log(2), math.log(2)], rel=1e-2)
+    # four forget images, all learnt with confidence: the two least sure get the unsure held-out targets
+    forget_logits = torch.tensor([[10.0, 0.0], [9.0, 0.0], [6.0, 0.0], [5.0, 0.0]])
+    model = _Fixed(forget_logits)
+    x, y = torch.arange(4.0).view(4, 1, 1, 1), torch.zeros(4, dtype=torch.long)
+    loss = match(model, x, y)
+    loss.backward()
+    grad = model.logits.grad[:, 0]
+    assert grad[0] == 0 and grad[1] == 0  # ranked with the sure held-out images: already at or under their loss
+    assert grad[2] > 0 and grad[3] > 0  # minimising relu(target − ℓ) raises their loss: lower true-class logit
 
 
 # --- ASSD --------------------------------------------------------------------------------------------------

@@ -82,6 +82,8 @@ class Targets:
     forget_tolerance: float
     retain_tolerance: float
     mia_auc: float = 0.5
+    kept_acc: float | None = None  # held-out accuracy on the kept classes (class: the original's, masked)
+    kept_tolerance: float = 0.0
 
     def as_dict(self) -> dict[str, float | str | None]:
         return {
@@ -92,6 +94,9 @@ class Targets:
             "forget_loss": round(self.forget_loss, 4),
             "forget_tolerance": round(self.forget_tolerance, 3),
             "retain_tolerance": round(self.retain_tolerance, 3),
+            "retain_acc_source": "the original's" + (", forgotten classes masked" if self.kind == "class" else ""),
+            "kept_acc": None if self.kept_acc is None else round(self.kept_acc, 3),
+            "kept_tolerance": round(self.kept_tolerance, 3),
             "mia_auc": self.mia_auc,
         }
 
@@ -143,6 +148,7 @@ class Measure:
     retain_acc: float
     holdout_acc: float  # held-out accuracy with the forget set's class mix
     mia_auc: float  # population MIA: low loss means member; forget (members?) vs held-out
+    kept_acc: float = math.nan  # held-out accuracy on the classes that are kept (nan: not measured)
 
     def as_dict(self) -> dict[str, float]:
         return {k: round(float(v), 4) for k, v in self.__dict__.items()}
@@ -159,14 +165,22 @@ def _losses(model: nn.Module, ds: ImageDataset, device: torch.device) -> tuple[t
 
 
 def measure(
-    model: nn.Module, forget: ImageDataset, retain: ImageDataset, holdout: ImageDataset, step: int, device: torch.device
+    model: nn.Module,
+    forget: ImageDataset,
+    retain: ImageDataset,
+    holdout: ImageDataset,
+    step: int,
+    device: torch.device,
+    kept: ImageDataset | None = None,
 ) -> Measure:
-    """Forget/retain/held-out accuracy, forget loss and the loss-threshold MIA AUC (eval mode, no gradients)."""
+    """Forget/retain/held-out accuracy, forget loss and the loss-threshold MIA AUC (eval mode, no gradients);
+    with ``kept``, also the held-out accuracy on the kept classes."""
     was = model.training
     model.eval()
     lf, cf = _losses(model, forget, device)
     _, cr = _losses(model, retain, device)
     lh, ch = _losses(model, holdout, device)
+    kept_acc = 100.0 * float(_losses(model, kept, device)[1].float().mean()) if kept is not None else math.nan
     model.train(was)
     # A member has a lower loss: score = −loss, forget as the "member" side; 0.5 = indistinguishable.
     return Measure(
@@ -176,7 +190,26 @@ def measure(
         retain_acc=100.0 * float(cr.float().mean()),
         holdout_acc=100.0 * float(ch.float().mean()),
         mia_auc=auc(-lf, -lh),
+        kept_acc=kept_acc,
     )
+
+
+@torch.no_grad()
+def masked_accuracy(model: nn.Module, ds: ImageDataset, classes: tuple[int, ...], device: torch.device) -> float:
+    """Accuracy (%) when the ``classes`` can never be predicted (their logits masked): what the model scores on
+    the kept classes once the forgotten ones are gone, without any training. Images whose label is one of
+    ``classes`` count as wrong."""
+    was = model.training
+    model.eval()
+    correct, n = 0, 0
+    for x, y in iter_batches(ds, 512, device=device):
+        out = model(x).float()
+        if classes:
+            out[:, list(classes)] = -math.inf
+        correct += int((out.argmax(1) == y).sum())
+        n += len(y)
+    model.train(was)
+    return 100.0 * correct / max(n, 1)
 
 
 # ------------------------------------------------------------------------------------ distance, stop, keep
@@ -190,6 +223,9 @@ def forget_goal(m: Measure, t: Targets) -> float:
 
 #: Weight of a retain point lost, against a forget point off target, in the distance.
 RETAIN_WEIGHT = 2.0
+#: Weight of a held-out point (kept classes) lost: the same harm as a retain point, measured where the model
+#: never trained.
+KEPT_WEIGHT = 2.0
 #: A state more than this many retain points under its target is never chosen (`unlearnkit.outcome`'s wreck margin).
 INADMISSIBLE_DROP = 10.0
 
@@ -206,14 +242,24 @@ def distance(m: Measure, t: Targets) -> float:
     return (
         abs(m.forget_acc - forget_goal(m, t))
         + RETAIN_WEIGHT * max(0.0, t.retain_acc - m.retain_acc)
+        + KEPT_WEIGHT * _kept_shortfall(m, t)
         + MIA_WEIGHT * 100.0 * abs(m.mia_auc - t.mia_auc)
     )
 
 
+def _kept_shortfall(m: Measure, t: Targets) -> float:
+    if t.kept_acc is None or math.isnan(m.kept_acc):
+        return 0.0
+    return max(0.0, t.kept_acc - m.kept_acc)
+
+
 def on_target(m: Measure, t: Targets) -> bool:
-    """Forget accuracy within tolerance of its goal AND retain accuracy within tolerance of the original's."""
-    return abs(m.forget_acc - forget_goal(m, t)) <= t.forget_tolerance and m.retain_acc >= (
-        t.retain_acc - t.retain_tolerance
+    """Forget accuracy within tolerance of its goal AND retain accuracy within tolerance of its target AND (when
+    measured) held-out accuracy on the kept classes within tolerance of its target."""
+    return (
+        abs(m.forget_acc - forget_goal(m, t)) <= t.forget_tolerance
+        and m.retain_acc >= t.retain_acc - t.retain_tolerance
+        and _kept_shortfall(m, t) <= t.kept_tolerance
     )
 
 
@@ -284,6 +330,7 @@ __all__ = [
     "auc",
     "class_mix_sample",
     "distance",
+    "masked_accuracy",
     "mcu_beta",
     "measure",
     "munba_weights",

@@ -22,6 +22,7 @@ from ._auto_control import (
     Targets,
     class_mix_sample,
     forget_goal,
+    masked_accuracy,
     mcu_beta,
     measure,
     munba_weights,
@@ -68,6 +69,47 @@ def _forget_objective(base: str, num_classes: int, rng: torch.Generator, teacher
     return None
 
 
+def _masked_teacher_objective(teacher: nn.Module, classes: tuple[int, ...]) -> Objective:
+    """Class requests: cross-entropy to the original's own prediction with the forgotten classes masked, on the
+    forget images — the classes a model that never saw the class would pick for them (a T-shirt becomes the
+    shirt or pullover the original already half-sees in it), not random ones."""
+    index = list(classes)
+
+    def masked(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            t = teacher(x).float()
+            t[:, index] = -math.inf
+            p = F.softmax(t, dim=1)
+        return -(p * F.log_softmax(model(x).float(), dim=1).clamp_min(-1e4)).sum(1).mean()
+
+    return masked
+
+
+class _HeldOutLossMatch:
+    """Random requests: raise each forget image's loss towards the held-out loss of the same rank.
+
+    A retrained model treats the forget images like held-out ones: most keep a near-zero loss, a few (the
+    ambiguous or atypical images the original memorised) get a large one. The objective ranks the batch's
+    losses, reads the target of each rank off the current model's held-out losses (the class-mix sample,
+    refreshed at every check), and ascends only where a loss is under its target: ``mean(relu(target − ℓ))``.
+    Images already as unsure as held-out ones are left alone, unlike gradient ascent on the whole set.
+    """
+
+    def __init__(self, holdout: Any, device: torch.device) -> None:
+        self.holdout, self.device = holdout, device
+        self.sorted: torch.Tensor = torch.zeros(1)
+
+    @torch.no_grad()
+    def refresh(self, model: nn.Module) -> None:
+        self.sorted = _losses_of(model, self.holdout, self.device).sort().values.to(self.device)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        losses = F.cross_entropy(model(x).float(), y, reduction="none")
+        rank = losses.detach().argsort().argsort().float()
+        q = ((rank + 0.5) / len(losses) * len(self.sorted)).long().clamp_max(len(self.sorted) - 1)
+        return F.relu(self.sorted[q] - losses).mean()
+
+
 def _retain_objective(base: str, teacher: nn.Module | None) -> Objective:
     if base == "scrub":
         from .scrub import kl_teacher_student
@@ -95,14 +137,16 @@ class AutoConfig(MethodConfig):
 
     base: str = "rl"
     weighting: Literal["munba", "mcu"] = "munba"
+    class_forget: Literal["masked", "base"] = "masked"
+    random_forget: Literal["match", "base"] = "match"
     lr: float | None = None
     momentum: float = 0.9
     batch_size: int = 128
     max_steps: int | None = None
     check_every: int | None = None
-    sample_size: int = 512
+    sample_size: int = 1024
     tolerance: float = 1.0
-    retain_tolerance: float = 1.0
+    retain_tolerance: float = 0.5
     patience: int = 6
 
     def validate(self) -> None:
@@ -114,6 +158,10 @@ class AutoConfig(MethodConfig):
             f"retain term), got {self.base!r}",
         )
         self.check(self.weighting in ("munba", "mcu"), f"weighting must be 'munba' or 'mcu', got {self.weighting!r}")
+        ok = self.class_forget in ("masked", "base")
+        self.check(ok, f"class_forget must be 'masked' or 'base', got {self.class_forget!r}")
+        ok = self.random_forget in ("match", "base")
+        self.check(ok, f"random_forget must be 'match' or 'base', got {self.random_forget!r}")
         lr_ok = self.lr is None or (self.lr > 0 and math.isfinite(self.lr))
         self.check(lr_ok, f"lr must be > 0 or None, got {self.lr}")
         self.check(0.0 <= self.momentum < 1.0, f"momentum must be in [0, 1), got {self.momentum}")
@@ -234,6 +282,12 @@ class Auto(Method):
             base.original_weight_decay_ = data.original_weight_decay
             base.setup(model, data, ctx)
         f_obj = _forget_objective(base_name, num_classes, ctx.rng, teacher)
+        if data.split_kind == "class" and c.class_forget == "masked":
+            f_obj = _masked_teacher_objective(teacher or frozen_copy(model), tuple(data.forget_classes))
+        match = None
+        if data.split_kind != "class" and c.random_forget == "match":
+            f_obj = match = _HeldOutLossMatch(samples["holdout"], ctx.device)
+            match.refresh(model)
         r_obj = _retain_objective(base_name, teacher)
         params = [p for p in model.parameters() if p.requires_grad]
         kw: dict[str, Any] = {"generator": ctx.rng, "device": ctx.device, "num_workers": ctx.num_workers}
@@ -249,7 +303,7 @@ class Auto(Method):
             )
             ctx.emit("setup_end")
             snaps, rule = Snapshots(), StopRule(patience=c.patience)
-            last = measure(model, samples["forget"], samples["retain"], samples["holdout"], 0, ctx.device)
+            last = self._measure(model, samples, 0, ctx)
             snaps.offer(model, last, targets)
             rule.update(last, targets)
             why, step = "budget", 0
@@ -265,7 +319,9 @@ class Auto(Method):
                     base.after_step(model, opt, ctx)
                 ctx.steps += 1
                 if step % every == 0 or step == budget:
-                    last = measure(model, samples["forget"], samples["retain"], samples["holdout"], step, ctx.device)
+                    last = self._measure(model, samples, step, ctx)
+                    if match is not None:
+                        match.refresh(model)
                     snaps.offer(model, last, targets)
                     ctx.log(check_step=step, **{k: v for k, v in last.as_dict().items() if k != "step"})
                     stop = rule.update(last, targets)
@@ -284,6 +340,11 @@ class Auto(Method):
         return model
 
     # --- pieces of the run -------------------------------------------------------------------------
+    @staticmethod
+    def _measure(model: nn.Module, samples: dict[str, Any], step: int, ctx: RunContext) -> Measure:
+        return measure(model, samples["forget"], samples["retain"], samples["holdout"], step, ctx.device,
+                       kept=samples["kept"])  # fmt: skip
+
     def _samples(self, forget: Any, retain: Any, test: Any, data: UnlearnData, ctx: RunContext) -> dict[str, Any]:
         """Fixed evaluation samples: forget, retain, class-mix held-out, and held-out of the kept classes."""
         n = self.config.sample_size
@@ -306,15 +367,22 @@ class Auto(Method):
         self, model: nn.Module, samples: dict[str, Any], data: UnlearnData, num_classes: int, ctx: RunContext
     ) -> Targets:
         c = self.config
-        m0 = measure(model, samples["forget"], samples["retain"], samples["holdout"], 0, ctx.device)
-        kind: Literal["class", "random"] = "class" if data.split_kind == "class" else "random"
-        n_f, n_r = len(samples["forget"]), len(samples["retain"])
-        if kind == "class":
-            return Targets(kind, m0.retain_acc, 0.0, math.log(num_classes), max(c.tolerance, 100.0 / n_f),
-                           sampling_tolerance(m0.retain_acc, n_r, c.retain_tolerance))  # fmt: skip
+        m0 = self._measure(model, samples, 0, ctx)
+        n_f, n_r, n_k = len(samples["forget"]), len(samples["retain"]), len(samples["kept"])
+        if data.split_kind == "class":
+            # The retrained model never predicts a forgotten class: the original with those logits masked is the
+            # no-training estimate of its retain and held-out accuracy (confusions with the class disappear).
+            classes = tuple(data.forget_classes)
+            retain = masked_accuracy(model, samples["retain"], classes, ctx.device)
+            kept = masked_accuracy(model, samples["kept"], classes, ctx.device)
+            return Targets("class", retain, 0.0, math.log(num_classes), max(c.tolerance, 100.0 / n_f),
+                           sampling_tolerance(retain, n_r, c.retain_tolerance), kept_acc=kept,
+                           kept_tolerance=sampling_tolerance(kept, n_k, c.retain_tolerance))  # fmt: skip
         holdout_loss = _mean_loss(model, samples["holdout"], ctx.device)
-        return Targets(kind, m0.retain_acc, None, holdout_loss, sampling_tolerance(m0.holdout_acc, n_f, c.tolerance),
-                       sampling_tolerance(m0.retain_acc, n_r, c.retain_tolerance))  # fmt: skip
+        return Targets("random", m0.retain_acc, None, holdout_loss,
+                       sampling_tolerance(m0.holdout_acc, n_f, c.tolerance),
+                       sampling_tolerance(m0.retain_acc, n_r, c.retain_tolerance), kept_acc=m0.kept_acc,
+                       kept_tolerance=sampling_tolerance(m0.kept_acc, n_k, c.retain_tolerance))  # fmt: skip
 
     def _direction(
         self,
@@ -427,7 +495,9 @@ class Auto(Method):
             f"auto[{base}/{self.config.weighting}] stopped at step {step}: {reasons.get(why, why)}; returned the "
             f"{'input (no state came closer)' if snaps.best_step == 0 else f'snapshot of step {snaps.best_step}'}: "
             f"forget acc {chosen.forget_acc:.1f}% (target {goal} ±{targets.forget_tolerance:.1f}), retain acc "
-            f"{chosen.retain_acc:.1f}% (target {targets.retain_acc:.1f}% −{targets.retain_tolerance:.1f}), MIA AUC "
+            f"{chosen.retain_acc:.1f}% (target {targets.retain_acc:.1f}% −{targets.retain_tolerance:.1f}), "
+            f"held-out acc {chosen.kept_acc:.1f}% (target {targets.kept_acc or math.nan:.1f}% "
+            f"−{targets.kept_tolerance:.1f}), MIA AUC "
             f"{chosen.mia_auc:.3f} (target 0.5); lr {lr:.3g} ({lr_source})"
         )
         ctx.log(
@@ -449,6 +519,15 @@ class Auto(Method):
             "lr": lr,
             "lr_source": lr_source,
         })  # fmt: skip
+
+
+@torch.no_grad()
+def _losses_of(model: nn.Module, ds: Any, device: torch.device) -> torch.Tensor:
+    was = model.training
+    model.eval()
+    out = [F.cross_entropy(model(x).float(), y, reduction="none") for x, y in iter_batches(ds, 512, device=device)]
+    model.train(was)
+    return torch.cat(out)
 
 
 @torch.no_grad()
