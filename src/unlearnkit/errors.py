@@ -58,5 +58,10 @@ class IncompleteUnlearningError(UnlearnkitError, RuntimeError):
         )
 
 
+class WriteFailedError(UnlearnkitError, RuntimeError):
+    """Writing a result failed after the work was done (a full disk, a lost database connection); the message says
+    what was kept and what to do."""
+
+
 class MissingDependencyError(UnlearnkitError, ImportError):
     """An optional extra is not installed; the message gives the pip command."""

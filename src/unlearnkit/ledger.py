@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, IncompatibleError
+from .errors import ConfigError, IncompatibleError, WriteFailedError
 from .ledger_chain import (
     KEY_ENV,
     KEY_FILE_ENV,
@@ -50,13 +50,19 @@ from .ledger_chain import (
     Request,
     VerifyResult,
     _mac,
+    _sa,
+    _sqlite_file,
+    db_error,
+    empty_ledger_message,
     file_sha256,
     ledger_key,
 )
+from .ledger_files import LOCK_FILE
+from .ledger_files import check_writable as _check_writable
+from .ledger_files import os_failure as _os_failure
 
 MODEL_FILE = "model.safetensors"
 LEDGER_FILE = "ledger.db"
-LOCK_FILE = ".apply.lock"
 HEAD_FILE = "ledger.head"
 STAGED_PREFIX = ".staged-"
 #: Test hook: seconds `ModelDirectory.apply` sleeps after computing the new model and before committing it.
@@ -128,14 +134,34 @@ class ModelDirectory:
             raise ConfigError(f"{p} holds no {MODEL_FILE}; put the model there, or pass the model to register")
         if model is not None and (p / MODEL_FILE).exists():
             raise ConfigError(f"{p / MODEL_FILE} exists already; pass no model to register it")
+        db_url = url or f"sqlite:///{(p / LEDGER_FILE).resolve()}"
+        db_file = _sqlite_file(db_url)
+        if db_file is not None and os.path.isfile(db_file) and os.path.getsize(db_file) == 0:
+            raise ConfigError(empty_ledger_message(db_file))  # not a new ledger: one whose content was lost
+        if p.is_dir():
+            _check_writable(p, db_url, "request init")
         k = _outside_key(p, key)
         bundle = load_dataset(dataset, data_dir)
         p.mkdir(parents=True, exist_ok=True)
+        new_files = [Path(f) for f in (db_file,) if f is not None and not os.path.exists(f)]
         if model is not None:
-            save_checkpoint(model, p / MODEL_FILE)
-        check_checkpoint_for(p / MODEL_FILE, bundle.info)
-        load_checkpoint(p / MODEL_FILE)  # a file that does not load is refused before any ledger exists
-        ledger = Ledger(url or f"sqlite:///{(p / LEDGER_FILE).resolve()}", key=k)
+            new_files.append(p / MODEL_FILE)
+        try:  # a registration that fails (a full disk, a lost server) leaves no file it created
+            if model is not None:
+                save_checkpoint(model, p / MODEL_FILE)
+            check_checkpoint_for(p / MODEL_FILE, bundle.info)
+            load_checkpoint(p / MODEL_FILE)  # a file that does not load is refused before any ledger exists
+            return cls._register(p, db_url, url, k, dataset, bundle)
+        except BaseException:
+            for f in new_files:
+                for suffix in ("", "-journal", "-wal", "-shm"):
+                    Path(f"{f}{suffix}").unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def _register(cls, p: Path, db_url: str, url: str | None, k: bytes | None, dataset: str, bundle: Any) -> Any:
+        """The registration row (method ``init``) of `create`, and the anchor."""
+        ledger = Ledger(db_url, key=k)
         from .cache import checkpoint_sha256, dataset_digest
         from .sisa import read_deleted_mask
 
@@ -163,6 +189,7 @@ class ModelDirectory:
                 model_after=sha,
                 audit={},
             )
+        ledger.engine.dispose()
         d = cls(p, url, key=k)
         d._write_head()
         return d
@@ -179,6 +206,7 @@ class ModelDirectory:
         d = cls(path, url, key=key)
         if (d.path / HEAD_FILE).is_file():
             raise ConfigError(f"{d.path} has its {HEAD_FILE} already; nothing to adopt (run `request verify`)")
+        _check_writable(d.path, d.url, "request init --adopt")
         with d._lock():
             res = d.ledger.verify()
             d._check_model(res.problems)
@@ -284,6 +312,16 @@ class ModelDirectory:
             head["mac"] = _head_mac(seq, row_hash, self.ledger.key)
         write_json_atomic(self.path / HEAD_FILE, head)
 
+    def _write_head_after(self, done: str) -> None:
+        """`_write_head` once a commit is in: a failure then says what was done (the anchor only lags a row)."""
+        try:
+            self._write_head()
+        except OSError as exc:
+            raise WriteFailedError(
+                f"{done}, but {HEAD_FILE} (the anchor of the newest row) could not be updated: {_os_failure(exc)}; it "
+                "still anchors an older row, and the next add or apply updates it"
+            ) from exc
+
     def _check_head(self, problems: list[str]) -> None:
         path = self.path / HEAD_FILE
         if not path.is_file():
@@ -348,6 +386,7 @@ class ModelDirectory:
             check_text(request_id, "the request id (--id)", max_len=200)
         if (indices is None) == (spec is None):
             raise ConfigError("a request names either training indices or a spec (e.g. class:3), not both")
+        _check_writable(self.path, self.url, "request add")
         with self._lock():
             self._roll_forward()
             self._require_verified()
@@ -382,7 +421,7 @@ class ModelDirectory:
                 if asked:
                     raise IncompatibleError(f"training indices already requested by a pending request: {asked[:5]}")
                 req = self.ledger.insert_request(conn, request_id=rid, subject=subject, indices=sel, spec=spec)
-            self._write_head()
+            self._write_head_after(f"request {rid} was recorded")
             return req
 
     def _resolve_spec(self, spec: str, dataset: str, data_dir: str | None) -> list[int]:
@@ -438,6 +477,7 @@ class ModelDirectory:
         choice = build_method(method, config)  # unknown names and options fail even when nothing is pending
         if kind is not None:
             check_method_for_kind(kind, choice.method.name, config, self.model_path.name)
+        _check_writable(self.path, self.url, "request apply")
         with self._lock():
             self._roll_forward()
             self._require_verified()
@@ -466,13 +506,21 @@ class ModelDirectory:
             if sleep:  # test hook: a marker says the new model is computed and nothing is committed yet
                 (self.path / ".apply-sleeping").touch()
                 time.sleep(sleep)
+            kept = "the model and the ledger are unchanged and the requests stay pending"
             staged_tmp = self.path / f"{STAGED_PREFIX}tmp-{os.getpid()}.safetensors"
-            save_checkpoint(res.model, staged_tmp)
-            record["model_sha256"] = checkpoint_sha256(staged_tmp)  # the model identity (weights), see the docstring
-            after = file_sha256(staged_tmp)
-            staged = self.path / f"{STAGED_PREFIX}{after}.safetensors"
-            os.replace(staged_tmp, staged)
+            try:
+                save_checkpoint(res.model, staged_tmp)
+                record["model_sha256"] = checkpoint_sha256(staged_tmp)  # the model identity (weights): see the doc
+                after = file_sha256(staged_tmp)
+                staged = self.path / f"{STAGED_PREFIX}{after}.safetensors"
+                os.replace(staged_tmp, staged)
+            except OSError as exc:
+                staged_tmp.unlink(missing_ok=True)
+                raise WriteFailedError(
+                    f"could not write the new model in {self.path}: {_os_failure(exc)}; {kept}"
+                ) from exc
             ids = [r.id for r in pending]
+            committing = False
             try:
                 with self.ledger.write() as conn:
                     apps = self.ledger.applications_list(conn)
@@ -488,11 +536,25 @@ class ModelDirectory:
                         model_after=after,
                         audit=record,
                     )
+                    committing = True  # the COMMIT runs as the block exits
+            except Exception as exc:
+                if committing and not self.ledger.is_sqlite:  # a server may have committed before the link broke
+                    raise WriteFailedError(
+                        f"the ledger's commit failed ({db_error(exc)}) and the database may or may not hold the "
+                        f"application; the new model is kept as {staged.name}: the next `request` command on "
+                        f"{self.path} swaps it in if the ledger recorded it and discards it otherwise"
+                    ) from exc
+                staged.unlink(missing_ok=True)
+                if isinstance(exc, _sa().exc.SQLAlchemyError):
+                    raise WriteFailedError(
+                        f"could not record the application in the ledger: {db_error(exc)}; {kept}"
+                    ) from exc
+                raise
             except BaseException:
                 staged.unlink(missing_ok=True)
                 raise
-            self._write_head()
             os.replace(staged, self.model_path)  # the swap: readers see the old file or the new one
+            self._write_head_after(f"requests {', '.join(ids)} were applied (the model and the ledger hold them)")
             return ApplyResult(ids, res.method, before, after, record, time.perf_counter() - t0)
 
 

@@ -139,28 +139,28 @@ class Ledger:
         self.url = url
         self.key = key
         self.is_sqlite = url.lower().startswith("sqlite")
+        shown = shown_url(url)
         if _is_memory(url):
             raise ConfigError(
-                f"ledger URL {url!r} (--db) is an in-memory database, lost when the process ends; give a file "
+                f"ledger URL {shown!r} (--db) is an in-memory database, lost when the process ends; give a file "
                 "(sqlite:///path/ledger.db) or a server URL"
             )
         file = _sqlite_file(url)
         if not create and self.is_sqlite and (file is None or not os.path.isfile(file)):
             raise ConfigError(
-                f"no ledger at {url!r} (--db): {file or 'no file'} does not exist; check the URL for a typo, or "
+                f"no ledger at {shown!r} (--db): {file or 'no file'} does not exist; check the URL for a typo, or "
                 "create the ledger with `unlearnkit request init DIR --dataset NAME --db URL`"
             )
+        if not create and file is not None and os.path.getsize(file) == 0:
+            raise ConfigError(empty_ledger_message(file))
         kw: dict[str, Any] = {"connect_args": {"timeout": 60}} if self.is_sqlite else {}
         try:
             self.engine = sa.create_engine(url, **kw)
         except ImportError as exc:
-            raise MissingDependencyError(
-                f"ledger URL {url!r} (--db) needs a database driver that is not installed ({exc.name or exc}); "
-                "install it (e.g. pip install psycopg2-binary for postgresql://)"
-            ) from None
+            raise MissingDependencyError(_driver_message(shown, exc)) from None
         except sa.exc.ArgumentError as exc:
             raise ConfigError(
-                f"cannot use ledger URL {url!r} (--db): {str(exc).splitlines()[0]}; "
+                f"cannot use ledger URL {shown!r} (--db): {str(exc).splitlines()[0]}; "
                 "expected e.g. sqlite:///path/ledger.db or postgresql://user@host/db"
             ) from None
         if self.is_sqlite:
@@ -206,11 +206,14 @@ class Ledger:
                 md.create_all(self.engine)
             elif not all(sa.inspect(self.engine).has_table(t) for t in ("requests", "applications")):
                 raise ConfigError(
-                    f"{url!r} (--db) holds no deletion-request ledger; check the URL for a typo, or create one with "
-                    "`unlearnkit request init DIR --dataset NAME --db URL`"
+                    f"{shown!r} (--db) holds no deletion-request ledger; check the URL for a typo, or create one "
+                    "with `unlearnkit request init DIR --dataset NAME --db URL`"
                 )
         except sa.exc.SQLAlchemyError as exc:
-            raise LedgerError(f"cannot open the ledger {url!r}: {db_error(exc)}") from None
+            where = (
+                "" if self.is_sqlite else "; check the --db URL and that the database server is running and reachable"
+            )
+            raise LedgerError(f"cannot open the ledger {shown!r} (--db): {db_error(exc)}{where}") from None
 
     # --- transactions ------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -379,15 +382,69 @@ class Ledger:
 
 
 def db_error(exc: BaseException) -> str:
-    """One line for a database failure (SQLAlchemy wraps the driver's error; its first line names the cause)."""
+    """One line for a database failure (SQLAlchemy wraps the driver's error; its first line names the cause), with
+    the fix where the cause says it."""
+    cause, fix = db_cause_and_fix(exc)
+    return f"{cause}: {fix}" if fix else cause
+
+
+def db_cause_and_fix(exc: BaseException) -> tuple[str, str | None]:
+    """The first line of a database failure and, for the causes we know, what to do (None otherwise)."""
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc).strip().splitlines()
     first = text[0] if text else type(exc).__name__
     if "file is not a database" in first:
-        return "the file is not an SQLite database (damaged or replaced)"
+        return (
+            "the file is not an SQLite database (damaged or replaced)",
+            "restore the ledger file from a backup (if the folder never had a ledger, move the file away and run "
+            "`unlearnkit request init`)",
+        )
+    if "disk is full" in first:
+        return first, "free space on the disk that holds the ledger and run the command again"
     if "readonly" in first or "read-only" in first:
-        return f"{first} (the ledger or its folder is read-only)"
-    return first
+        return f"{first} (the ledger or its folder is read-only)", "make them writable and run the command again"
+    return first, None
+
+
+def shown_url(url: str) -> str:
+    """``url`` with its password (``scheme://user:PASSWORD@host``) replaced by ``***``: fit for a message or a log."""
+    import re
+
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def empty_ledger_message(file: str | os.PathLike) -> str:
+    return (
+        f"the ledger file {file} is empty (0 bytes): its content was lost, or it is a placeholder. Restore it from a "
+        "backup; if the model was never registered, move the file away and run `unlearnkit request init`"
+    )
+
+
+#: The pip package of a database driver SQLAlchemy imports (the module named in the ImportError).
+_DRIVER_PACKAGES = {
+    "psycopg": "psycopg[binary]",
+    "psycopg2": "psycopg2-binary",
+    "pg8000": "pg8000",
+    "asyncpg": "asyncpg",
+    "MySQLdb": "mysqlclient",
+    "pymysql": "PyMySQL",
+    "mysql": "mysql-connector-python",
+    "mariadb": "mariadb",
+    "pymssql": "pymssql",
+    "pyodbc": "pyodbc",
+    "oracledb": "oracledb",
+    "cx_Oracle": "cx_Oracle",
+}
+
+
+def _driver_message(shown: str, exc: ImportError) -> str:
+    module = (exc.name or "").split(".")[0]
+    package = _DRIVER_PACKAGES.get(module)
+    install = f"pip install {package}" if package else f"install the package that provides the module {module!r}"
+    return (
+        f"ledger URL {shown!r} (--db) needs the database driver {module or exc!s}, which is not installed: "
+        f"{install} (or name an installed driver in the URL, e.g. postgresql+psycopg2://…)"
+    )
 
 
 __all__ = [
@@ -399,7 +456,10 @@ __all__ = [
     "LedgerError",
     "Request",
     "VerifyResult",
+    "db_cause_and_fix",
     "db_error",
+    "empty_ledger_message",
     "file_sha256",
     "ledger_key",
+    "shown_url",
 ]

@@ -58,6 +58,7 @@ from .tune_space import (
     search_space,
     space_from_grid,
 )
+from .tune_storage import IDENTITY_ATTR, check_study
 
 if TYPE_CHECKING:
     from .evaluation import EvaluationCache
@@ -237,33 +238,6 @@ def default_study_name(
 
 
 Objective = Callable[[Any], float]
-
-
-IDENTITY_ATTR = "unlearnkit_identity"
-
-
-def check_study(storage: str | None, study_name: str, identity: Mapping[str, Any] | None) -> None:
-    """Before any training: ``storage`` opens, and a study ``study_name`` already in it was made for the same
-    ``identity`` (another method's trials would be reported, and a preset written, as this one's)."""
-    if storage is None:
-        return
-    optuna = require_optuna()
-    try:
-        summaries = optuna.study.get_all_study_summaries(storage, include_best_trial=False)
-    except Exception as exc:  # a damaged or foreign file: SQLAlchemy/Optuna errors of many kinds
-        first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(
-            f"cannot open the study storage {storage} (--storage): {first}; move the damaged file away or pass "
-            "another --storage"
-        ) from None
-    for summary in summaries:
-        have = summary.user_attrs.get(IDENTITY_ATTR) if summary.study_name == study_name else None
-        if have is not None and identity is not None and have != dict(identity):
-            desc = lambda d: ", ".join(f"{k} {d.get(k)}" for k in sorted(d))  # noqa: E731
-            raise ConfigError(
-                f"study {study_name!r} in {storage} was made for {desc(have)}, not {desc(dict(identity))}: pass "
-                "another --study-name (the default names the method, data and split)"
-            )
 
 
 def run_study(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import __version__
-from ..errors import IncompleteUnlearningError, UnlearnkitError
+from ..errors import IncompleteUnlearningError, UnlearnkitError, WriteFailedError
 from . import bench, experiment, inventory, requests, train, tune
 from ._common import Parser
 
@@ -92,8 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _debug(args):
             raise
         print(f"unlearnkit {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        # 2: the input was refused before any compute; 1: the run happened but did not complete the deletion
-        return 1 if isinstance(exc, IncompleteUnlearningError) else 2
+        # 2: the input was refused before any compute; 1: the run happened but did not complete the deletion, or its
+        # result could not be written
+        return 1 if isinstance(exc, (IncompleteUnlearningError, WriteFailedError)) else 2
     except KeyboardInterrupt:
         print(f"unlearnkit {args.command}: interrupted; no partial output was written", file=sys.stderr)
         return 130

@@ -10,9 +10,10 @@ def describe(exc: BaseException) -> str:
     """What went wrong, in one line, and where that is possible the fix."""
     mod = type(exc).__module__ or ""
     if mod.startswith("sqlalchemy"):
-        from ..ledger_chain import db_error
+        from ..ledger_chain import db_cause_and_fix
 
-        return f"the ledger database failed: {db_error(exc)}; nothing was changed (check --db and the ledger file)"
+        cause, fix = db_cause_and_fix(exc)
+        return f"the ledger database failed: {cause}; nothing was changed; " + (fix or "check --db and the ledger file")
     if "safetensor" in mod.lower() or "safetensor" in type(exc).__name__.lower():
         return f"cannot read a checkpoint: {_first(exc)} (the file is damaged or not a safetensors file)"
     if isinstance(exc, MemoryError):
