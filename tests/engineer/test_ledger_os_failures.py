@@ -133,6 +133,17 @@ def test_init_that_fails_at_its_commit_leaves_no_ledger_behind(tmp_path, digits_
     assert cli("request", "init", str(d), "--dataset", "digits").code == 0  # space again: it registers
 
 
+def test_a_full_disk_after_the_commit_says_the_work_is_done_and_only_the_anchor_lags(pending_dir, cli, fake_compute):
+    with faults.inject("disk_full_anchor"):
+        apply = cli("request", "apply", str(pending_dir), "--method", "ft", "--no-audit", "--device", "cpu")
+        add = cli("request", "add", str(pending_dir), "--subject", "s", "--indices", "7", "--id", "r-2")
+    _one_line(apply, 1, "r-1 were applied", "ledger.head", "no space left")
+    _one_line(add, 1, "r-2 was recorded", "ledger.head")
+    assert _rows(pending_dir)[0] == [("r-1", "applied"), ("r-2", "pending")]
+    assert not list(pending_dir.glob(".staged-*"))  # the new model is in place
+    assert cli("request", "verify", str(pending_dir)).code == 0  # the anchor lags, it does not lie
+
+
 # ------------------------------------------------------------------------------------------------ ledger files
 def test_an_empty_ledger_file_is_not_taken_for_a_new_ledger(tmp_path, digits_untrained_ckpt, cli):
     import shutil

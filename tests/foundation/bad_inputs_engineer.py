@@ -190,7 +190,12 @@ def engineer_cases(f: dict[str, Path], out: Path, Case: Any) -> list[Any]:
         C("add in-memory --db", [*A, "--indices", "3", "--db", "sqlite://"], "in-memory"),
         C("add --db not a URL", [*A, "--indices", "3", "--db", "ledger"], "URL"),
         C("add --db unknown dialect", [*A, "--indices", "3", "--db", "nosuchdb://x/y"], "URL"),
-        C("add --db missing driver", [*A, "--indices", "3", "--db", "postgresql://u@127.0.0.1:1/x"], "driver"),
+        C(
+            "add --db missing driver",
+            [*A, "--indices", "3", "--db", "postgresql://u@127.0.0.1:1/x"],
+            "psycopg[binary]",
+            fault="no_module:psycopg",  # SQLAlchemy 2.1's default postgresql driver, absent whatever is installed
+        ),
         C("list dir missing", ["request", "list", f"{out}/nodir"], "does not exist"),
         C("verify dir missing", ["request", "verify", f"{out}/nodir"], "does not exist"),
         C("verify mistyped --db", ["request", "verify", md, "--db", f"sqlite:///{out}/x.db"], "does not exist"),

@@ -8,8 +8,13 @@ result*; one whose output holds ``Traceback`` is a *traceback*.
 The engineer's path (issue 24: ``request``, ``unlearn``, ``train --shards``, ``tune``, audit flags) adds cases
 against registered digits model directories. Each outcome is classified as a *clear error*, a *correct result*
 (cases that must succeed, ``ok=True``, with a check of what they did), a *traceback*, a *silent wrong result*
-(exit 0 where an error was due, or a failed check) or *data loss* (a file of a registered model directory
-changed by a command that failed).
+(exit 0 where an error was due, or a failed check) or *data loss* (a file of a registered model directory, or a
+row of its ledger, changed by a command that failed).
+
+Failures of the operating system and the database (a read-only directory, a full disk at the model write and at the
+ledger's commit, a missing driver, a refused connection, damaged ledgers and studies) are cases too
+(``bad_inputs_faults.py``): the real command runs under an injected fault, and ``Case.exit`` pins the exit code
+(2: refused before any compute; 1: failed after it, the previous state kept).
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ class Case:
     ok: bool = False  # a command that must succeed (a correct result), checked by `check`
     check: Callable[[], str | None] | None = None  # None when the result is right, else what is wrong
     guard: tuple[Path, ...] = ()  # model directories whose files a failing command must leave untouched
+    ledgers: tuple[Path, ...] = ()  # model directories whose ledger rows a failing command must leave (and verify)
+    fault: str = ""  # a failure of the OS or the database injected into the command (`bad_inputs_faults.inject`)
+    exit: int = 0  # the exit code a failing command must give (0: any non-zero; 2 says "refused before compute")
+    absent: str = ""  # a fragment the output must not hold (a password)
 
 
 @dataclass
@@ -76,10 +85,17 @@ class Outcome:
 
     @property
     def problems(self) -> list[str]:
+        leak = (
+            [f"output holds {self.case.absent!r}"]
+            if self.case.absent and self.case.absent in self.out + self.err
+            else []
+        )
         if self.case.ok:
             bad = [] if self.code == 0 else [f"exit {self.code}: {self.err.strip()[-200:]}"]
-            return bad + ([self.wrong] if self.wrong else []) + (["traceback"] if self.traceback else [])
-        p = []
+            return bad + ([self.wrong] if self.wrong else []) + (["traceback"] if self.traceback else []) + leak
+        p = leak
+        if self.case.exit and self.code not in (0, self.case.exit):
+            p.append(f"exit {self.code}, not {self.case.exit}")
         if self.silent:
             p.append("exit code 0 (accepted silently)")
         if self.changed:
@@ -555,17 +571,39 @@ def _contents(dirs: tuple[Path, ...]) -> dict[str, str]:
     }
 
 
-def _finish(case: Case, code: int, out: str, err: str, new: list[str], guarded: dict[str, str]) -> Outcome:
+def _rows(dirs: tuple[Path, ...]) -> dict[str, object]:
+    """Each ledger's requests (id, status, indices), applications (method, model after) and whether it verifies."""
+    if not dirs:
+        return {}
+    from unlearnkit.ledger import ModelDirectory
+
+    state: dict[str, object] = {}
+    for d in dirs:
+        md = ModelDirectory(d)
+        reqs = [(r.id, r.status, r.indices) for r in md.ledger.requests_list()]
+        apps = [(a.seq, a.method, a.model_after) for a in md.ledger.applications_list()]
+        state[d.name] = (reqs, apps, md.verify().ok)
+        md.ledger.engine.dispose()
+    return state
+
+
+def _finish(
+    case: Case, code: int, out: str, err: str, new: list[str], guarded: dict[str, str], rows: dict[str, object]
+) -> Outcome:
     after = _contents(case.guard)
     changed = [] if case.ok else sorted(k for k in guarded.keys() | after.keys() if guarded.get(k) != after.get(k))
+    if not case.ok:
+        rows_after = _rows(case.ledgers)
+        changed += [f"{d}/ledger rows" for d in rows if rows[d] != rows_after.get(d)]
     wrong = case.check() if case.check is not None and code == 0 else None
-    return Outcome(case, code, out, err, new, [Path(c).name for c in changed], wrong)
+    return Outcome(case, code, out, err, new, [Path(c).name if "/" in c else c for c in changed], wrong)
 
 
 def run_in_process(case: Case, root: Path) -> Outcome:
     from unlearnkit.cli import main
 
-    guarded = _contents(case.guard)
+    inject = _sibling("bad_inputs_faults").inject
+    guarded, rows = _contents(case.guard), _rows(case.ledgers)
     before = _snapshot(root)
     out, err = io.StringIO(), io.StringIO()
     saved = {k: os.environ.get(k) for k in case.env}
@@ -573,7 +611,8 @@ def run_in_process(case: Case, root: Path) -> Outcome:
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                code = main(case.argv)
+                with inject(case.fault):
+                    code = main(case.argv)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             except BaseException:
@@ -587,25 +626,21 @@ def run_in_process(case: Case, root: Path) -> Outcome:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return _finish(case, int(code), out.getvalue(), err.getvalue(), sorted(_snapshot(root) - before), guarded)
+    return _finish(case, int(code), out.getvalue(), err.getvalue(), sorted(_snapshot(root) - before), guarded, rows)
 
 
 def run_subprocess(case: Case, root: Path, timeout: float = 120) -> Outcome:
-    guarded = _contents(case.guard)
+    guarded, rows = _contents(case.guard), _rows(case.ledgers)
     before = _snapshot(root)
     env = {**os.environ, "UNLEARNKIT_PROGRESS": "0", **case.env}
-    cmd = [
-        sys.executable,
-        "-c",
-        "import sys; from unlearnkit.cli import main; sys.exit(main(sys.argv[1:]))",
-        *case.argv,
-    ]
+    child = _sibling("bad_inputs_faults")
+    cmd = [sys.executable, "-c", child.CHILD, child.__file__, case.fault, *case.argv]
     try:
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         code, out, err = p.returncode, p.stdout, p.stderr
     except subprocess.TimeoutExpired:
         code, out, err = 0, "", "timed out: the command started computing"
-    return _finish(case, code, out, err, sorted(_snapshot(root) - before), guarded)
+    return _finish(case, code, out, err, sorted(_snapshot(root) - before), guarded, rows)
 
 
 def _sibling(name: str):
@@ -620,7 +655,7 @@ def _sibling(name: str):
     return sys.modules[name]
 
 
-def sweep(root: Path, runner: Callable[[Case, Path], Outcome] = run_in_process) -> list[Outcome]:
+def sweep(root: Path, runner: Callable[[Case, Path], Outcome] = run_in_process, match: str = "") -> list[Outcome]:
     files = build_workspace(root / "ws")
     out = root / "out"
     out.mkdir()
@@ -636,7 +671,9 @@ def sweep(root: Path, runner: Callable[[Case, Path], Outcome] = run_in_process) 
         else:
             eng = _sibling("bad_inputs_engineer")
             all_cases += eng.engineer_cases(eng.build_engineer_workspace(root / "ws_eng"), out, Case)
-        return [runner(c, root) for c in all_cases]
+            osf = _sibling("bad_inputs_faults")  # the OS's and the database's failures, injected
+            all_cases += osf.os_cases(osf.build_os_workspace(root / "ws_os"), out, Case)
+        return [runner(c, root) for c in all_cases if match.lower() in c.name.lower()]
     finally:
         if saved is None:
             os.environ.pop("UNLEARNKIT_CACHE", None)
@@ -648,9 +685,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--subprocess", action="store_true", help="run each case as `python -c main(...)`")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every case's error line")
+    ap.add_argument("-k", "--match", default="", help="run only the cases whose name holds this text")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        outcomes = sweep(Path(tmp), run_subprocess if a.subprocess else run_in_process)
+        outcomes = sweep(Path(tmp), run_subprocess if a.subprocess else run_in_process, a.match)
     bad = [o for o in outcomes if o.problems]
     from collections import Counter
 

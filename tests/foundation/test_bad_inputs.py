@@ -1,5 +1,6 @@
 """The bad-inputs sweep (issues 11 and 24): every bad input exits non-zero with one clear line, no traceback, no
-file written and no file of a registered model directory changed; every case that must succeed does, exactly."""
+file written and no file of a registered model directory changed (nor its ledger rows), also under injected
+failures of the OS and the database; every case that must succeed does, exactly."""
 
 from __future__ import annotations
 
@@ -22,3 +23,5 @@ def test_bad_inputs_sweep_in_process(tmp_path):
     assert verdicts.count("traceback") == verdicts.count("silent wrong") == verdicts.count("data loss") == 0
     engineer = [o for o in outcomes if o.case.guard or o.case.ok]
     assert len(engineer) >= 80 and any(o.case.ok for o in engineer)  # issue 24's surfaces are in the sweep
+    faults = {o.case.fault.partition(":")[0] for o in outcomes if o.case.fault}  # and its OS and database failures
+    assert {"read_only", "disk_full_model", "disk_full_commit", "no_module"} <= faults, faults
