@@ -24,7 +24,12 @@ past row, a deleted row, or a swapped model file is reported.
 write transaction that re-checks the requests are still pending and the model is still the recorded one), writes
 the new model to a staged file, commits the application, then swaps the staged file in with one rename. A crash
 before the commit leaves the previous model and the requests pending; a crash between commit and rename is
-rolled forward by the next command (the staged file carries the committed hash).
+rolled forward by the next command (the staged file carries the committed hash). The anchor (``ledger.head``) is
+updated last: when that write fails the work is done and the anchor lags a row until the next command.
+
+A command that writes the directory (``add``, ``apply``, ``create``, ``adopt``) refuses a read-only one before any
+compute; a write that fails after the compute (a full disk, a lost database connection) raises `WriteFailedError`
+saying what was kept (`unlearnkit.ledger_files`).
 
 SQLAlchemy is an optional extra (``pip install 'unlearnkit[ledger]'``).
 """
