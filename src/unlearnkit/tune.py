@@ -43,7 +43,7 @@ from torch import nn
 from .data.datasets import DatasetBundle, load_dataset
 from .data.splits import Split, split_for
 from .device import resolve_device
-from .errors import ConfigError, DivergenceError, MissingDependencyError
+from .errors import ConfigError, DivergenceError
 from .methods import METHODS, UnlearnData, create_method
 from .oracle import train_or_load
 from .runner import run_method
@@ -58,7 +58,7 @@ from .tune_space import (
     search_space,
     space_from_grid,
 )
-from .tune_storage import IDENTITY_ATTR, check_study
+from .tune_storage import IDENTITY_ATTR, check_study, require_optuna
 
 if TYPE_CHECKING:
     from .evaluation import EvaluationCache
@@ -68,16 +68,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_SEEDS = (10, 11)  # tuning originals: never the benchmark's seeds (0, 1, 2)
 DEFAULT_BUDGET = {"random": 0.25, "class": 0.10}  # × the retrained model's wall time
 OVER_BUDGET_PENALTY = 10.0  # "penalise": pp added per 100 % over the budget
-INSTALL_HINT = "unlearnkit tune needs Optuna: pip install 'unlearnkit[tune]' (or pip install 'optuna>=3.6')"
-
-
-def require_optuna() -> Any:
-    """Import Optuna or raise `MissingDependencyError` with the install command."""
-    try:
-        import optuna
-    except ImportError as exc:
-        raise MissingDependencyError(INSTALL_HINT) from exc
-    return optuna
 
 
 # ------------------------------------------------------------------------------------------------ objective parts

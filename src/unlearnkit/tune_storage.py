@@ -9,9 +9,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, MissingDependencyError
 
 IDENTITY_ATTR = "unlearnkit_identity"
+INSTALL_HINT = "unlearnkit tune needs Optuna: pip install 'unlearnkit[tune]' (or pip install 'optuna>=3.6')"
+
+
+def require_optuna() -> Any:
+    """Import Optuna or raise `MissingDependencyError` with the install command."""
+    try:
+        import optuna
+    except ImportError as exc:
+        raise MissingDependencyError(INSTALL_HINT) from exc
+    return optuna
 
 
 def check_study(storage: str | None, study_name: str, identity: Mapping[str, Any] | None) -> None:
@@ -19,8 +29,6 @@ def check_study(storage: str | None, study_name: str, identity: Mapping[str, Any
     ``identity`` (another method's trials would be reported, and a preset written, as this one's)."""
     if storage is None:
         return
-    from .tune import require_optuna
-
     optuna = require_optuna()
     _check_sqlite_study(storage, optuna)
     try:
@@ -76,4 +84,4 @@ def _table_names(engine: Any) -> list[str]:
     return list(sqlalchemy.inspect(engine).get_table_names())
 
 
-__all__ = ["IDENTITY_ATTR", "check_study"]
+__all__ = ["IDENTITY_ATTR", "INSTALL_HINT", "check_study", "require_optuna"]
