@@ -26,7 +26,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS)
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,report,browser]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,report,browser,ray]"
 	touch $(STAMP)
 
 setup: $(STAMP)

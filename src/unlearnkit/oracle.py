@@ -6,11 +6,18 @@ dataset (a swapped image, relabelled classes) is a different key. Each entry's `
 SHA-256 of its weights; a read verifies it (once per process), and a truncated, unreadable or modified entry is
 discarded with a one-line warning and retrained. ``UNLEARNKIT_CACHE`` overrides the default folder;
 ``use_cache=False`` (``--no-cache``, or ``UNLEARNKIT_NO_CACHE=1``) neither reads nor writes the cache.
+
+Each key is trained once even when several processes ask for it at the same time (a bench on a Ray cluster, two
+``--part`` invocations): the trainer holds an exclusive ``flock`` on ``<key>.lock`` beside the entry while it
+trains, and a process that finds the entry missing waits for that lock and then loads what the first one stored.
+On several machines the lock works wherever the cache folder is one shared filesystem with working ``flock``
+(local disks, NFS v4); the kernel releases it when its holder dies, even by ``kill -9``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -157,10 +164,9 @@ def train_or_load(
     """The original model (``split`` None or with an empty forget set) or the retrained oracle (retain only).
 
     Returns the cached model when a verified entry exists for the same inputs; otherwise trains and stores it
-    (``use_cache=False`` bypasses the cache: no read, no write).
+    (``use_cache=False`` bypasses the cache: no read, no write). A key missing from the cache is trained by one
+    process at a time (see the module docstring): a second caller waits and then loads the stored entry.
     """
-    from . import __version__
-
     bundle = load_dataset(data, data_dir) if isinstance(data, str) else data
     info = bundle.info
     if split is None:
@@ -174,15 +180,68 @@ def train_or_load(
     digest = bundle_digest(bundle)
     key = oracle_key(info.name, cfg, recipe, split, seed, digest)
     folder = entry_folder(key)
-    role = "retrained" if len(split.forget) else "original"
-    use = cache_enabled(use_cache)
-    if use:
+
+    def fit(store: Path | None) -> TrainedModel:
+        return _train(
+            bundle,
+            model,
+            split,
+            seed,
+            recipe,
+            model_kwargs,
+            dev,
+            progress,
+            {"model": cfg, "key": key, "dataset_sha256": digest},
+            store,
+        )
+
+    if not cache_enabled(use_cache):
+        return fit(None)
+    with _own_rng(dev):
+        hit = load_entry(folder, dev)
+    if hit is not None:
+        return TrainedModel(hit[0], hit[1], True, folder)
+    check_cache_writable()
+    with entry_lock(folder):  # another process may be training this key: wait for it, then load its entry
         with _own_rng(dev):
             hit = load_entry(folder, dev)
         if hit is not None:
             return TrainedModel(hit[0], hit[1], True, folder)
-        check_cache_writable()
+        return fit(folder)
 
+
+@contextlib.contextmanager
+def entry_lock(folder: Path) -> Iterator[None]:
+    """Hold the exclusive lock of one cache entry (``<key>.lock`` beside its folder) for the block; blocks until
+    no other process holds it."""
+    lock = folder.with_name(folder.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _train(
+    bundle: DatasetBundle,
+    model: str,
+    split: Split,
+    seed: int,
+    recipe: Recipe,
+    model_kwargs: dict[str, Any] | None,
+    dev: torch.device,
+    progress: bool | None,
+    ident: dict[str, Any],
+    folder: Path | None,
+) -> TrainedModel:
+    """Train one original or oracle from its seed; store it in ``folder`` (None: not cached). ``ident``: the
+    model config, the cache key and the dataset digest `train_or_load` computed."""
+    from . import __version__
+
+    info = bundle.info
+    role = "retrained" if len(split.forget) else "original"
     with _own_rng(dev):  # seeded init and training on a fork of the RNG: the caller's generator is untouched
         torch.manual_seed(seed)
         net = model_for_dataset(model, info, **(model_kwargs or {}))
@@ -202,8 +261,8 @@ def train_or_load(
     meta = {
         "role": role,
         "dataset": info.name,
-        "dataset_sha256": digest,
-        "model": cfg,
+        "dataset_sha256": ident["dataset_sha256"],
+        "model": ident["model"],
         "split_spec": split.spec,
         "split_sha256": split.sha256,
         "manipulation": getattr(bundle, "manipulation", None) or None,
@@ -217,11 +276,11 @@ def train_or_load(
         "device": str(dev),
         "unlearnkit_version": __version__,
         "torch_version": torch.__version__,
-        "cache_key": key,
+        "cache_key": ident["key"],
     }
-    if use:
+    if folder is not None:
         save_cache_entry(folder, net, meta)
-    return TrainedModel(net, meta, False, folder if use else None)
+    return TrainedModel(net, meta, False, folder)
 
 
 def checkpoint_metadata(meta: dict[str, Any]) -> dict[str, str]:

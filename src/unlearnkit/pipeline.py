@@ -19,6 +19,7 @@ from .jobs.run import (
     recipe_weight_decay,
     run_job,
     save_experiment,
+    train_model,
 )
 from .jobs.task import check_seed, resolve_run_task, split_kind
 from .jobs.task import prepare_method as _prepare
@@ -26,6 +27,7 @@ from .jobs.task import prepare_method as _prepare
 if TYPE_CHECKING:
     from .evaluation import EvaluationCache
     from .methods import Method
+    from .oracle import TrainedModel
 
 
 def prepare_method(
@@ -94,6 +96,41 @@ def run_experiment(
     return run_job(task, noise_floor=noise_floor, eval_cache=eval_cache, progress=progress, on_event=on_event)
 
 
+def prepare_model(
+    dataset: str,
+    model: str,
+    forget: str | ForgetSpec,
+    method: str,
+    role: str,
+    *,
+    overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+    model_kwargs: dict[str, Any] | None = None,
+    manipulation: str | None = None,
+    device: str = "auto",
+    data_dir: str | None = None,
+) -> TrainedModel:
+    """Train (or load from the cache) one model that `run_experiment` with the same arguments would use.
+
+    ``role`` is ``original``, ``retrained`` or ``noise_floor`` (`unlearnkit.jobs.run.train_model`). The bench trains
+    the models a grid cell shares this way before its runs start, so each is trained once and in parallel.
+    """
+    task = resolve_run_task(
+        dataset,
+        model,
+        forget,
+        method,
+        overrides=overrides,
+        seed=seed,
+        model_kwargs=model_kwargs,
+        manipulation=manipulation,
+        device=device,
+        data_dir=data_dir,
+        progress=False,
+    )
+    return train_model(task, role, progress=False)
+
+
 __all__ = [
     "NOISE_FLOOR_SEED_OFFSET",
     "Experiment",
@@ -101,6 +138,7 @@ __all__ = [
     "load_original",
     "manipulate",
     "prepare_method",
+    "prepare_model",
     "recipe_weight_decay",
     "run_experiment",
     "save_experiment",

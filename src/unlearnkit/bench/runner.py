@@ -25,20 +25,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._io import sha256_bytes, write_json_atomic, write_text_atomic
-from ..errors import ConfigError, DataNotFoundError, MissingDependencyError
+from ..errors import ConfigError
 from ..progress import progress_enabled
+from .executors import Executor, RunOptions, RunOutcome, make_executor
 from .records import RECORDS_FILE, append_record, make_readable, read_records, record_key, repair_tail
 from .runners import RunnerFn, resolve_runner
 from .spec import BenchSpec, Run, load_spec, plan_runs
 
-if TYPE_CHECKING:
-    from ..evaluation import EvaluationCache
-
-RUNNER_ENV = "UNLEARNKIT_BENCH_RUNNER"  # "module:function" replacing run_experiment (tests, dry runs)
-_FATAL = (DataNotFoundError, MissingDependencyError, MemoryError)  # no point trying the next run
+RUNNER_ENV = "UNLEARNKIT_BENCH_RUNNER"  # name of a registered runner replacing run_experiment (tests, dry runs)
 
 
 @dataclass
@@ -115,6 +112,11 @@ def run_bench(
     console: Any = None,
     part: tuple[int, int] | None = None,
     max_minutes: float | None = None,
+    executor: str | Executor = "local",
+    address: str | None = None,
+    max_parallel: int | None = None,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
 ) -> BenchResult:
     """Run every pending cell of a bench grid, appending one record per finished run to ``out_dir``.
 
@@ -130,8 +132,13 @@ def run_bench(
         part: ``(i, n)``: run only the i-th (1-based) of n parts of the grid. Parts are whole cells (dataset,
             model, forget spec, manipulation, seed), dealt round-robin in grid order, so the methods of a cell
             share its original and oracles and a part is the same on every invocation.
-        max_minutes: start no new run after this many minutes (the run in flight finishes and is recorded);
+        max_minutes: start no new run after this many minutes (the runs in flight finish and are recorded);
             rerun the same command to continue.
+        executor: ``"local"`` (default: one run after the other in this process), ``"ray"`` (each run a Ray
+            task, see `unlearnkit.bench.ray_executor`), or an `unlearnkit.bench.executors.Executor`.
+        address, max_parallel, num_cpus, num_gpus: the Ray executor's cluster address (None: a local Ray
+            instance), runs in flight at most, and the resources each run declares (default: the spec's
+            ``[resources]``, else 1 CPU and no GPU).
 
     Returns:
         A `BenchResult` with the status of every run. Failed runs are not recorded, so rerunning the same
@@ -142,8 +149,24 @@ def run_bench(
 
     if not isinstance(spec, BenchSpec):
         spec = load_spec(spec)
-    if runner is None:
-        runner = resolve_runner(spec.runner or os.environ.get(RUNNER_ENV) or None)
+    if isinstance(executor, str):
+        if executor == "ray":
+            num_cpus = spec.resources.get("num_cpus") if num_cpus is None else num_cpus
+            num_gpus = spec.resources.get("num_gpus") if num_gpus is None else num_gpus
+        executor = make_executor(
+            executor, address=address, max_parallel=max_parallel, num_cpus=num_cpus, num_gpus=num_gpus, device=device
+        )
+    runner_name = spec.runner or os.environ.get(RUNNER_ENV) or None
+    opts = RunOptions(
+        runner=runner or resolve_runner(runner_name),
+        device=device,
+        data_dir=data_dir,
+        metrics=spec.metrics,
+        audits=spec.audits,
+        oracles=spec.oracles,
+        first_seed=spec.seeds[0],
+        trains_models=runner is None and runner_name is None,
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     console = console or Console(stderr=True, highlight=False, soft_wrap=True)
@@ -163,7 +186,6 @@ def run_bench(
         make_readable([write_text_atomic(out / "spec.toml", spec.source_text)])
 
         runs = select_part(plan_runs(spec), part)
-        eval_cache = _new_eval_cache()
         for run in runs:
             if run.skip_reason:
                 result.statuses.append(RunStatus(run, "skipped", message=run.skip_reason))
@@ -174,9 +196,10 @@ def run_bench(
                 result.statuses.append(RunStatus(run, "pending"))
         pending = [s for s in result.statuses if s.status == "pending"]
         head = f"bench {escape(spec.name)}: " if spec.name else "bench: "
+        via = f" on Ray ({escape(address or 'local')})" if executor.name == "ray" else ""
         console.print(
             f"{head}{len(runs)} runs: {result.count('done_earlier')} done earlier, "
-            f"{result.count('skipped')} skipped, {len(pending)} to run -> {escape(str(out))}"
+            f"{result.count('skipped')} skipped, {len(pending)} to run{via} -> {escape(str(out))}"
         )
         for s in result.statuses:
             if s.status == "skipped":
@@ -185,24 +208,8 @@ def run_bench(
         try:
             with _progress(show_bar, len(pending), console) as bar:
                 deadline = t0 + max_minutes * 60 if max_minutes is not None else None
-                for i, status in enumerate(pending, 1):
-                    if deadline is not None and time.perf_counter() > deadline:
-                        console.print(
-                            f"[yellow]time budget of {max_minutes:g} min spent; {len(pending) - i + 1} runs left, "
-                            "rerun the same command to continue[/]"
-                        )
-                        break
-                    run = status.run
-                    on = f" on {run.manipulation.split(':')[0]}" if run.manipulation else ""
-                    bar.describe(escape(f"{run.method.label} {run.forget.spec}{on} s{run.seed}"))
-                    _do_run(run, runner, status, spec, device, data_dir, records_path, eval_cache)
-                    tag = "[green]done[/]" if status.status == "done" else "[red]FAILED[/]"
-                    extra = status.message if status.status == "failed" else _summary(status)
-                    line = f"{escape(run.title)} ({status.wall_seconds:.1f} s){escape(extra or '')}"
-                    console.print(f"  {i}/{len(pending)} {tag} {line}")
-                    bar.advance()
-                    if status.status == "failed" and status.message and status.message.startswith("fatal:"):
-                        break
+                driver = _Driver(pending, records_path, console, bar, deadline, max_minutes)
+                executor.execute([s.run for s in pending], opts, driver)
         except KeyboardInterrupt:
             result.interrupted = True
             console.print("[yellow]interrupted; finished runs are recorded, rerun the same command to resume[/]")
@@ -217,6 +224,75 @@ def run_bench(
         f"{result.count('failed')} failed"
     )
     return result
+
+
+class _Driver:
+    """The executor's hooks: the only writer of ``records.jsonl``, the console lines and the progress bar."""
+
+    def __init__(
+        self,
+        pending: list[RunStatus],
+        records_path: Path,
+        console: Any,
+        bar: Any,
+        deadline: float | None,
+        max_minutes: float | None,
+    ) -> None:
+        self.by_key = {s.run.key: s for s in pending}
+        self.records_path, self.console, self.bar = records_path, console, bar
+        self.deadline, self.max_minutes = deadline, max_minutes
+        self.running: dict[str, Run] = {}
+        self.finished_count = 0
+        self.stopped = False
+
+    def may_start(self) -> bool:
+        if self.stopped:
+            return False
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            left = sum(s.status == "pending" for s in self.by_key.values()) - len(self.running)
+            self.console.print(
+                f"[yellow]time budget of {self.max_minutes:g} min spent; {left} runs left, "
+                "rerun the same command to continue[/]"
+            )
+            self.stopped = True
+            return False
+        return True
+
+    def started(self, run: Run) -> None:
+        self.running[run.key] = run
+        self._describe()
+
+    def finished(self, outcome: RunOutcome) -> None:
+        from rich.markup import escape
+
+        run = outcome.run
+        status = self.by_key[run.key]
+        self.running.pop(run.key, None)
+        _record(outcome, status, self.records_path)
+        self.finished_count += 1
+        tag = "[green]done[/]" if status.status == "done" else "[red]FAILED[/]"
+        extra = status.message if status.status == "failed" else _summary(status)
+        line = f"{escape(run.title)} ({status.wall_seconds or 0:.1f} s){escape(extra or '')}"
+        self.console.print(f"  {self.finished_count}/{len(self.by_key)} {tag} {line}")
+        self.bar.advance()
+        self._describe()
+        if outcome.fatal:
+            self.stopped = True
+
+    def _describe(self) -> None:
+        from rich.markup import escape
+
+        names = [_short(r) for r in self.running.values()]
+        if len(names) > 1:
+            shown = ", ".join(names[:3]) + (f" +{len(names) - 3}" if len(names) > 3 else "")
+            self.bar.describe(escape(f"{len(names)} running: {shown}"))
+        else:
+            self.bar.describe(escape(names[0] if names else ""))
+
+
+def _short(run: Run) -> str:
+    on = f" on {run.manipulation.split(':')[0]}" if run.manipulation else ""
+    return f"{run.method.label} {run.forget.spec}{on} s{run.seed}"
 
 
 def select_part(runs: list[Run], part: tuple[int, int] | None) -> list[Run]:
@@ -236,62 +312,16 @@ def _cell(run: Run) -> tuple[Any, ...]:
     return (run.dataset, run.model, repr(sorted(run.model_args.items())), run.forget.spec, run.manipulation, run.seed)
 
 
-def _new_eval_cache() -> EvaluationCache:
-    """One cache per bench: every method of a cell is scored against the same original and retrained models."""
-    from ..evaluation import EvaluationCache
-
-    return EvaluationCache()
-
-
-def _do_run(
-    run: Run,
-    runner: RunnerFn,
-    status: RunStatus,
-    spec: BenchSpec,
-    device: str,
-    data_dir: str | None,
-    records_path: Path,
-    eval_cache: EvaluationCache,
-) -> None:
-    t = time.perf_counter()
-    try:
-        result = runner(
-            run.dataset,
-            run.model,
-            run.forget.arg,
-            run.method.name,
-            overrides=dict(run.method.overrides),
-            seed=run.seed,
-            model_kwargs=dict(run.model_args) or None,
-            metrics=list(spec.metrics) if spec.metrics else None,
-            device=device,
-            data_dir=data_dir,
-            progress=False,
-            noise_floor=run.seed == spec.seeds[0],
-            eval_cache=eval_cache,
-            **({"manipulation": run.manipulation} if run.manipulation else {}),
-            **({"audits": spec.audits} if spec.audits is not None else {}),
-            **({"oracles": spec.oracles} if spec.oracles else {}),
-        )
-        record = getattr(result, "record", result)  # run_experiment returns an Experiment(record, unlearned, split)
-        if not isinstance(record, dict):
-            raise TypeError(f"the runner returned {type(record).__name__}, expected a record dict")
-    except KeyboardInterrupt:
-        raise
-    except _FATAL as exc:
-        status.status, status.wall_seconds = "failed", time.perf_counter() - t
-        status.message = f"fatal: {type(exc).__name__}: {exc}"
+def _record(outcome: RunOutcome, status: RunStatus, records_path: Path) -> None:
+    """Append a finished run's record (with its bench block) or mark the run failed; the driver's only write."""
+    status.wall_seconds = outcome.wall_seconds
+    if outcome.record is None:
+        status.status, status.message = "failed", outcome.error or "failed"
         return
-    except Exception as exc:  # one failed cell must not lose the rest of a long bench
-        status.status, status.wall_seconds = "failed", time.perf_counter() - t
-        status.message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-        return
-    wall = time.perf_counter() - t
-    record = dict(record)
-    record["bench"] = {**run.describe(), "wall_seconds": wall, "finished_utc": _utc()}
+    record = dict(outcome.record)
+    record["bench"] = {**status.run.describe(), "wall_seconds": outcome.wall_seconds, "finished_utc": _utc()}
     append_record(records_path, record)
-    status.status, status.wall_seconds = "done", wall
-    status.message, status.record = None, record
+    status.status, status.message, status.record = "done", None, record
 
 
 def _summary(status: RunStatus) -> str:

@@ -18,6 +18,10 @@ A spec looks like this::
     [model_args.resnet18]               # optional keyword arguments of one model
     width = 16
 
+    [resources]                         # optional: what each run declares to the Ray executor (--executor ray)
+    num_cpus = 1                        #   (default 1); --num-cpus / --num-gpus override these
+    num_gpus = 0                        #   (default 0; a run with num_gpus > 0 lands only on a GPU node)
+
     [[methods]]
     name = "salun"
     set = { lr = 0.01 }                 # optional config overrides (on top of the method's presets)
@@ -33,6 +37,7 @@ resumable. ``poisoned`` forget specs run only on manipulated data (skipped, with
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -44,7 +49,19 @@ from .._io import sha256_json
 from ..errors import ConfigError
 from .runners import resolve_runner
 
-TOP_KEYS = ("name", "description", "metrics", "audits", "oracles", "runner", "grid", "model_args", "methods")
+TOP_KEYS = (
+    "name",
+    "description",
+    "metrics",
+    "audits",
+    "oracles",
+    "runner",
+    "grid",
+    "model_args",
+    "methods",
+    "resources",
+)
+RESOURCE_KEYS = ("num_cpus", "num_gpus")
 GRID_KEYS = ("datasets", "models", "forget", "seeds")
 OPTIONAL_GRID_KEYS = ("manipulations",)
 METHOD_KEYS = ("name", "set", "label")
@@ -87,6 +104,7 @@ class BenchSpec:
     manipulations: tuple[str | None, ...] = (None,)  # canonical manipulation specs; None = the clean data
     audits: str | None = None  # audit level / names of every run (None: the runner's default, standard)
     oracles: int = 0  # K retrained oracles per split for the oracle-distribution score (0: none)
+    resources: dict[str, float] = field(default_factory=dict)  # per-run num_cpus / num_gpus for the Ray executor
 
 
 @dataclass(frozen=True)
@@ -333,6 +351,8 @@ def _validate(raw: dict[str, Any], base_dir: Path, problems: list[str], text: st
                     problems.append(f"{where}: model {c!r} is not in grid.models ({', '.join(models)})")
                 model_args[c] = dict(sorted(table.items()))
 
+    resources = _resources(raw.get("resources", {}), problems)
+
     # --- methods --------------------------------------------------------------------------------------
     kinds = sorted({f.kind for f in forget})
     methods = _methods(raw.get("methods"), datasets, models, kinds, problems)
@@ -354,7 +374,34 @@ def _validate(raw: dict[str, Any], base_dir: Path, problems: list[str], text: st
         manipulations=tuple(manipulations),
         audits=audits,
         oracles=oracles,
+        resources=resources,
     )
+
+
+def _resources(table: Any, problems: list[str]) -> dict[str, float]:
+    """``[resources]``: num_cpus > 0 and num_gpus >= 0 per run (read by the Ray executor only)."""
+    if not isinstance(table, dict):
+        problems.append(f"resources: expected a table like [resources] num_cpus = 1, got {_show(table)}")
+        return {}
+    _unknown(table, RESOURCE_KEYS, "resources", problems)
+    out: dict[str, float] = {}
+    for key in RESOURCE_KEYS:
+        if key not in table:
+            continue
+        v = table[key]
+        if not resource_ok(key, v):
+            want = "a number > 0" if key == "num_cpus" else "a number >= 0"
+            problems.append(f"resources.{key}: expected {want}, got {_show(v)}")
+            continue
+        out[key] = float(v)
+    return out
+
+
+def resource_ok(key: str, value: object) -> bool:
+    """A valid per-run resource amount: num_cpus a finite number > 0, num_gpus a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return value > 0 if key == "num_cpus" else value >= 0
 
 
 def _manipulations(value: Any, problems: list[str]) -> list[str | None]:

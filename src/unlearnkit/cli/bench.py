@@ -32,9 +32,47 @@ def add_bench(sub: Any) -> None:
         metavar="M",
         help="start no new run after M minutes (the run in flight is recorded); rerun the same command to continue",
     )
+    ray = p.add_argument_group("executor", "where the runs execute (records are written by this process only)")
+    ray.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: one run after the other in this process (default); ray: each run a Ray task, in parallel "
+        "(needs pip install 'unlearnkit[ray]')",
+    )
+    ray.add_argument(
+        "--address",
+        default=None,
+        metavar="auto|ray://HOST:PORT",
+        help="the Ray cluster: auto joins the one `ray start --head` started on this machine, ray://HOST:PORT a "
+        "remote one (default: start a local Ray instance for this bench)",
+    )
+    ray.add_argument(
+        "--max-parallel", type=_positive_int, default=None, metavar="N", help="at most N runs in flight (Ray)"
+    )
+    ray.add_argument(
+        "--num-cpus",
+        type=float,
+        default=None,
+        metavar="C",
+        help="CPUs each run declares (Ray; default 1 or the spec's [resources])",
+    )
+    ray.add_argument(
+        "--num-gpus",
+        type=float,
+        default=None,
+        metavar="G",
+        help="GPUs each run declares; runs then land only on GPU nodes (Ray; default 0 or the spec's [resources])",
+    )
     manipulation(p, " (replaces the spec's grid.manipulations)")
     audits(p, note=" (replaces the spec's value)")
     no_cache(p)
+
+
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, e.g. --max-parallel 4 (got {text!r})")
+    return int(text)
 
 
 def _part(text: str) -> tuple[int, int]:
@@ -83,6 +121,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ._common import confirm_cost
 
     confirm_cost(spec.audits, spec.oracles, args.yes, "bench")  # per grid run; before any compute
+    executor = _executor(args, spec)  # Ray missing, bad resources: refused here, before any compute
     try:
         result = run_bench(
             spec,
@@ -92,6 +131,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             progress=False if args.no_progress else None,
             part=args.part,
             max_minutes=args.max_minutes,
+            executor=executor,
         )
     except KeyboardInterrupt:
         return 130
@@ -104,6 +144,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _executor(args: argparse.Namespace, spec: Any) -> Any:
+    from ..bench.executors import make_executor
+    from ..errors import ConfigError
+
+    ray_flags = {
+        "--address": args.address,
+        "--max-parallel": args.max_parallel,
+        "--num-cpus": args.num_cpus,
+        "--num-gpus": args.num_gpus,
+    }
+    given = [flag for flag, value in ray_flags.items() if value is not None]
+    if args.executor == "local" and given:
+        raise ConfigError(f"{', '.join(given)} only apply to --executor ray; add --executor ray or drop them")
+    res = spec.resources if args.executor == "ray" else {}
+    return make_executor(
+        args.executor,
+        address=args.address,
+        max_parallel=args.max_parallel,
+        num_cpus=args.num_cpus if args.num_cpus is not None else res.get("num_cpus"),
+        num_gpus=args.num_gpus if args.num_gpus is not None else res.get("num_gpus"),
+        device=args.device,
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..data.splits import Split, split_for
 from ..errors import IncompatibleError
-from ..oracle import train_or_load
+from ..oracle import TrainedModel, train_or_load
 from . import EventSink, no_events
 
 if TYPE_CHECKING:
@@ -61,28 +61,17 @@ def _run(
     from ..runner import run_method
 
     assert task.method is not None and task.model is not None, "a run task names a method and a model"
-    bundle, split, dev, seed, model = task.bundle, task.split, task.device, task.seed, task.model
-    oracle_split = task.oracle_split or split
+    bundle, split, dev, seed = task.bundle, task.split, task.device, task.seed
     m = task.method.method
-    kw = task.model_kwargs
     if task.checkpoint is not None:
-        original = load_original(task.checkpoint, model, bundle, kw, dev)
+        original = load_original(task.checkpoint, task.model, bundle, task.model_kwargs, dev)
         original_meta: dict[str, Any] = {"source": task.checkpoint.name}
     else:
-        t = train_or_load(bundle, model, None, seed=seed, model_kwargs=kw, device=dev, progress=progress)
+        t = train_model(task, "original", progress=progress)
         original, original_meta = t.model, t.meta
-    retrained = train_or_load(bundle, model, oracle_split, seed=seed, model_kwargs=kw, device=dev, progress=progress)
-    second = None
-    if noise_floor:
-        second = train_or_load(
-            bundle,
-            model,
-            oracle_split,
-            seed=seed + NOISE_FLOOR_SEED_OFFSET,
-            model_kwargs=kw,
-            device=dev,
-            progress=progress,
-        ).model
+    oracle_split = task.oracle_split or split
+    retrained = train_model(task, "retrained", progress=progress)
+    second = train_model(task, "noise_floor", progress=progress).model if noise_floor else None
 
     data = replace(
         UnlearnData.from_split(bundle, split), original_weight_decay=recipe_weight_decay(original_meta.get("recipe"))
@@ -119,7 +108,7 @@ def _run(
     record["method"]["stop_reason"] = result.stop_reason
     record["method"]["outcome"] = result.outcome  # complete | partial | no_op | wrecked (unlearnkit.outcome)
     record["method"]["report"] = result.report
-    record["model"]["kwargs"] = kw
+    record["model"]["kwargs"] = task.model_kwargs
     record["model"]["original_recipe"] = original_meta.get("recipe")
     record["method"]["original_weight_decay"] = data.original_weight_decay  # what weight_decay=None resolves to
     if oracle_split is not split:
@@ -131,6 +120,31 @@ def _run(
             "(check its options, e.g. epochs=0 or lr=0)"
         )
     return Experiment(record, unlearned, split)
+
+
+MODEL_ROLES = ("original", "retrained", "noise_floor")
+
+
+def train_model(task: Task, role: str, *, progress: bool | None = None) -> TrainedModel:
+    """One model a run task is scored with, trained or loaded from the cache (`unlearnkit.oracle.train_or_load`).
+
+    ``role``: ``original`` (every training sample), ``retrained`` (the oracle: the retain set of the oracle split)
+    or ``noise_floor`` (a second oracle, seed + `NOISE_FLOOR_SEED_OFFSET`, for the noise floor). `run_job` gets its
+    models here, and the bench trains them ahead of the runs that share them (`unlearnkit.bench.ray_executor`).
+    """
+    if role not in MODEL_ROLES:
+        raise ValueError(f"role must be one of {', '.join(MODEL_ROLES)}, got {role!r}")
+    assert task.model is not None, "a run task names a model"
+    split = None if role == "original" else task.oracle_split or task.split
+    return train_or_load(
+        task.bundle,
+        task.model,
+        split,
+        seed=task.seed + (NOISE_FLOOR_SEED_OFFSET if role == "noise_floor" else 0),
+        model_kwargs=task.model_kwargs,
+        device=task.device,
+        progress=progress,
+    )
 
 
 def _eval_options(task: Task, cache: EvaluationCache | None) -> Any:
@@ -255,6 +269,7 @@ def save_experiment(exp: Experiment, out: str | Path) -> Path:
 
 
 __all__ = [
+    "MODEL_ROLES",
     "NOISE_FLOOR_SEED_OFFSET",
     "Experiment",
     "load_original",
@@ -262,4 +277,5 @@ __all__ = [
     "recipe_weight_decay",
     "run_job",
     "save_experiment",
+    "train_model",
 ]
