@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from unlearnkit.oracle import TrainedModel
 
 os.environ.setdefault("UNLEARNKIT_PROGRESS", "0")
+# A Ray started by the tests (tests/bench/test_ray_executor.py, the README's `ray start`) binds to the loopback
+# address only (Ray's single-machine mode; read when ray is imported): no test talks to a non-loopback address.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -239,3 +239,36 @@ def fake_run(
     if os.environ.get("UNLEARNKIT_FAKE_FAIL") == method:
         raise RuntimeError(f"fake failure of {method}")
     return fake_record(dataset, model, forget, method, overrides=overrides, seed=seed)
+
+
+@dataclass(frozen=True)
+class FakeRunner:
+    """A picklable fake runner for executors whose workers do not share this process's environment (Ray).
+
+    Each call appends one line to ``state_dir/calls`` (when set), sleeps ``sleep`` seconds and returns
+    `fake_record`. The first ``crash_times`` calls of method ``crash_method`` (counted over every process, in
+    ``state_dir``) kill their own process with SIGKILL instead, as a worker that dies mid-task.
+    """
+
+    sleep: float = 0.0
+    crash_method: str | None = None
+    crash_times: int = 0
+    state_dir: str | None = None
+
+    def __call__(self, dataset: str, model: str, forget: str, method: str, **kw: Any) -> dict[str, Any]:
+        import signal
+        from pathlib import Path
+
+        if self.state_dir:
+            line = json.dumps({"method": method, "forget": forget, "seed": kw.get("seed"), "pid": os.getpid()})
+            fd = os.open(Path(self.state_dir) / "calls", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, (line + "\n").encode())
+            finally:
+                os.close(fd)
+            if method == self.crash_method:
+                calls = (Path(self.state_dir) / "calls").read_text().splitlines()
+                if sum(json.loads(c)["method"] == method for c in calls) <= self.crash_times:
+                    os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(self.sleep)
+        return fake_record(dataset, model, forget, method, overrides=kw.get("overrides"), seed=kw.get("seed", 0))

@@ -77,8 +77,6 @@ class RayExecutor:
 
     def check(self) -> None:
         """Every setting that cannot work, before any compute (Ray installed, resources, device)."""
-        if not ray_available():
-            raise MissingDependencyError(INSTALL_HINT)
         from .spec import resource_ok
 
         problems = []
@@ -104,6 +102,8 @@ class RayExecutor:
             problems.append("--num-gpus with --device cpu reserves GPUs no run uses; pass --device auto or cuda")
         if problems:
             raise ConfigError("; ".join(problems))
+        if not ray_available():
+            raise MissingDependencyError(INSTALL_HINT)
 
     # ------------------------------------------------------------------------------------------------ driver
     def execute(self, runs: Sequence[Run], opts: RunOptions, hooks: ExecutorHooks) -> None:
