@@ -4,6 +4,9 @@
   `plan_runs(spec)` expands the grid into runs, each with a stable run key.
 * `unlearnkit.bench.runner`: `run_bench(spec, out_dir)` runs the grid, appending one JSON line per finished
   run to ``records.jsonl``; rerunning skips finished runs, a killed bench resumes without loss or duplicates.
+* `unlearnkit.bench.executors`: where the runs execute: one after the other in this process (default), or as
+  Ray tasks on a local instance or a cluster (`unlearnkit.bench.ray_executor`, ``executor="ray"``); either way
+  only `run_bench` writes the records.
 * `unlearnkit.bench.report`: `build_report(dir)` turns ``records.jsonl`` into tables (markdown, CSV),
   plots (PNG) and one self-contained ``report.html``; it never loads a model.
 

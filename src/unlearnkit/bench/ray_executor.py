@@ -50,9 +50,11 @@ class RayExecutor:
     """Runs a bench's runs as Ray tasks (see the module docstring).
 
     Args:
-        address: the cluster: None starts a local Ray instance (all this machine's cores) and stops it at the end;
-            ``auto`` joins the cluster started on this machine with ``ray start``; ``ray://HOST:PORT`` a remote one
-            (Ray Client). A Ray already initialised in this process (``ray.init`` by the caller) is used as it is.
+        address: the cluster: ``auto`` joins the one started on this machine with ``ray start``,
+            ``ray://HOST:PORT`` a remote one (Ray Client). None does what ``ray.init()`` does: the cluster in
+            ``$RAY_ADDRESS`` or one ``ray start`` started here, else a new local instance (all cores). The bench
+            disconnects at the end (a local instance it started stops); a Ray already initialised in this process
+            (``ray.init`` by the caller) is used as it is and left running.
         max_parallel: at most this many runs in flight (default: as many as the cluster's nodes fit).
         num_cpus, num_gpus: the resources each run declares (default 1 CPU, no GPU).
         device: the bench's ``--device``; checked against ``num_gpus``.

@@ -136,9 +136,9 @@ def run_bench(
             rerun the same command to continue.
         executor: ``"local"`` (default: one run after the other in this process), ``"ray"`` (each run a Ray
             task, see `unlearnkit.bench.ray_executor`), or an `unlearnkit.bench.executors.Executor`.
-        address, max_parallel, num_cpus, num_gpus: the Ray executor's cluster address (None: a local Ray
-            instance), runs in flight at most, and the resources each run declares (default: the spec's
-            ``[resources]``, else 1 CPU and no GPU).
+        address, max_parallel, num_cpus, num_gpus: the Ray executor's cluster address (None: what
+            ``ray.init()`` finds, else a local Ray instance for this bench), runs in flight at most, and the
+            resources each run declares (default: the spec's ``[resources]``, else 1 CPU and no GPU).
 
     Returns:
         A `BenchResult` with the status of every run. Failed runs are not recorded, so rerunning the same
@@ -271,7 +271,7 @@ class _Driver:
         _record(outcome, status, self.records_path)
         self.finished_count += 1
         tag = "[green]done[/]" if status.status == "done" else "[red]FAILED[/]"
-        extra = status.message if status.status == "failed" else _summary(status)
+        extra = f": {status.message}" if status.status == "failed" else _summary(status)
         line = f"{escape(run.title)} ({status.wall_seconds or 0:.1f} s){escape(extra or '')}"
         self.console.print(f"  {self.finished_count}/{len(self.by_key)} {tag} {line}")
         self.bar.advance()
@@ -285,7 +285,7 @@ class _Driver:
         names = [_short(r) for r in self.running.values()]
         if len(names) > 1:
             shown = ", ".join(names[:3]) + (f" +{len(names) - 3}" if len(names) > 3 else "")
-            self.bar.describe(escape(f"{len(names)} running: {shown}"))
+            self.bar.describe(escape(f"{len(names)} in flight: {shown}"))
         else:
             self.bar.describe(escape(names[0] if names else ""))
 

@@ -45,7 +45,7 @@ def add_bench(sub: Any) -> None:
         default=None,
         metavar="auto|ray://HOST:PORT",
         help="the Ray cluster: auto joins the one `ray start --head` started on this machine, ray://HOST:PORT a "
-        "remote one (default: start a local Ray instance for this bench)",
+        "remote one (default: $RAY_ADDRESS or a cluster started here, else a local Ray instance for this bench)",
     )
     ray.add_argument(
         "--max-parallel", type=_positive_int, default=None, metavar="N", help="at most N runs in flight (Ray)"
