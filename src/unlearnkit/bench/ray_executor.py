@@ -130,6 +130,7 @@ class RayExecutor:
         prepared: dict[tuple[Any, ...], Any] = {}
         try:
             window = self._window(ray)
+            _check_workers(ray)
             env = {"cache": os.environ.get("UNLEARNKIT_CACHE") or None, "use_cache": _use_cache()}
             token = uuid.uuid4().hex
             res = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "max_retries": 1, "retry_exceptions": False}
@@ -185,6 +186,33 @@ class RayExecutor:
                 "or add such a node"
             )
         return self.max_parallel or capacity
+
+
+def _check_workers(ray: Any) -> None:
+    """A worker imports this unlearnkit (same version), or a `ConfigError` before any run is submitted."""
+    from .. import __version__
+
+    try:
+        theirs = ray.get(ray.remote(_worker_version).options(num_cpus=0, max_retries=0).remote())
+    except Exception as exc:
+        cause = " ".join(str(exc).split())
+        cause = cause[cause.find("No module named") :] if "No module named" in cause else cause[-300:]
+        raise ConfigError(
+            f"the Ray workers cannot run unlearnkit ({cause}); install this unlearnkit ({__version__}) where the "
+            "cluster's workers run (every node), or start the cluster from this environment"
+        ) from None
+    if theirs != __version__:
+        raise ConfigError(
+            f"the Ray workers run unlearnkit {theirs}, this driver {__version__}; install the same version on every "
+            "node"
+        )
+
+
+def _worker_version() -> str:
+    from unlearnkit import __version__
+    from unlearnkit.bench import executors  # noqa: F401 - what every run task unpickles
+
+    return __version__
 
 
 def _use_cache() -> bool:

@@ -196,7 +196,8 @@ def run_bench(
                 result.statuses.append(RunStatus(run, "pending"))
         pending = [s for s in result.statuses if s.status == "pending"]
         head = f"bench {escape(spec.name)}: " if spec.name else "bench: "
-        via = f" on Ray ({escape(address or 'local')})" if executor.name == "ray" else ""
+        where = getattr(executor, "address", None)
+        via = (" on Ray" + (f" at {escape(where)}" if where else "")) if executor.name == "ray" else ""
         console.print(
             f"{head}{len(runs)} runs: {result.count('done_earlier')} done earlier, "
             f"{result.count('skipped')} skipped, {len(pending)} to run{via} -> {escape(str(out))}"
