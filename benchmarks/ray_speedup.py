@@ -4,10 +4,12 @@ One small grid of independent runs (digits · small_cnn · class:0, seed 0, eigh
 into fresh bench folders: first by the local sequential executor (torch's default threads), then by the Ray
 executor on a local Ray instance with all cores (one run per core, one torch thread each). The original and the
 oracles are trained into the model cache first and not timed, so both sides time only the runs (unlearning and
-evaluation). The Ray column is given with and without starting Ray. Prints a markdown table; ``--out FILE``
-also writes it there.
+evaluation). The Ray column is given with and without starting Ray. Then, not timed, the sequential runner once
+more with one torch thread (what each 1-CPU Ray task gets), to show which differences in the results come from
+the thread count: at the same thread count the unlearned weights are identical. Prints a markdown table;
+``--out FILE`` also writes it there.
 
-    python benchmarks/ray_speedup.py                       # ~5 min on 2 cores with the digits models cached
+    python benchmarks/ray_speedup.py                       # ~4 min on 2 cores with the digits models cached
     python benchmarks/ray_speedup.py --methods ft,rl --out benchmarks/ray_speedup.md
 
 Needs ``pip install 'unlearnkit[ray]'``. Run it when nothing else heavy runs: the table records the load average
@@ -84,15 +86,26 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             ray.shutdown()
         load_after = os.getloadavg()
-        gaps = {}
-        for name in ("local", "ray"):
+        # not timed: the sequential runner again with one torch thread, as each 1-CPU Ray task has, to tell
+        # executor effects from thread-count effects (same thread count: the same unlearned weights)
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            one = run_bench(spec, Path(tmp) / "local1", device="cpu", progress=False)
+        finally:
+            torch.set_num_threads(threads)
+        rows: dict[str, dict[str, tuple[float, str]]] = {}
+        for name in ("local", "ray", "local1"):
             for line in (Path(tmp) / name / "records.jsonl").read_text().splitlines():
                 rec = json.loads(line)
-                gaps.setdefault(rec["bench"]["label"], {})[name] = rec["gaps_to_retrained"]["avg_gap_to_retrained"]
-    if not (local.ok and on_ray.ok):
-        print(f"some runs failed: local {local.summary()}, ray {on_ray.summary()}", file=sys.stderr)
+                gap = rec["gaps_to_retrained"]["avg_gap_to_retrained"]
+                rows.setdefault(rec["bench"]["label"], {})[name] = (gap, rec["models"]["unlearned"]["sha256"])
+    if not (local.ok and on_ray.ok and one.ok):
+        print(f"some runs failed: {local.summary()}, {on_ray.summary()}, {one.summary()}", file=sys.stderr)
         return 1
-    worst = max(abs(g["local"] - g["ray"]) for g in gaps.values())
+    same = sum(r["ray"][1] == r["local1"][1] for r in rows.values())
     regen = "python benchmarks/ray_speedup.py"
     if args.methods != DEFAULT_METHODS:
         regen += f" --methods {args.methods}"
@@ -101,11 +114,16 @@ def main(argv: list[str] | None = None) -> int:
         [
             f"| executor | wall (s), {len(methods)} runs | speed-up |",
             "|---|--:|--:|",
-            f"| local (sequential) | {local_s:.1f} | 1.00× |",
-            f"| ray, runs only | {ray_s:.1f} | {local_s / ray_s:.2f}× |",
+            f"| local (sequential, {threads} torch threads) | {local_s:.1f} | 1.00× |",
+            f"| ray, runs only ({cores} tasks in flight, 1 thread each) | {ray_s:.1f} | {local_s / ray_s:.2f}× |",
             f"| ray, with starting Ray ({start_s:.1f} s) | {ray_s + start_s:.1f} "
             f"| {local_s / (ray_s + start_s):.2f}× |",
         ]
+    )
+    gap_rows = "\n".join(
+        f"| {label} | {r['local'][0]:.2f} | {r['ray'][0]:.2f} | {r['local1'][0]:.2f} | "
+        f"{'yes' if r['ray'][1] == r['local1'][1] else 'no'} |"
+        for label, r in rows.items()
     )
     text = (
         f"# `--executor ray` against the sequential runner\n\n"
@@ -113,9 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{cores} cores ({platform.processor() or platform.machine()}), CPU, models cached first "
         f"({prepare_s:.0f} s, not timed). Load average (1/5/15 min) before: "
         f"{' / '.join(f'{x:.2f}' for x in load_before)}, after: {' / '.join(f'{x:.2f}' for x in load_after)}.\n\n"
-        f"{table}\n\nLargest difference of a run's avg gap between the two executors: {worst:.2g} pp (Ray gives each "
-        "1-CPU task one torch thread, the local run uses torch's default, so float sums may differ in the last "
-        f"bits).\n\nRegenerate: `{regen}`\n"
+        f"{table}\n\n"
+        f"Avg gap to the retrained model (pp) per run, and whether the Ray run's unlearned weights equal those of "
+        f"the sequential runner restricted to one torch thread (not timed): {same} of {len(rows)} identical.\n\n"
+        f"| method | local, {threads} threads | ray | local, 1 thread | ray = local 1 thread |\n"
+        f"|---|--:|--:|--:|:-:|\n{gap_rows}\n\n"
+        f"Regenerate: `{regen} --out benchmarks/ray_speedup.md`\n"
     )
     print(text)
     if args.out:

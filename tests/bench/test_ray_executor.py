@@ -239,6 +239,25 @@ def test_a_worker_killed_mid_task_is_retried_once_else_failed_then_resumed(tmp_p
     assert len(keys) == len(set(keys)) == 2 and set(keys) == expected
 
 
+@needs_ray
+def test_a_gpu_run_is_refused_on_a_cluster_without_a_gpu_node(tmp_path, ray_address):
+    """A run that declares a GPU would wait forever on a CPU-only cluster: refused before any run starts."""
+    from unlearnkit.errors import ConfigError
+
+    state = tmp_path / "state"
+    state.mkdir()
+    with pytest.raises(ConfigError, match=r"no node of the Ray cluster has 1 CPU\(s\) and 1 GPU\(s\)"):
+        run_bench(
+            _spec(tmp_path, FAKE_SPEC),
+            tmp_path / "out",
+            progress=False,
+            runner=FakeRunner(state_dir=str(state)),
+            executor="ray",
+            num_gpus=1,
+        )
+    assert not (state / "calls").exists() and _keys(tmp_path / "out") == []
+
+
 DRIVER = """
 import sys
 sys.path.insert(0, sys.argv[1])
