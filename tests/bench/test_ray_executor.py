@@ -126,6 +126,17 @@ def test_ray_flags_that_cannot_work_are_refused_before_any_compute(tmp_path, cap
     assert not out.exists()
 
 
+def test_the_python_api_refuses_ray_options_for_the_local_executor_and_unknown_executors(tmp_path):
+    from unlearnkit.errors import ConfigError
+
+    spec = _spec(tmp_path, FAKE_SPEC)
+    with pytest.raises(ConfigError, match="num_cpus only apply to the Ray executor"):
+        run_bench(spec, tmp_path / "a", runner=FakeRunner(), num_cpus=2)
+    with pytest.raises(ConfigError, match="unknown executor 'dask'; choose one of local, ray"):
+        run_bench(spec, tmp_path / "b", runner=FakeRunner(), executor="dask")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_spec_resources_are_validated(tmp_path):
     from unlearnkit.errors import ConfigError
 
@@ -144,9 +155,11 @@ LOCK_CHILD = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-Path(sys.argv[2]).touch()
+from unlearnkit.data import load_dataset
 from unlearnkit.oracle import train_or_load
-t = train_or_load("synthetic", "small_cnn", None, seed=7, device="cpu", progress=False)
+bundle = load_dataset("synthetic")
+Path(sys.argv[2]).touch()
+t = train_or_load(bundle, "small_cnn", None, seed=7, device="cpu", progress=False)
 print(json.dumps({"from_cache": t.from_cache, "wall": t.meta["wall_seconds"]}))
 """
 
@@ -179,7 +192,7 @@ def test_two_processes_asking_for_one_missing_model_train_it_once(tmp_path, monk
         deadline = time.monotonic() + 120
         while not all((tmp_path / f"started{i}").exists() for i in range(2)) and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(3.0)  # both have found the entry missing and wait on the lock by now
+        time.sleep(1.0)  # both have found the entry missing and wait on the lock by now
     results = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in procs]
     assert sorted(r["from_cache"] for r in results) == [False, True]
     assert results[0]["wall"] == results[1]["wall"]  # the second loaded the first one's entry
@@ -296,7 +309,7 @@ def test_kill_9_and_ctrl_c_of_the_driver_then_resume_lose_and_duplicate_nothing(
     out, state = tmp_path / "out", tmp_path / "state"
     state.mkdir()
     # kill -9 once the first runs are recorded (the next ones are in flight on the workers)
-    proc = _driver(spec, out, ray_address, 1.5, state)
+    proc = _driver(spec, out, ray_address, 1.0, state)
     _wait_records(out, 1, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
@@ -304,7 +317,7 @@ def test_kill_9_and_ctrl_c_of_the_driver_then_resume_lose_and_duplicate_nothing(
     assert 1 <= killed_at < len(expected)
     # Ctrl-C of the next driver while it has runs in flight: exit 130, bench.json says interrupted
     n_calls = len((state / "calls").read_text().splitlines())
-    proc = _driver(spec, out, ray_address, 4.0, state)
+    proc = _driver(spec, out, ray_address, 3.0, state)
     deadline = time.monotonic() + 90
     while len((state / "calls").read_text().splitlines()) <= n_calls:  # its runs have started on the workers
         assert time.monotonic() < deadline and proc.poll() is None, "the second driver started no run"

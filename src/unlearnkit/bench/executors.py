@@ -4,7 +4,8 @@ on a Ray cluster (`unlearnkit.bench.ray_executor.RayExecutor`).
 An executor only *computes*: `execute_run` turns one `Run` into a `RunOutcome` (the record, or the error) and never
 writes a file. The driver (`unlearnkit.bench.runner.run_bench`) is the one writer of ``records.jsonl``: it receives
 each outcome through `ExecutorHooks.finished` and appends the record, so the resume guarantee (a record only for
-a finished run, none lost, none duplicated) is the same for every executor.
+a finished run, none lost, none duplicated) is the same for every executor. `unlearnkit.bench.runner.make_executor`
+picks one by name.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import ConfigError, DataNotFoundError, MissingDependencyError
+from ..errors import DataNotFoundError, MissingDependencyError
 from .runners import RunnerFn
 from .spec import Run
 
 if TYPE_CHECKING:
     from ..evaluation import EvaluationCache
 
-EXECUTORS = ("local", "ray")
 _FATAL = (DataNotFoundError, MissingDependencyError, MemoryError)  # no point trying the next run
 
 
@@ -141,54 +141,11 @@ class LocalExecutor:
             hooks.finished(execute_run(run, opts, cache))
 
 
-def make_executor(
-    name: str = "local",
-    *,
-    address: str | None = None,
-    max_parallel: int | None = None,
-    num_cpus: float | None = None,
-    num_gpus: float | None = None,
-    device: str = "auto",
-) -> Executor:
-    """The executor called ``name`` (``local`` or ``ray``); the options other than ``name`` are Ray's.
-
-    Raises `ConfigError` for an unknown name or a Ray option given to the local executor, and
-    `MissingDependencyError` (with the pip command) when ``ray`` is asked for but not installed.
-    """
-    if name == "local":
-        given = [
-            flag
-            for flag, value in (
-                ("address", address),
-                ("max_parallel", max_parallel),
-                ("num_cpus", num_cpus),
-                ("num_gpus", num_gpus),
-            )
-            if value is not None
-        ]
-        if given:
-            raise ConfigError(
-                f"{', '.join(given)} only apply to the Ray executor; add executor='ray' (--executor ray) or drop them"
-            )
-        return LocalExecutor()
-    if name == "ray":
-        from .ray_executor import RayExecutor
-
-        ex = RayExecutor(
-            address=address, max_parallel=max_parallel, num_cpus=num_cpus, num_gpus=num_gpus, device=device
-        )
-        ex.check()
-        return ex
-    raise ConfigError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
-
-
 __all__ = [
-    "EXECUTORS",
     "Executor",
     "ExecutorHooks",
     "LocalExecutor",
     "RunOptions",
     "RunOutcome",
     "execute_run",
-    "make_executor",
 ]

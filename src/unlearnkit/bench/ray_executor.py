@@ -31,6 +31,7 @@ import os
 import uuid
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..errors import ConfigError, MissingDependencyError
@@ -131,7 +132,10 @@ class RayExecutor:
         try:
             window = self._window(ray)
             _check_workers(ray)
-            env = {"cache": os.environ.get("UNLEARNKIT_CACHE") or None, "use_cache": _use_cache()}
+            cache = os.environ.get("UNLEARNKIT_CACHE")
+            env = {"cache": os.path.abspath(os.path.expanduser(cache)) if cache else None, "use_cache": _use_cache()}
+            if opts.data_dir:  # workers need not share the driver's working directory
+                opts = replace(opts, data_dir=os.path.abspath(os.path.expanduser(opts.data_dir)))
             token = uuid.uuid4().hex
             res = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "max_retries": 1, "retry_exceptions": False}
             run_task = ray.remote(_run_task).options(**res)

@@ -30,12 +30,13 @@ from typing import Any
 from .._io import sha256_bytes, write_json_atomic, write_text_atomic
 from ..errors import ConfigError
 from ..progress import progress_enabled
-from .executors import Executor, RunOptions, RunOutcome, make_executor
+from .executors import Executor, LocalExecutor, RunOptions, RunOutcome
 from .records import RECORDS_FILE, append_record, make_readable, read_records, record_key, repair_tail
 from .runners import RunnerFn, resolve_runner
 from .spec import BenchSpec, Run, load_spec, plan_runs
 
 RUNNER_ENV = "UNLEARNKIT_BENCH_RUNNER"  # name of a registered runner replacing run_experiment (tests, dry runs)
+EXECUTORS = ("local", "ray")
 
 
 @dataclass
@@ -296,6 +297,47 @@ def _short(run: Run) -> str:
     return f"{run.method.label} {run.forget.spec}{on} s{run.seed}"
 
 
+def make_executor(
+    name: str = "local",
+    *,
+    address: str | None = None,
+    max_parallel: int | None = None,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    device: str = "auto",
+) -> Executor:
+    """The executor called ``name`` (``local`` or ``ray``); the options other than ``name`` are Ray's.
+
+    Raises `ConfigError` for an unknown name or a Ray option given to the local executor, and
+    `MissingDependencyError` (with the pip command) when ``ray`` is asked for but not installed.
+    """
+    if name == "local":
+        given = [
+            flag
+            for flag, value in (
+                ("address", address),
+                ("max_parallel", max_parallel),
+                ("num_cpus", num_cpus),
+                ("num_gpus", num_gpus),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} only apply to the Ray executor; add executor='ray' (--executor ray) or drop them"
+            )
+        return LocalExecutor()
+    if name == "ray":
+        from .ray_executor import RayExecutor
+
+        ex = RayExecutor(
+            address=address, max_parallel=max_parallel, num_cpus=num_cpus, num_gpus=num_gpus, device=device
+        )
+        ex.check()
+        return ex
+    raise ConfigError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
+
+
 def select_part(runs: list[Run], part: tuple[int, int] | None) -> list[Run]:
     """The runs of part ``(i, n)``: grid cells dealt round-robin in order of first appearance (all without a part)."""
     if part is None:
@@ -398,4 +440,4 @@ def _write_bench_json(out: Path, spec: BenchSpec, result: BenchResult, started: 
     make_readable([path])
 
 
-__all__ = ["RUNNER_ENV", "BenchResult", "RunStatus", "run_bench"]
+__all__ = ["EXECUTORS", "RUNNER_ENV", "BenchResult", "RunStatus", "make_executor", "run_bench"]

@@ -147,7 +147,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _executor(args: argparse.Namespace, spec: Any) -> Any:
-    from ..bench.executors import make_executor
+    from ..bench.runner import make_executor
     from ..errors import ConfigError
 
     ray_flags = {
