@@ -302,6 +302,14 @@ def _wait_records(out: Path, n: int, proc: subprocess.Popen, timeout: float = 90
     assert len(_keys(out)) >= n, proc.stderr.read() if proc.poll() is not None and proc.stderr else "timeout"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 @needs_ray
 def test_kill_9_and_ctrl_c_of_the_driver_then_resume_lose_and_duplicate_nothing(tmp_path, ray_address):
     spec = _spec(tmp_path, FAKE_SPEC)
@@ -315,9 +323,10 @@ def test_kill_9_and_ctrl_c_of_the_driver_then_resume_lose_and_duplicate_nothing(
     proc.wait(timeout=30)
     killed_at = len(_keys(out))
     assert 1 <= killed_at < len(expected)
-    # Ctrl-C of the next driver while it has runs in flight: exit 130, bench.json says interrupted
+    # Ctrl-C of the next driver while its runs are in flight (each would take 60 s): exit 130, bench.json says
+    # interrupted, nothing recorded for them, and their workers are stopped
     n_calls = len((state / "calls").read_text().splitlines())
-    proc = _driver(spec, out, ray_address, 3.0, state)
+    proc = _driver(spec, out, ray_address, 60.0, state)
     deadline = time.monotonic() + 90
     while len((state / "calls").read_text().splitlines()) <= n_calls:  # its runs have started on the workers
         assert time.monotonic() < deadline and proc.poll() is None, "the second driver started no run"
@@ -329,6 +338,11 @@ def test_kill_9_and_ctrl_c_of_the_driver_then_resume_lose_and_duplicate_nothing(
     info = json.loads((out / "bench.json").read_text())
     assert info["interrupted"] is True and info["counts"]["pending"] >= 1
     assert len(_keys(out)) == before  # nothing recorded for the cancelled runs
+    pids = {json.loads(c)["pid"] for c in (state / "calls").read_text().splitlines()[n_calls:]}
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in pids), "a cancelled run's worker is still running"
     # resume in this process: every run exactly once
     done = run_bench(spec, out, progress=False, runner=FakeRunner(), executor="ray")
     assert done.ok
