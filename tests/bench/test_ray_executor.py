@@ -271,6 +271,29 @@ def test_a_gpu_run_is_refused_on_a_cluster_without_a_gpu_node(tmp_path, ray_addr
     assert not (state / "calls").exists() and _keys(tmp_path / "out") == []
 
 
+@needs_ray
+def test_a_spent_time_budget_starts_no_ray_task_and_says_so(tmp_path, ray_address):
+    import io
+
+    from rich.console import Console
+
+    state = tmp_path / "state"
+    state.mkdir()
+    text = io.StringIO()
+    result = run_bench(
+        _spec(tmp_path, FAKE_SPEC),
+        tmp_path / "out",
+        progress=False,
+        runner=FakeRunner(state_dir=str(state)),
+        executor="ray",
+        max_minutes=0,
+        console=Console(file=text, width=200),
+    )
+    assert result.count("pending") == 4 and not result.ok
+    assert "time budget of 0 min spent; 4 runs left" in text.getvalue()
+    assert not (state / "calls").exists()
+
+
 DRIVER = """
 import sys
 sys.path.insert(0, sys.argv[1])
