@@ -39,7 +39,9 @@ def _without(x: torch.Tensor, y: torch.Tensor, drop: torch.Tensor) -> tuple[torc
         ("a whole class", None, "refactor"),
     ],
 )
-def test_ridge_deletion_equals_the_head_refitted_without_the_data(what: str, drop: torch.Tensor | None, update: str):
+def test_ridge_deletion_equals_the_head_refitted_without_the_data(
+    what: str, drop: torch.Tensor | None, update: str
+) -> None:
     x, y = _problem()
     drop = torch.nonzero(y == 1).flatten() if drop is None else drop
     head = RidgeHead(3, x.shape[1], lam=0.5).fit(x, y)
@@ -148,7 +150,7 @@ def test_certified_options_are_checked_before_any_compute() -> None:
         ({"sigma": 0}, "sigma"),
     ):
         with pytest.raises(ConfigError, match=match):
-            CertifiedHead(3, 5, **bad)  # type: ignore[arg-type]
+            CertifiedHead(3, 5, **bad)
 
 
 # --------------------------------------------------------------------------------------------- the head model
