@@ -52,19 +52,36 @@ def check_text(value: object, what: str, *, max_len: int = 1000) -> str:
 
 
 def check_method_for_kind(kind: str, method: str, config: dict[str, Any] | None, name: str) -> None:
-    """A SISA ensemble is deleted from with ``sisa`` only, and ``sisa`` takes no options on an ensemble."""
-    if kind != "sisa":
+    """The method declares the checkpoint kinds it deletes from (``Requirements.model_kinds``): a SISA ensemble is
+    deleted from with ``sisa`` only (which takes no options on an ensemble), a head model with ``head`` only, and
+    ``head`` needs a head model."""
+    from .methods import METHODS
+
+    kinds = METHODS.get(method).requires.model_kinds
+    if kind == "sisa":
+        if kind not in kinds:
+            raise IncompatibleError(
+                f"{name} is a SISA ensemble: delete from it with --method sisa (exact, retrains only the affected "
+                f"shards); {method!r} cannot train an ensemble's members"
+            )
+        if config:
+            raise ConfigError(
+                f"--set {', '.join(sorted(config))} has no effect on a SISA ensemble: its deletions retrain with the "
+                "recipe stored in it (exactness needs that recipe); drop --set"
+            )
         return
-    if method != "sisa":
+    if kind in kinds:
+        return
+    if kind == "head":
         raise IncompatibleError(
-            f"{name} is a SISA ensemble: delete from it with --method sisa (exact, retrains only the affected "
-            f"shards); {method!r} cannot train an ensemble's members"
+            f"{name} is a head model (a frozen backbone with a ridge or certified head): delete from it with "
+            f"--method head (exact, or (ε, δ)-certified); {method!r} would train it like a network and void the "
+            "guarantee"
         )
-    if config:
-        raise ConfigError(
-            f"--set {', '.join(sorted(config))} has no effect on a SISA ensemble: its deletions retrain with the "
-            "recipe stored in it (exactness needs that recipe); drop --set"
-        )
+    raise IncompatibleError(
+        f"{method!r} deletes from {' or '.join(sorted(kinds))} models only and {name} is a {kind} model: pick "
+        "another --method (e.g. auto), or train a head model with `unlearnkit train --head ridge|certified …`"
+    )
 
 
 def _dataset_fields(info: Any) -> dict[str, Any]:
@@ -72,10 +89,11 @@ def _dataset_fields(info: Any) -> dict[str, Any]:
 
 
 def checkpoint_summary(path: str | os.PathLike) -> dict[str, Any]:
-    """kind (``sisa`` | ``plain``), the member/model config and the recorded dataset of a checkpoint, read from its
-    metadata; a file that is no checkpoint raises `CheckpointError` naming it."""
+    """kind (``sisa`` | ``head`` | ``plain``), the member/model config and the recorded dataset of a checkpoint,
+    read from its metadata; a file that is no checkpoint raises `CheckpointError` naming it."""
     import json
 
+    from .heads.files import HEAD_META_KEY, read_spec
     from .models import checkpoint_info
     from .sisa import SISA_META_KEY
 
@@ -96,6 +114,12 @@ def checkpoint_summary(path: str | os.PathLike) -> dict[str, Any]:
             except ValueError:
                 raise CheckpointError(f"{p.name}: its SISA spec is not valid JSON") from None
             return {"kind": "sisa", "config": spec.get("member"), "dataset": spec.get("dataset")}
+        if HEAD_META_KEY in meta:
+            head = read_spec(p) or {}
+            backbone = (head.get("backbone") or {}).get("config") or {}
+            cfg = {k: backbone[k] for k in ("in_channels", "image_size") if k in backbone}
+            cfg["num_classes"] = head.get("num_classes")
+            return {"kind": "head", "config": cfg, "dataset": head.get("dataset")}
     return {"kind": "plain", "config": info.get("config"), "dataset": info.get("dataset")}
 
 
@@ -109,7 +133,7 @@ def check_checkpoint_for(
 ) -> str:
     """Before any compute: the checkpoint at ``path`` is a model of the dataset ``bundle_info`` (classes, channels,
     image size; the dataset name where the file records one), and ``method``/``config`` fit its kind. Returns the
-    kind (``sisa`` or ``plain``)."""
+    kind (``sisa``, ``head`` or ``plain``)."""
     s = checkpoint_summary(path)
     name = Path(path).name
     recorded = s.get("dataset")

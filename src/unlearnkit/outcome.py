@@ -56,9 +56,12 @@ class Outcome:
 @torch.no_grad()
 def relative_change(before: dict[str, torch.Tensor], after: nn.Module) -> float:
     """‖θ_out − θ_in‖ / ‖θ_in‖ over the parameters (buffers such as BatchNorm statistics, which a forward pass in
-    train mode moves, do not count)."""
+    train mode moves, do not count). A model whose deletions edit only part of it names that part with
+    ``outcome_parameters()`` (a head model: its head's weights; its frozen backbone would dilute the change)."""
     num, den = 0.0, 0.0
-    for k, v in after.named_parameters():
+    scope = getattr(after, "outcome_parameters", None)
+    named = scope() if callable(scope) else after.named_parameters()
+    for k, v in named:
         if not v.is_floating_point() or k not in before:
             continue
         a, b = before[k].double().cpu(), v.detach().double().cpu()

@@ -58,6 +58,24 @@ def tiny_model(seed: int = 0, num_classes: int = 4, trained: bool = False, model
     return m
 
 
+def tiny_head_model(head: str = "ridge", seed: int = 0) -> nn.Module:
+    """A `HeadModel` on the trained tiny SmallCNN (its features), its head trained on the whole synthetic training
+    set (``certified``: b drawn from a seed, which is for tests only)."""
+    from .heads import train_head
+
+    extra: dict[str, Any] = {"noise_seed": seed} if head == "certified" else {}
+    return train_head(
+        tiny_model(seed=seed, trained=True), tiny_bundle().train, head=head, dataset="synthetic", cache=False, **extra
+    )
+
+
+def _contract_model(cls: Any) -> nn.Module:
+    """The model the contract checks run a method on: the trained tiny network, or a tiny head model for a method
+    that deletes from head models only (``requires.model_kinds``)."""
+    kinds = getattr(getattr(cls, "requires", None), "model_kinds", frozenset({"plain"}))
+    return tiny_model(trained=True) if "plain" in kinds else tiny_head_model()
+
+
 # ----------------------------------------------------------------------------------- the method contract
 class RaisingDataset(torch.utils.data.Dataset):
     """A dataset that fails on any access: stands in for data a method declares it does not need."""
@@ -106,7 +124,7 @@ def _run(cls: type[Method], name: str, data: Any, model: nn.Module, seed: int = 
 def check_runs(cls_or_name: Any) -> None:
     """Runs on tiny data and returns a model with the same parameter names and shapes, all finite."""
     cls, name = _method_class(cls_or_name)
-    model = tiny_model(trained=True)
+    model = _contract_model(cls)
     out = _run(cls, name, tiny_data(), model)
     if not isinstance(out, nn.Module):
         raise AssertionError(f"{name}: unlearn returned {type(out).__name__}, not an nn.Module")
@@ -124,7 +142,7 @@ def check_input_untouched(cls_or_name: Any) -> None:
     from .runner import unlearn
 
     cls, name = _method_class(cls_or_name)
-    model = tiny_model(trained=True)
+    model = _contract_model(cls)
     snapshot = {k: v.clone() for k, v in model.state_dict().items()}
     data = tiny_data()
     unlearn(
@@ -145,7 +163,7 @@ def check_input_untouched(cls_or_name: Any) -> None:
 def check_deterministic(cls_or_name: Any) -> None:
     """The same seed gives identical weights; calling twice from the same start gives the same result."""
     cls, name = _method_class(cls_or_name)
-    model = tiny_model(trained=True)
+    model = _contract_model(cls)
     data = tiny_data()
     a = _run(cls, name, data, model, seed=3).state_dict()
     b = _run(cls, name, data, model, seed=3).state_dict()
@@ -157,7 +175,7 @@ def check_deterministic(cls_or_name: Any) -> None:
 def check_changes_weights(cls_or_name: Any) -> None:
     """The method actually edits the model: a method that returns its input unchanged fails the contract."""
     cls, name = _method_class(cls_or_name)
-    model = tiny_model(trained=True)
+    model = _contract_model(cls)
     out = _run(cls, name, tiny_data(), model)
     before, after = model.state_dict(), out.state_dict()
     if all(k in before and before[k].shape == v.shape and torch.equal(before[k], v) for k, v in after.items()):
@@ -215,7 +233,7 @@ def check_respects_requirements(cls_or_name: Any) -> None:
         augment=d.augment,
         num_classes=d.num_classes,
     )
-    _run(cls, name, data, tiny_model(trained=True))
+    _run(cls, name, data, _contract_model(cls))
 
 
 CHECKS = (

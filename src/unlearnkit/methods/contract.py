@@ -101,6 +101,9 @@ class Requirements:
     original_model: bool = False
     labels: bool = True
     split_kinds: frozenset[str] = frozenset({"random", "class"})
+    #: The checkpoint kinds (`unlearnkit.jobs.checkpoints.KINDS`) the method can delete from: a network
+    #: (``plain``), a SISA ensemble (``sisa``), a frozen backbone with a ridge or certified head (``head``).
+    model_kinds: frozenset[str] = frozenset({"plain"})
 
 
 Source = Literal["forget", "retain", "paired", "paired_retain", "interleaved"]

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset, Subset
 
 from ..errors import IncompatibleError
 from . import register
-from .base import Method, RunContext, UnlearnData
+from .base import Method, Requirements, RunContext, UnlearnData
 from .retrain import Retrain, RetrainConfig
 
 
@@ -45,6 +45,7 @@ class SISA(Method):
     """
 
     Config = SISAConfig
+    requires = Requirements(model_kinds=frozenset({"plain", "sisa"}))
     summary = "SISA exact unlearning: retrain only the affected shards from their last checkpoint"
     paper = "Bourtoule et al., IEEE S&P 2021"
     smoke_config: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 32}
