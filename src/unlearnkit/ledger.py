@@ -168,7 +168,7 @@ class ModelDirectory:
         """The registration row (method ``init``) of `create`, and the anchor."""
         ledger = Ledger(db_url, key=k)
         from .cache import checkpoint_sha256, dataset_digest
-        from .sisa import read_deleted_mask
+        from .jobs.checkpoints import head_summary, read_deleted_mask
 
         config: dict[str, Any] = {
             "dataset": dataset,
@@ -178,8 +178,11 @@ class ModelDirectory:
         }
         if k is not None:
             config["keyed"] = True
+        head = head_summary(p / MODEL_FILE)
+        if head is not None:  # the guarantee, whether it covers the whole model or the head only, the provenance
+            config["head"] = head
         already = read_deleted_mask(p / MODEL_FILE)
-        if already:  # a SISA model with deletions made before it was registered: verify expects them
+        if already:  # a SISA or head model with deletions made before it was registered: verify expects them
             config["deleted_before"] = already
         with ledger.write() as conn:
             if ledger._rows(conn):
@@ -291,8 +294,8 @@ class ModelDirectory:
             self._check_sisa_mask(problems)
 
     def _check_sisa_mask(self, problems: list[str]) -> None:
-        """A SISA model's own deleted mask must equal the ledger's deleted set (registration + applied)."""
-        from .sisa import read_deleted_mask
+        """A SISA (or head) model's own deleted mask must equal the ledger's deleted set (registration + applied)."""
+        from .jobs.checkpoints import read_deleted_mask
 
         mask = read_deleted_mask(self.model_path)
         if mask is None:
@@ -409,6 +412,7 @@ class ModelDirectory:
             bad = [i for i in sel if not 0 <= i < n]
             if bad:
                 raise IncompatibleError(f"training indices out of range [0, {n}): {bad[:5]}")
+            sel = self._deletable(sel, spec)
             with self.ledger.write() as conn:
                 reqs = self.ledger.requests_list(conn)
                 rid = request_id or f"req-{len(reqs) + 1:06d}"
@@ -428,6 +432,27 @@ class ModelDirectory:
                 req = self.ledger.insert_request(conn, request_id=rid, subject=subject, indices=sel, spec=spec)
             self._write_head_after(f"request {rid} was recorded")
             return req
+
+    def _deletable(self, sel: list[int], spec: str | None) -> list[int]:
+        """A head model deletes only what its head was trained on: a class-wise request takes its deletable images,
+        a request naming public indices (the split that trained the backbone) is refused."""
+        from .jobs.checkpoints import deletable_indices
+
+        allowed = deletable_indices(self.model_path) if self.model_path.is_file() else None
+        if allowed is None:
+            return sel
+        ok = set(allowed)
+        public = [i for i in sel if i not in ok]
+        if public and spec is None:
+            raise IncompatibleError(
+                f"training indices {public[:5]}{'…' if len(public) > 5 else ''} are public (the split that trained the "
+                "head model's backbone), not its deletable data: the head model cannot delete them; request only "
+                "indices its head was trained on"
+            )
+        sel = [i for i in sel if i in ok]
+        if not sel:
+            raise IncompatibleError(f"request spec {spec!r}: none of its images is in the head model's deletable data")
+        return sel
 
     def _resolve_spec(self, spec: str, dataset: str, data_dir: str | None) -> list[int]:
         """The training indices of ``spec`` (the forget-spec grammar: ``class:K[,K…]`` or ``indices:FILE``) that
@@ -478,7 +503,7 @@ class ModelDirectory:
         device = str(resolve_device(device))  # a bad device, seed, method or option fails here, before any compute
         check_seed(seed, "--seed")
         kind = checkpoint_kind(self.model_path) if self.model_path.is_file() else None
-        method = method or ("sisa" if kind == "sisa" else "auto")
+        method = method or {"sisa": "sisa", "head": "head"}.get(str(kind), "auto")
         choice = build_method(method, config)  # unknown names and options fail even when nothing is pending
         if kind is not None:
             check_method_for_kind(kind, choice.method.name, config, self.model_path.name)

@@ -61,7 +61,9 @@ def add_request(sub: Any) -> None:
     _dir_opts(q)
     q = rs.add_parser("apply", help="apply every pending request (one batch), audit, swap the model in")
     q.add_argument("dir", help="model directory")
-    q.add_argument("--method", default=None, help="method (default: sisa for a SISA model, else auto)")
+    q.add_argument(
+        "--method", default=None, help="method (default: sisa for a SISA model, head for a head model, else auto)"
+    )
     q.add_argument("--set", action="append", metavar="KEY=VALUE", help="method option (repeatable)")
     q.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda (default auto)")
     q.add_argument("--seed", type=int, default=0, help="seed of the method's run (default 0)")
@@ -95,7 +97,12 @@ def add_unlearn(sub: Any) -> None:
     p.add_argument("checkpoint", help="the trained model (.safetensors written by unlearnkit, or a SISA model)")
     p.add_argument("--dataset", required=True, help="the dataset it was trained on")
     p.add_argument("--forget", required=True, help="forget spec: class:3, random:0.01, indices:FILE")
-    p.add_argument("--method", default="auto", help="method name (see `unlearnkit list methods`; default auto)")
+    p.add_argument(
+        "--method",
+        default=None,
+        help="method name (see `unlearnkit list methods`; default: sisa for a SISA model, head for a head model, "
+        "else auto)",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="method option (repeatable)")
     p.add_argument("--out", required=True, help="output folder (unlearned.safetensors, audit.json)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the run (default 0)")
@@ -181,6 +188,9 @@ def cmd_request(args: argparse.Namespace) -> int:
             f"applied {len(res.applied)} requests with {res.method} in {res.seconds:.1f} s{extra}; "
             f"model {res.model_before[:12]} -> {res.model_after[:12]}; ledger head {d.head_hash()}"
         )
+        head = res.audit.get("head")
+        if head:
+            print(head_line(head))
         return 0
     if args.action == "verify":
         v = d.verify(args.expect)
@@ -226,5 +236,25 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     run = res.audit.get("run") or {}
     if run.get("outcome", "complete") != "complete":
         print(f"outcome {run.get('outcome')}: {run.get('detail', '')} (kept: --allow-partial)", file=sys.stderr)
+    if res.audit.get("head"):
+        print(head_line(res.audit["head"]))
     print(f"wrote {out}/unlearned.safetensors, audit.json")
     return 0
+
+
+def head_line(head: dict[str, Any]) -> str:
+    """One line: the guarantee of a head-model deletion, where it holds, and (certified) the budget."""
+    line = (
+        f"{head['guarantee']} deletion of {head['deleted']} images; the guarantee covers the {head['scope']} "
+        f"({head['scope_detail']})"
+    )
+    c = head.get("certificate") or {}
+    if c:
+        line += (
+            f"; σ={c['sigma']:g} λ={head['lam']:g} ε={c['eps']:g} δ={c['delta']:g}: request bound "
+            f"{c['bound_request']:.3g}, accumulated {c['bound_accumulated']:.3g} of {c['budget']:.3g} "
+            f"(ε spent {c['eps_spent']:.3g})"
+        )
+        if c.get("retrained"):
+            line += f"; retrained with a fresh b: {c['retrain_reason']}"
+    return line

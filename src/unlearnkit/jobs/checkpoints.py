@@ -157,7 +157,7 @@ def read_deleted_mask(path: str | os.PathLike) -> list[int] | None:
     from ..sisa_files import read_deleted_mask as sisa_mask
 
     kind = checkpoint_kind(path)
-    return sisa_mask(path) if kind == "sisa" else head_mask(path) if kind == "head" else None
+    return sisa_mask(Path(path)) if kind == "sisa" else head_mask(Path(path)) if kind == "head" else None
 
 
 def deletable_indices(path: str | os.PathLike) -> list[int] | None:
@@ -165,7 +165,7 @@ def deletable_indices(path: str | os.PathLike) -> list[int] | None:
     trained on, not the public split that trained its backbone); None when every training index is deletable."""
     from ..heads.files import read_trained_mask
 
-    return read_trained_mask(path) if checkpoint_kind(path) == "head" else None
+    return read_trained_mask(Path(path)) if checkpoint_kind(path) == "head" else None
 
 
 def head_summary(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -175,7 +175,7 @@ def head_summary(path: str | os.PathLike) -> dict[str, Any] | None:
 
     if checkpoint_kind(path) != "head":
         return None
-    spec = read_spec(path) or {}
+    spec = read_spec(Path(path)) or {}
     from ..heads.model import SCOPES
 
     backbone = spec.get("backbone") or {}

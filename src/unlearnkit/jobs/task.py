@@ -195,30 +195,37 @@ def resolve_unlearn_task(
     checkpoint: str | Path,
     dataset: str,
     forget: str | ForgetSpec,
-    method: str,
+    method: str | None,
     *,
     config: dict[str, Any] | None = None,
     seed: int = 0,
     device: str | torch.device = "auto",
     data_dir: str | None = None,
 ) -> Task:
-    """The Task of ``unlearnkit unlearn``: your checkpoint, a forget spec, a method; no retrained oracle."""
+    """The Task of ``unlearnkit unlearn``: your checkpoint, a forget spec, a method (None: ``sisa`` for a SISA
+    ensemble, ``head`` for a head model, else ``auto``); no retrained oracle."""
     from ..data import load_dataset
     from ..device import resolve_device
 
-    choice = build_method(method, config)  # bad options fail before any data is read
+    if method is not None:
+        build_method(method, config)  # bad names and options fail before the checkpoint is read
     if Path(checkpoint).is_dir():
         raise ConfigError(f"checkpoint {checkpoint} is a folder; pass the .safetensors file inside it")
     if not Path(checkpoint).is_file():
         raise ConfigError(f"checkpoint {checkpoint} does not exist")
+    if method is None:
+        from .checkpoints import checkpoint_kind
+
+        method = {"sisa": "sisa", "head": "head"}.get(checkpoint_kind(checkpoint), "auto")
+    choice = build_method(method, config)
     fs = parse_forget_spec(forget)
     bundle = load_dataset(dataset, data_dir)
     from ..guards import check_checkpoint_for
 
-    # another dataset's model, or a gradient method on a SISA ensemble, fails here, before any compute
+    # another dataset's model, or a gradient method on a SISA ensemble or a head model, fails here, before any compute
     check_checkpoint_for(checkpoint, bundle.info, method=choice.method.name, config=config)
     split = split_for(bundle, fs, seed)
-    return Task(
+    task = Task(
         dataset=bundle.info.name,
         forget=fs,
         seed=seed,
@@ -228,6 +235,33 @@ def resolve_unlearn_task(
         method=choice,
         checkpoint=Path(checkpoint),
     )
+    return restrict_to_deletable(task, checkpoint)
+
+
+def restrict_to_deletable(task: Task, checkpoint: str | Path, *, forget_too: bool = True) -> Task:
+    """For a head model: the forget spec selects among the images its head was trained on and has not deleted
+    (``class:3`` = its deletable images of class 3; the public split that trained the backbone is not deletable),
+    and the retain set is what the head keeps standing on. ``forget_too=False`` (a ledger batch, whose indices were
+    checked when requested) leaves the forget set for the method to check. Other kinds: ``task`` unchanged."""
+    from dataclasses import replace
+
+    from .checkpoints import deletable_indices, read_deleted_mask
+
+    allowed = deletable_indices(checkpoint)
+    if allowed is None:
+        return task
+    ok = np.zeros(task.split.num_train, dtype=bool)
+    ok[np.asarray(allowed, dtype=np.int64)] = True
+    ok[np.asarray(read_deleted_mask(checkpoint) or [], dtype=np.int64)] = False
+    s = task.split
+    forget, retain = (s.forget[ok[s.forget]] if forget_too else s.forget), s.retain[ok[s.retain]]
+    if len(forget) == 0:
+        raise IncompatibleError(
+            f"forget spec {s.spec!r} selects no image the head model can delete (its deletable data: the "
+            f"{int(ok.sum())} images its head was trained on and has not deleted); pick a spec within them"
+        )
+    split = Split(s.dataset, s.spec, s.seed, forget, retain, s.test, s.num_train, s.forget_classes)
+    return replace(task, split=split)
 
 
 def ledger_task(
@@ -271,5 +305,6 @@ __all__ = [
     "prepare_method",
     "resolve_run_task",
     "resolve_unlearn_task",
+    "restrict_to_deletable",
     "split_kind",
 ]

@@ -77,6 +77,9 @@ def unlearn_job(task: Task, out: str | Path, *, allow_partial: bool = False) -> 
     res.audit["runtime_seconds"] = res.seconds
     res.audit["method"] = {"name": res.method, "config": task.method.method.config.to_dict()}
     res.audit["split"] = task.split.to_dict()
+    report = getattr(res.model, "last_deletion", None)
+    if getattr(report, "record_key", None) == "head":  # the guarantee and where it holds, said in the audit
+        res.audit["head"] = report.to_dict()  # type: ignore[union-attr]
 
     def fill(tmp: Path) -> None:
         save_checkpoint(res.model, tmp / "unlearned.safetensors")
@@ -119,7 +122,7 @@ def unlearn_batch(
     from ..data import load_dataset
     from ..errors import IncompatibleError
     from .checkpoints import load_checkpoint
-    from .task import build_method, ledger_task
+    from .task import build_method, ledger_task, restrict_to_deletable
 
     choice = build_method(method, config)
     bundle = load_dataset(dataset, data_dir)
@@ -127,13 +130,14 @@ def unlearn_batch(
         raise IncompatibleError("the training data differ from the data registered with this model")
     model = load_checkpoint(model_path)
     task = ledger_task(bundle, forget, deleted, seed=seed, device=device, method=choice, checkpoint=model_path)
+    task = restrict_to_deletable(task, model_path, forget_too=False)
     split = task.split
     res = unlearn_task(task, audit=audit, checkpoint=model)
     record: dict[str, Any] = {"seconds": res.seconds, "forget": len(split.forget), "retain": len(split.retain)}
     record["run"] = res.audit.get("run")  # the measured outcome (complete | partial | no_op | wrecked), always
     report = getattr(res.model, "last_deletion", None)
-    if report is not None:
-        record["cost"] = report.to_dict()
+    if report is not None:  # SISA: its cost ("cost"); a head model: guarantee, scope, bounds, budget ("head")
+        record[getattr(report, "record_key", "cost")] = report.to_dict()
     if audit:
         record["audit"] = res.audit
     return BatchResult(res.model, choice.method.name, choice.method.config.to_dict(), record)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -13,6 +14,9 @@ from torch.utils.data import Dataset
 from ..errors import IncompatibleError
 from . import register
 from .base import Method, MethodConfig, Requirements, RunContext, UnlearnData
+
+if TYPE_CHECKING:
+    from ..heads.model import HeadModel
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,12 +96,12 @@ class Head(Method):
         return model.eval()
 
     @staticmethod
-    def _remaining(model: nn.Module, idx: list[int], split: object, data: UnlearnData) -> Dataset:
+    def _remaining(model: HeadModel, idx: list[int], split: Any, data: UnlearnData) -> Dataset:
         """The retain-set images of the points the head keeps standing on, in training-index order."""
-        keep = model.remaining()  # type: ignore[operator]
+        keep = model.remaining()
         keep = keep[~torch.isin(keep, torch.as_tensor(idx))]
-        retain = np.asarray(split.retain, dtype=np.int64)  # type: ignore[attr-defined]
-        position = torch.full((int(model.spec.num_train),), -1, dtype=torch.long)  # type: ignore[union-attr]
+        retain = np.asarray(split.retain, dtype=np.int64)
+        position = torch.full((model.spec.num_train,), -1, dtype=torch.long)
         position[torch.as_tensor(retain)] = torch.arange(len(retain))
         pos = position[keep]
         if (pos < 0).any():
