@@ -237,7 +237,12 @@ def test_manipulation_metrics_only_on_manipulated_data() -> None:
 
 # --------------------------------------------------------------------------------------------------- methods
 CLASS_ONLY = [n for n in METHODS.names() if METHODS.get(n).requires.split_kinds == {"class"}]
-OTHERS = [n for n in METHODS.names() if "random" in METHODS.get(n).requires.split_kinds]
+#: methods that delete random samples from a plain network (``head`` deletes from head models only: tests/test_heads.py)
+OTHERS = [
+    n
+    for n in METHODS.names()
+    if "random" in METHODS.get(n).requires.split_kinds and "plain" in METHODS.get(n).requires.model_kinds
+]
 
 
 @pytest.mark.parametrize("name", CLASS_ONLY)

@@ -506,6 +506,12 @@ def _methods(
         if canonical is None or overrides is None:
             continue
         cls = METHODS.get(canonical)
+        if "plain" not in cls.requires.model_kinds:
+            problems.append(
+                f"{where}.name: {canonical!r} deletes from {'/'.join(sorted(cls.requires.model_kinds))} models only, "
+                "and a bench grid trains plain networks (head models: benchmarks/certified_heads.py)"
+            )
+            continue
         resolved: dict[str, Any] | None = None
         errors: list[str] = []
         for dataset in datasets or unnamed:

@@ -134,6 +134,7 @@ def method_table() -> list[dict[str, str]]:
         cls = METHODS.get(name)
         r = cls.requires
         needs = [n for n, on in (("retain", r.retain), ("original", r.original_model), ("labels", r.labels)) if on]
+        needs += [f"{k} model" for k in sorted(r.model_kinds - {"plain"}) if "plain" not in r.model_kinds]
         kinds = "/".join(sorted(r.split_kinds))
         rows.append(
             {
