@@ -36,6 +36,7 @@ _LAZY = {
     "unlearn": "unlearnkit.runner",
     "run_method": "unlearnkit.runner",
     "GradientMethod": "unlearnkit.methods",
+    "train_head": "unlearnkit.heads",
 }
 _LISTS = {
     "list_datasets": ("unlearnkit.data", "DATASETS"),
@@ -53,7 +54,7 @@ def __getattr__(name: str) -> Any:
         mod, reg = _LISTS[name]
         registry = getattr(importlib.import_module(mod), reg)
         return registry.names
-    if name in ("data", "models", "methods", "evaluation", "training", "oracle", "bench", "jobs"):
+    if name in ("data", "models", "methods", "evaluation", "training", "oracle", "bench", "jobs", "heads"):
         return importlib.import_module(f"unlearnkit.{name}")
     raise AttributeError(f"module 'unlearnkit' has no attribute {name!r}")
 

@@ -139,6 +139,8 @@ def test_head_method_on_a_plain_model_and_gradient_methods_on_a_head_model_are_r
     base = ["--dataset", "digits", "--forget", "class:1", "--out", str(tmp_path / "o")]
     r = cli("unlearn", str(digits_untrained_ckpt), *base, "--method", "head")
     assert r.code == 2 and "head model" in r.err and "--head ridge|certified" in r.err, r.err
+    r = cli("run", "--dataset", "digits", "--model", "small_cnn", *base, "--method", "head")
+    assert r.code == 2 and "`run` trains plain networks" in r.err, r.err
     d = tmp_path / "h"
     _train(cli, d, "ridge", "--backbone", str(digits_untrained_ckpt), "--backbone-data", "same", "--device", "cpu")
     r = cli("unlearn", str(d / "model.safetensors"), *base, "--method", "salun")

@@ -102,6 +102,12 @@ def prepare_method(
             f"method {METHODS.canonical(method)!r} supports only "
             f"{'/'.join(sorted(cls.requires.split_kinds))} forgetting, not {label} ({fs.source or str(fs)!r})"
         )
+    if "plain" not in cls.requires.model_kinds:
+        raise IncompatibleError(
+            f"method {METHODS.canonical(method)!r} deletes from {'/'.join(sorted(cls.requires.model_kinds))} models "
+            "only, and `run` trains plain networks: train a head model (`unlearnkit train --head ridge|certified "
+            "--backbone …`) and delete with `unlearnkit unlearn` or `unlearnkit request apply`"
+        )
     values, source = preset_config(method, dataset, model, kind, preset)
     overrides = dict(overrides or {})
     untuned = source.startswith(("default", "class defaults"))
