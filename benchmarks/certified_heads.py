@@ -38,6 +38,7 @@ if "torch" not in sys.modules:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import copy
 import json
 import platform
 import time
@@ -125,13 +126,12 @@ def run(args: argparse.Namespace) -> None:
         "full_model_acc": full.meta["accuracy_test"],
         "model_retrain_s": full.meta["wall_seconds"],
     }
-    tf = time.perf_counter()
     x_all, y_all = extract_features(_features_of(backbone.model), bundle.train, device=dev, cache=True)
-    x_test, y_test = extract_features(_features_of(backbone.model), bundle.test, device=dev, cache=True)
-    feat_s = time.perf_counter() - tf
-    print(f"[{time.perf_counter() - t0:6.0f} s] features {tuple(x_all.shape)} in {feat_s:.1f} s", flush=True)
+    tf = time.perf_counter()  # the backbone's cost per image: the test set's pass, never from the cache
+    x_test, y_test = extract_features(_features_of(backbone.model), bundle.test, device=dev, cache=False)
+    per_image_s = (time.perf_counter() - tf) / len(x_test)
+    print(f"[{time.perf_counter() - t0:6.0f} s] features {tuple(x_all.shape)}, {per_image_s * 1e3:.3f} ms/image")
     deletable = torch.as_tensor(split.forget, dtype=torch.long)
-    per_image_s = feat_s / (len(x_all) + len(x_test))
     for head, req in todo:
         if args.max_minutes and time.perf_counter() - t0 > 60 * args.max_minutes:
             print("time budget reached; rerun to continue")
@@ -146,9 +146,15 @@ def run(args: argparse.Namespace) -> None:
         drop = _request(req, deletable, y_all)
         keep = deletable[~torch.isin(deletable, drop)]
         w_before = model.head.weight.clone()
-        t1 = time.perf_counter()
-        rep = model.delete_embedded(drop.tolist(), x_all[drop], y_all[drop], x_all[keep], y_all[keep])
-        delete_s = time.perf_counter() - t1
+        times = []
+        x_del, y_del = x_all[drop], y_all[drop]
+        x_rem, y_rem = (None, None) if head == "ridge" else (x_all[keep], y_all[keep])  # ridge reads no other row
+        for _ in range(7 if head == "ridge" else 1):  # ridge: best of 7 copies (milliseconds, noisy under load)
+            work = copy.deepcopy(model)
+            t1 = time.perf_counter()
+            rep = work.delete_embedded(drop.tolist(), x_del, y_del, x_rem, y_rem)
+            times.append(time.perf_counter() - t1)
+        model, delete_s = work, min(times)
         t2 = time.perf_counter()
         # the head retrained without the data: same options; the certified one with the same b (the 2nd draw
         # when the deletion itself retrained, which is then the retrained head)
@@ -170,6 +176,7 @@ def run(args: argparse.Namespace) -> None:
             "remaining": len(keep),
             "delete_s": delete_s,
             "features_s": per_image_s * (len(drop) if head == "ridge" else len(keep) + len(drop)),
+            "per_image_s": per_image_s,
             "head_retrain_s": head_retrain_s,
             "max_abs_diff": float((model.head.weight - scratch.head.weight).abs().max()),
             "max_abs_diff_before": float((w_before - scratch.head.weight).abs().max()),
@@ -225,13 +232,14 @@ def report(args: argparse.Namespace) -> str:
         "image). `gap` is the mean |Δ| of forget / retain / test accuracy (points) between the deleted head and "
         "the head retrained without the data (the certified one with the same noise b); `noise floor` the same "
         "gap between two heads retrained with different b. ε per request = c·(bound added)/σ at the stated δ and "
-        "σ; `fits` = remaining budget / the "
-        "request's bound.",
+        "σ; `fits` = remaining budget / the request's bound. `delete / head retrain` compares the updates alone; "
+        "in parentheses, with the backbone passes each needs (a retrain reads every remaining image).",
         "",
         "| backbone | head | request | deleted | delete (s) | features (s) | head retrain (s) | delete / head retrain "
+        "(with features) "
         "| whole-model retrain (s) | max \\|Δ\\| to retrained head (before) | gap (noise floor) | ε per request "
-        "| fits in budget | head test acc | backbone's own / full fine-tuned test acc |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| fits in budget | test acc after deletion |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     by = {(r["backbone"], r["head"], r["request"]): r for r in rows}
     for bb in BACKBONES:
@@ -239,21 +247,37 @@ def report(args: argparse.Namespace) -> str:
             for req in REQUESTS:
                 r = by.get((bb, h, req))
                 if r is None:
-                    lines.append(f"| {bb} | {h} | {req} |" + " · |" * 12)
+                    lines.append(f"| {bb} | {h} | {req} |" + " · |" * 11)
                     continue
                 c = r.get("certificate") or {}
                 eps = (
                     "exact" if h == "ridge" else ("retrain" if c.get("retrained") else _f(c.get("eps_request"), ".2e"))
                 )
                 floor = f" ({r['noise_floor']:.2f})" if "noise_floor" in r else ""
+                per_image = r.get("per_image_s") or r["features_s"] / (
+                    r["deleted"] if h == "ridge" else r["deleted"] + r["remaining"]
+                )
+                # with features: the deletion's backbone pass + update vs a retrain's pass over the rest + fit
+                with_f = (r["features_s"] + r["delete_s"]) / (per_image * r["remaining"] + r["head_retrain_s"])
                 lines.append(
-                    f"| {bb} | {h} | {req} | {r['deleted']} | {r['delete_s']:.3f} | {r['features_s']:.1f} "
-                    f"| {r['head_retrain_s']:.2f} | {r['delete_s'] / r['head_retrain_s']:.2%} "
+                    f"| {bb} | {h} | {req} | {r['deleted']} | {r['delete_s']:.3g} | {r['features_s']:.3g} "
+                    f"| {r['head_retrain_s']:.2f} | {r['delete_s'] / r['head_retrain_s']:.1%} ({with_f:.2%}) "
                     f"| {r['model_retrain_s']:.0f} "
                     f"| {r['max_abs_diff']:.1e} ({r['max_abs_diff_before']:.1e}) | {r['gap']:.2f}{floor} | {eps} "
-                    f"| {'–' if h == 'ridge' else r.get('fits', '·')} | {r['head_acc']:.2f} "
-                    f"| {r['backbone_acc']:.2f} / {r['full_model_acc']:.2f} |"
+                    f"| {'–' if h == 'ridge' else r.get('fits', '·')} | {r['head_acc']:.2f} |"
                 )
+    for bb in BACKBONES:
+        one = {h: by.get((bb, h, "one image")) for h in HEADS}
+        ref = next((r for r in one.values() if r), None)
+        if ref is None:
+            continue
+        heads = ", ".join(f"{h} head {r['head_acc']:.2f} %" for h, r in one.items() if r)
+        lines += [
+            "",
+            f"Price of freezing ({bb}, test accuracy; the head models after deleting one image): {heads}; the "
+            f"backbone's own classifier (trained on the public half only) {ref['backbone_acc']:.2f} %; the full "
+            f"fine-tuned model (every training image) {ref['full_model_acc']:.2f} %.",
+        ]
     cert = next((r for r in rows if r["head"] == "certified"), None)
     if cert:
         o, c = cert["options"], cert["certificate"]

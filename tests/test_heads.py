@@ -171,3 +171,12 @@ def test_head_model_deletes_exactly_and_refuses_public_indices() -> None:
     with pytest.raises(IncompatibleError, match="already deleted"):
         model.delete(b.train, [70])
     assert torch.equal(model.remaining(), refit.remaining())
+
+
+def test_ridge_drift_check_refactorises_an_inverse_that_no_longer_matches() -> None:
+    x, y = _problem()
+    head = RidgeHead(3, x.shape[1], lam=0.5).fit(x, y)
+    head.inverse.mul_(1 + 1e-6)  # stands for rounding accumulated over many downdates
+    info = head.remove(x[:2], y[:2])
+    refit = RidgeHead(3, x.shape[1], lam=0.5).fit(x[2:], y[2:])
+    assert info["update"] == "refactor" and (head.weight - refit.weight).abs().max() <= 1e-5

@@ -66,7 +66,7 @@ def add_train(sub: Any) -> None:
         "--head-arg",
         action="append",
         metavar="KEY=VALUE",
-        help="head option: lam (both; ridge default 1, certified 1e-4), sigma (default 1), eps (default 1), delta "
+        help="head option: lam (both; ridge default 1, certified 1e-3), sigma (default 10), eps (default 1), delta "
         "(default 1e-5) of the certified head",
     )
     p.add_argument(

@@ -185,8 +185,8 @@ class CertifiedHead(nn.Module):
         num_classes: int,
         dim: int,
         *,
-        lam: float = 1e-4,
-        sigma: float = 1.0,
+        lam: float = 1e-3,
+        sigma: float = 10.0,
         eps: float = 1.0,
         delta: float = 1e-5,
     ) -> None:

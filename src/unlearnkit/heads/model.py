@@ -48,7 +48,7 @@ SCOPES = {
 #: Defaults of the heads' options (`train_head` and ``--head-arg``).
 DEFAULTS: dict[str, dict[str, float]] = {
     "ridge": {"lam": 1.0},
-    "certified": {"lam": 1e-4, "sigma": 1.0, "eps": 1.0, "delta": 1e-5},
+    "certified": {"lam": 1e-3, "sigma": 10.0, "eps": 1.0, "delta": 1e-5},
 }
 
 
