@@ -149,7 +149,7 @@ def extract_features(
 
     ``cache`` reads and writes the raw features in the verified cache (namespace ``head_features``), keyed by the
     backbone's weights and the dataset's content; it holds features of training images as the dataset holds the
-    images (``unlearnkit cache clear head_features`` removes them).
+    images (``unlearnkit cache clear --namespace head_features --yes`` removes them).
     """
     from ..cache import TensorCache, dataset_digest, model_sha256
     from ..data.loading import iter_batches
@@ -165,12 +165,13 @@ def extract_features(
             return embed(hit["features"]), hit["labels"].long()
     dev = resolve_device(device)
     was = backbone.training
+    home = next((t.device for t in backbone.state_dict().values()), torch.device("cpu"))
     backbone.eval().to(dev)
     feats, labels = [], []
     for x, y in iter_batches(dataset, batch_size, device=dev):
         feats.append(backbone(x).reshape(len(x), -1).float().cpu())
         labels.append(y.cpu())
-    backbone.train(was)
+    backbone.train(was).to(home)  # a head model's backbone stays where its head is
     raw = torch.cat(feats) if feats else torch.zeros(0, 0)
     lab = torch.cat(labels).long() if labels else torch.zeros(0, dtype=torch.long)
     if store is not None and key is not None and len(lab):
