@@ -84,6 +84,29 @@ def check_method_for_kind(kind: str, method: str, config: dict[str, Any] | None,
     )
 
 
+def check_deletable(model_path: str | os.PathLike, sel: list[int], spec: str | None) -> list[int]:
+    """The training indices of a request that the model at ``model_path`` can delete. A head model deletes only
+    what its head was trained on: a class-wise request (``spec``) takes its deletable images, a request naming
+    public indices (the split that trained the backbone) is refused. Other kinds: ``sel`` unchanged."""
+    from .jobs.checkpoints import deletable_indices
+
+    allowed = deletable_indices(model_path) if Path(model_path).is_file() else None
+    if allowed is None:
+        return sel
+    ok = set(allowed)
+    public = [i for i in sel if i not in ok]
+    if public and spec is None:
+        raise IncompatibleError(
+            f"training indices {public[:5]}{'…' if len(public) > 5 else ''} are public (the split that trained the "
+            "head model's backbone), not its deletable data: the head model cannot delete them; request only "
+            "indices its head was trained on"
+        )
+    sel = [i for i in sel if i in ok]
+    if not sel:
+        raise IncompatibleError(f"request spec {spec!r}: none of its images is in the head model's deletable data")
+    return sel
+
+
 def _dataset_fields(info: Any) -> dict[str, Any]:
     return {"num_classes": info.num_classes, "in_channels": info.channels, "image_size": info.image_size}
 
@@ -162,6 +185,7 @@ def check_checkpoint_for(
 __all__ = [
     "LEDGER_MARKERS",
     "check_checkpoint_for",
+    "check_deletable",
     "check_method_for_kind",
     "check_not_model_directory",
     "check_text",

@@ -387,7 +387,7 @@ class ModelDirectory:
         data_dir: str | None = None,
     ) -> Request:
         """Record a deletion request for training ``indices`` or a ``spec`` (``class:3``; resolved now)."""
-        from .guards import check_text
+        from .guards import check_deletable, check_text
 
         check_text(subject, "the request subject (--subject)")
         if request_id is not None:
@@ -412,7 +412,7 @@ class ModelDirectory:
             bad = [i for i in sel if not 0 <= i < n]
             if bad:
                 raise IncompatibleError(f"training indices out of range [0, {n}): {bad[:5]}")
-            sel = self._deletable(sel, spec)
+            sel = check_deletable(self.model_path, sel, spec)  # a head model deletes only its head's data
             with self.ledger.write() as conn:
                 reqs = self.ledger.requests_list(conn)
                 rid = request_id or f"req-{len(reqs) + 1:06d}"
@@ -432,27 +432,6 @@ class ModelDirectory:
                 req = self.ledger.insert_request(conn, request_id=rid, subject=subject, indices=sel, spec=spec)
             self._write_head_after(f"request {rid} was recorded")
             return req
-
-    def _deletable(self, sel: list[int], spec: str | None) -> list[int]:
-        """A head model deletes only what its head was trained on: a class-wise request takes its deletable images,
-        a request naming public indices (the split that trained the backbone) is refused."""
-        from .jobs.checkpoints import deletable_indices
-
-        allowed = deletable_indices(self.model_path) if self.model_path.is_file() else None
-        if allowed is None:
-            return sel
-        ok = set(allowed)
-        public = [i for i in sel if i not in ok]
-        if public and spec is None:
-            raise IncompatibleError(
-                f"training indices {public[:5]}{'…' if len(public) > 5 else ''} are public (the split that trained the "
-                "head model's backbone), not its deletable data: the head model cannot delete them; request only "
-                "indices its head was trained on"
-            )
-        sel = [i for i in sel if i in ok]
-        if not sel:
-            raise IncompatibleError(f"request spec {spec!r}: none of its images is in the head model's deletable data")
-        return sel
 
     def _resolve_spec(self, spec: str, dataset: str, data_dir: str | None) -> list[int]:
         """The training indices of ``spec`` (the forget-spec grammar: ``class:K[,K…]`` or ``indices:FILE``) that
