@@ -357,7 +357,8 @@ def test_kill_9_and_ctrl_c_of_the_driver_then_resume_lose_and_duplicate_nothing(
     time.sleep(0.3)
     before = len(_keys(out))
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 130
+    assert proc.wait(timeout=150) == 130  # generous for a loaded machine; a driver that waited for its runs
+    # instead of cancelling them would have recorded them (checked below)
     info = json.loads((out / "bench.json").read_text())
     assert info["interrupted"] is True and info["counts"]["pending"] >= 1
     assert len(_keys(out)) == before  # nothing recorded for the cancelled runs

@@ -27,6 +27,8 @@ from torch.nn import functional as F
 from unlearnkit.data import split_for
 from unlearnkit.errors import DivergenceError
 from unlearnkit.methods import RunContext, UnlearnData, create_method, frozen_copy
+from unlearnkit.methods.context import retain_accuracy_sample
+from unlearnkit.methods.loop import kept_classes
 from unlearnkit.training import accuracy
 
 CLASS_FORGETTERS = ["retrain", "ft", "rl", "ff", "l1_sparse"]
@@ -88,7 +90,10 @@ def test_ga_aggressive_setting_forgets_and_hurts_retain(setup) -> None:
     # the last check within the limit (at step 9 here, before the collapse guard's 20 % floor is reached).
     with pytest.warns(RuntimeWarning, match="Stopped early"):
         guarded = _unlearn("ga", original, data, **aggressive)
-    assert accuracy(guarded, data.retain) >= accuracy(original, data.retain) - 5
+    # GA needs no retain set, so its watch measures a fixed sample of the held-out images of the kept classes:
+    # the restored state is within 5 points there (the full retain set may differ by a point or two)
+    probe, ctx = kept_classes(data.test, data.forget_classes), RunContext("cpu", 0)
+    assert retain_accuracy_sample(guarded, probe, ctx) >= retain_accuracy_sample(original, probe, ctx) - 5
     with pytest.raises(DivergenceError):  # with the watch off, the collapse guard still refuses the collapse
         _unlearn("ga", original, data, **aggressive, max_retain_drop=100)
 
