@@ -163,6 +163,7 @@ def render(b: Any, approx: dict[tuple[str, str], tuple[float, int]]) -> str:
     lines = _header(b, rows, len(keys))
     default_acc = single["default_test_accuracy"] if single else None
     denom = timing["without_one_seconds"] if timing else None
+    cpu_denom = timing.get("without_one_cpu_seconds") if timing else None
 
     # ---- targets
     rs = [r for s, r in grid if s == TARGET_SHARDS]
@@ -264,19 +265,21 @@ def render(b: Any, approx: dict[tuple[str, str], tuple[float, int]]) -> str:
         "",
         "| S | R | request | points | shards retrained | samples: fraction of full retrain | deletion (s) "
         "| full retrain (s) | wall: fraction of full retrain | wall: fraction of single-model retrain "
-        "| max \\|Δ\\| to oracle |",
-        "|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| CPU: fraction of single-model retrain | max \\|Δ\\| to oracle |",
+        "|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for s, r in grid:
         for q in REQUESTS:
             d = dels[(s, r, q)]
             if d is None:
-                lines.append(f"| {s} | {r} | {q} | {M} | {M} | {M} | {M} | {M} | {M} | {M} | {M} |")
+                lines.append(f"| {s} | {r} | {q} | {M} | {M} | {M} | {M} | {M} | {M} | {M} | {M} | {M} |")
                 continue
             lines.append(
                 f"| {s} | {r} | {q} | {d['points']:,} | {d['shards_retrained']} | {_pct(d['sample_fraction'])} "
                 f"| {d['wall_seconds']:.1f} | {d['full_retrain_seconds']:.1f} | {_pct(d['wall_fraction'])} "
-                f"| {_pct(d['wall_seconds'] / denom if denom else None)} | {d['max_abs_diff_state_dict']:g} |"
+                f"| {_pct(d['wall_seconds'] / denom if denom else None)} "
+                f"| {_pct(d['cpu_seconds'] / cpu_denom if cpu_denom and 'cpu_seconds' in d else None)} "
+                f"| {d['max_abs_diff_state_dict']:g} |"
             )
     lines += [
         "",
