@@ -80,7 +80,7 @@ def test_newton_removal_tracks_the_retrained_head_and_its_bound_holds() -> None:
     head.fit(x, y, b)
     drop = torch.tensor([3, 50, 120])
     x_rem, y_rem = _without(x, y, drop)
-    w_new, beta = head.newton_removal(x_rem, y_rem, x[drop], y[drop])
+    w_new, beta, _ = head.newton_removal(x[drop], y[drop], (x_rem, y_rem))
     retrained, _ = fit_logistic(x_rem, y_rem, 3, lam, b)  # the same b: the head retrained without the data
     gap_newton = float((w_new - retrained).norm())
     gap_stale = float((head.weight - retrained).norm())
@@ -123,7 +123,8 @@ def test_budget_accumulates_per_request_then_a_retrain_with_fresh_noise_is_recor
     rows = []
     for i in range(3):
         alive[i] = False
-        rows.append(head.remove(x[alive], y[alive], x[i : i + 1], y[i : i + 1], lambda: head.draw_noise(gen)))
+        rem = (x[alive], y[alive])
+        rows.append(head.remove(x[i : i + 1], y[i : i + 1], lambda: head.draw_noise(gen), remaining=rem))
     assert not any(r["retrained"] for r in rows)
     # the accumulated bound is the per-class running sum of the requests' bounds, combined by the Euclidean norm
     assert rows[-1]["bound_accumulated"] == pytest.approx(Budget.total(head.bound))
@@ -135,7 +136,7 @@ def test_budget_accumulates_per_request_then_a_retrain_with_fresh_noise_is_recor
     # a request that does not fit: the head is retrained on the remaining rows with a fresh b, bounds restart
     head.bound.fill_(head.budget.limit / math.sqrt(3) * 0.999999)
     alive[3] = False
-    r = head.remove(x[alive], y[alive], x[3:4], y[3:4], lambda: head.draw_noise(gen))
+    r = head.remove(x[3:4], y[3:4], lambda: head.draw_noise(gen), remaining=(x[alive], y[alive]))
     assert r["retrained"] and "budget" in r["retrain_reason"]
     assert head.b_commitment != first_commit
     assert r["bound_accumulated"] < 1e-6 and r["eps_request"] == 0.0

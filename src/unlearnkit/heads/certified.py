@@ -39,6 +39,29 @@ the triangle inequality per class, then the Euclidean norm over classes). So:
 and ε spent so far = c·accumulated/σ. A request whose bound would take the accumulated value over the budget is
 not applied as a Newton step: the head is retrained from scratch on D′ with a fresh b (an exact removal), the
 bounds restart from the new training residual, and the event is recorded.
+
+**What the head keeps so that a removal reads only the removed points** ([Ours]; float64 buffers, saved by the
+checkpoint service with the weights):
+
+* ``gram`` = X′ᵀX′ (D × D), the Gram matrix of the remaining features. It is a function of the remaining data alone
+  and is downdated exactly: G ← G − X_fᵀX_f. The bound's data-dependent norms come from it, exactly and without the
+  data: ‖X′‖₂ = √λ_max(G) (eigvalsh, D × D) and ‖X′v‖₂ = √(vᵀGv).
+* ``hessian`` (K × D × D), H_k of the remaining data **at the current weights**, and ``current`` (whether it is).
+  The Newton step of the next removal needs the Hessian of D″ = D′ minus the removed points at the current
+  weights, which is an exact downdate by the removed points' own terms:
+  H_k(D″) = H_k(D′) − Σ_j σ(z_jk)σ(−z_jk) x̃_j x̃_jᵀ − λmI. So the stored-Hessian step equals the data-pass step
+  up to float rounding (tested), and the bound is the same number: nothing is approximated and the certificate
+  is Guo et al.'s as stated above.
+
+What cannot be done without the data: after a Newton step the weights change, and with them every remaining
+point's curvature σ(z)σ(−z), so the Hessian at the new weights needs a pass over the remaining features
+(`refresh`; the feature cache or the backbone — never a deleted point). A Hessian at earlier weights is **not**
+kept, not even as a stale approximation: it is a function of those weights, which were trained on the removed
+point, and (knowing the remaining data) it can reveal them; together with the current weights it would reveal the
+Newton step H⁻¹Δ, i.e. the removed point's gradient. The certificate covers the released state only when every
+stored tensor is a function of the remaining data and of the current (certified) weights — hence ``hessian`` is
+zeroed and ``current`` cleared by each Newton step until `refresh` recomputes it. A removal while it is not current
+takes the data path (the remaining features; the same formulas), and so does a retrain. b is never stored.
 """
 
 from __future__ import annotations
@@ -172,13 +195,28 @@ def fit_logistic(
     return out, residual
 
 
+Remaining = tuple[torch.Tensor, torch.Tensor]
+
+
+def residual_bound(gram: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """β_k = γ ‖X′‖₂ ‖v_k‖ ‖X′v_k‖ per class from the remaining data's Gram G = X′ᵀX′ (‖X′‖₂² = λ_max(G),
+    ‖X′v‖² = vᵀGv) and the Newton steps v_k (rows of ``steps``)."""
+    top = float(torch.linalg.eigvalsh(gram)[-1])
+    quad = ((steps @ gram) * steps).sum(dim=1).clamp_min(0.0).sqrt()
+    return GAMMA * math.sqrt(max(top, 0.0)) * steps.norm(dim=1) * quad
+
+
 class CertifiedHead(nn.Module):
-    """The K logistic heads, their accumulated per-class residual bounds and the count of training points."""
+    """The K logistic heads, their accumulated per-class residual bounds, the count of training points, and what a
+    removal needs from the remaining data (their Gram and, while ``current``, their Hessian at the weights)."""
 
     kind = "certified"
     weight: torch.Tensor
     bound: torch.Tensor
     count: torch.Tensor
+    gram: torch.Tensor
+    hessian: torch.Tensor
+    current: torch.Tensor
 
     def __init__(
         self,
@@ -195,9 +233,13 @@ class CertifiedHead(nn.Module):
         self.num_classes, self.dim = int(num_classes), int(dim)
         self.lam, self.budget = float(lam), Budget(float(sigma), float(eps), float(delta))
         self.b_commitment = ""
-        self.register_buffer("weight", torch.zeros(num_classes, dim, dtype=torch.float64))
-        self.register_buffer("bound", torch.zeros(num_classes, dtype=torch.float64))
+        f64 = torch.float64
+        self.register_buffer("weight", torch.zeros(num_classes, dim, dtype=f64))
+        self.register_buffer("bound", torch.zeros(num_classes, dtype=f64))
         self.register_buffer("count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("gram", torch.zeros(dim, dim, dtype=f64))
+        self.register_buffer("hessian", torch.zeros(num_classes, dim, dim, dtype=f64))
+        self.register_buffer("current", torch.zeros((), dtype=torch.bool))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """One-vs-rest log-odds (n × K) of embedded features ``z``."""
@@ -206,6 +248,20 @@ class CertifiedHead(nn.Module):
     def draw_noise(self, generator: torch.Generator) -> torch.Tensor:
         """b ~ N(0, σ²I) for all K heads (K × D)."""
         return torch.randn(self.num_classes, self.dim, generator=generator, dtype=torch.float64) * self.budget.sigma
+
+    def _hessians(self, x: torch.Tensor) -> torch.Tensor:
+        """H_k = Σ σ(z)σ(−z) x̃x̃ᵀ + λnI of the rows ``x`` at the current weights, for every class (K × D × D)."""
+        return torch.stack([_hessian(x, self.weight[k], 1.0, self.lam * len(x)) for k in range(self.num_classes)])
+
+    def refresh(self, x_rem: torch.Tensor) -> None:
+        """Recompute the stored Gram and Hessian from the remaining rows ``x_rem`` at the current weights (the pass
+        over the remaining data that keeps the next removal free of it)."""
+        if len(x_rem) != int(self.count):
+            raise IncompatibleError(f"{len(x_rem)} remaining rows, but the head stands on {int(self.count)} points")
+        x = x_rem.to("cpu", torch.float64)
+        self.gram.copy_(x.T @ x)
+        self.hessian.copy_(self._hessians(x))
+        self.current.fill_(True)
 
     def fit(self, x: torch.Tensor, y: torch.Tensor, b: torch.Tensor) -> dict[str, Any]:
         """Train from scratch on ``x``, ``y`` with the noise ``b`` (which is not kept; its commitment is)."""
@@ -217,62 +273,95 @@ class CertifiedHead(nn.Module):
         self.bound.copy_(residual)
         self.count.fill_(len(x))
         self.b_commitment = commitment(b)
+        self.refresh(x)
         return {"train_residual": float(residual.norm()), "seconds": time.perf_counter() - t0}
 
     def newton_removal(
-        self, x_rem: torch.Tensor, y_rem: torch.Tensor, x_del: torch.Tensor, y_del: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(w⁻, β): the Newton-updated weights (K × D) and the per-class residual bounds of this removal."""
-        x_rem, x_del = x_rem.to(torch.float64), x_del.to(torch.float64)
-        m, n_rem = len(x_del), len(x_rem)
+        self, x_del: torch.Tensor, y_del: torch.Tensor, remaining: Remaining | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(w⁻, β, G″): the Newton-updated weights (K × D), the per-class residual bounds of this removal and the
+        remaining data's Gram. ``remaining`` (features, labels of every remaining point) takes the data path;
+        without it the stored Hessian and Gram are downdated by the removed rows (they must be ``current``)."""
+        x_del = x_del.to("cpu", torch.float64)
+        m = len(x_del)
         w = self.weight
         s_del = signs(y_del, self.num_classes)
         z_del = x_del @ w.T
         delta = self.lam * m * w + (-s_del * torch.sigmoid(-s_del * z_del)).T @ x_del  # K × D
-        steps = torch.empty_like(w)
-        for k in range(self.num_classes):
-            h = _hessian(x_rem, w[k], 1.0, self.lam * n_rem)
-            chol = torch.linalg.cholesky(h)
-            steps[k] = torch.cholesky_solve(delta[k][:, None], chol)[:, 0]
-        x_norm = math.sqrt(max(float(torch.linalg.eigvalsh(x_rem.T @ x_rem)[-1]), 0.0))
-        beta = GAMMA * x_norm * steps.norm(dim=1) * (x_rem @ steps.T).norm(dim=0)
-        return w + steps, beta
+        if remaining is None:
+            if not bool(self.current):
+                raise IncompatibleError(
+                    "the certified head's stored Hessian is not at its current weights (a Newton step clears it until "
+                    "refreshed): pass the remaining points' features"
+                )
+            gram = self.gram - x_del.T @ x_del
+            curv = torch.sigmoid(z_del) * torch.sigmoid(-z_del)  # m × K
+            hess = self.hessian.clone()
+            for k in range(self.num_classes):
+                hess[k] -= x_del.T @ (x_del * curv[:, k : k + 1])
+            hess.diagonal(dim1=1, dim2=2).sub_(self.lam * m)
+        else:
+            x_rem = remaining[0].to("cpu", torch.float64)
+            gram, hess = x_rem.T @ x_rem, self._hessians(x_rem)
+        chol = torch.linalg.cholesky(hess)
+        steps = torch.cholesky_solve(delta[:, :, None], chol)[:, :, 0]
+        return w + steps, residual_bound(gram, steps), gram
 
     def remove(
         self,
-        x_rem: torch.Tensor,
-        y_rem: torch.Tensor,
         x_del: torch.Tensor,
         y_del: torch.Tensor,
         fresh_noise: Callable[[], torch.Tensor],
+        remaining: Remaining | Callable[[], Remaining] | None = None,
     ) -> dict[str, Any]:
-        """Remove the rows ``x_del`` given the remaining rows ``x_rem``: a Newton step while the budget lasts,
-        else a retrain on the remaining rows with ``fresh_noise()``. Returns the request's accounting."""
+        """Remove the rows ``x_del``: a Newton step while the budget lasts, else a retrain on the remaining rows with
+        ``fresh_noise()``. ``remaining`` gives the remaining rows (features, labels), or a function loading them;
+        it is read only when the stored Hessian is not current or the head must be retrained. Returns the
+        request's accounting (``hessian``: stored | data pass)."""
         m = len(x_del)
         if m == 0:
             raise IncompatibleError("the deletion request selects no training point")
-        if len(x_rem) + m != int(self.count):
-            raise IncompatibleError(
-                f"{len(x_rem)} remaining + {m} removed points, but the head was trained on {int(self.count)}"
-            )
-        if len(x_rem) == 0:
+        if m >= int(self.count):
             raise IncompatibleError("the request would remove every training point of the head; nothing to train on")
+        cache: list[Remaining] = []
+
+        def load() -> Remaining:
+            if not cache:
+                if remaining is None:
+                    raise IncompatibleError(
+                        "this removal needs the remaining points' features (the stored Hessian is not current, or "
+                        "the budget forces a retrain): pass them"
+                    )
+                got = remaining() if callable(remaining) else remaining
+                if len(got[0]) + m != int(self.count):
+                    raise IncompatibleError(
+                        f"{len(got[0])} remaining + {m} removed points, but the head stands on {int(self.count)}"
+                    )
+                cache.append(got)
+            return cache[0]
+
         bud = self.budget
         before = self.bound.clone()
-        w_new, beta = self.newton_removal(x_rem, y_rem, x_del, y_del)
+        stored = bool(self.current)
+        w_new, beta, gram = self.newton_removal(x_del, y_del, None if stored else load())
         after = before + beta
         out: dict[str, Any] = {
             "bound_request": Budget.total(beta),
             "bound_before": Budget.total(before),
             "budget": bud.limit,
             "c": bud.c,
+            "hessian": "stored" if stored else "data pass",
         }
         if bud.fits(after):
             self.weight.copy_(w_new)
             self.bound.copy_(after)
-            self.count.fill_(len(x_rem))
+            self.count.sub_(m)
+            self.gram.copy_(gram)
+            self.hessian.zero_()  # at the weights before the step: never kept (see the module notes)
+            self.current.fill_(False)
             out["retrained"] = False
         else:
+            x_rem, y_rem = load()
             info = self.fit(x_rem, y_rem, fresh_noise())
             out["retrained"] = True
             out["retrain_reason"] = (
@@ -288,4 +377,13 @@ class CertifiedHead(nn.Module):
         return out
 
 
-__all__ = ["GAMMA", "Budget", "CertifiedHead", "c_of", "check_privacy", "commitment", "fit_logistic"]
+__all__ = [
+    "GAMMA",
+    "Budget",
+    "CertifiedHead",
+    "c_of",
+    "check_privacy",
+    "commitment",
+    "fit_logistic",
+    "residual_bound",
+]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -151,18 +151,16 @@ def extract_features(
     backbone's weights and the dataset's content; it holds features of training images as the dataset holds the
     images (``unlearnkit cache clear --namespace head_features --yes`` removes them).
     """
-    from ..cache import TensorCache, dataset_digest, model_sha256
     from ..data.loading import iter_batches
     from ..device import resolve_device
-    from ..settings import model_cache_default
 
     store = key = None
-    if cache and model_cache_default():
-        store = TensorCache("head_features")
-        key = store.key(backbone=model_sha256(backbone), data=dataset_digest(dataset))
-        hit = store.load(key)
-        if hit is not None:
-            return embed(hit["features"]), hit["labels"].long()
+    if cache:
+        found = _feature_cache(backbone, dataset)
+        if found is not None:
+            store, key, hit = found
+            if hit is not None:
+                return embed(hit["features"]), hit["labels"].long()
     dev = resolve_device(device)
     was = backbone.training
     home = next((t.device for t in backbone.state_dict().values()), torch.device("cpu"))
@@ -179,6 +177,23 @@ def extract_features(
     return embed(raw), lab
 
 
+def _feature_cache(backbone: nn.Module, dataset: Dataset) -> tuple[Any, str, dict[str, torch.Tensor] | None] | None:
+    """(store, key, cached raw features or None) of ``dataset`` through ``backbone``; None when caching is off."""
+    from ..cache import TensorCache, dataset_digest, model_sha256
+    from ..settings import model_cache_default
+
+    if not model_cache_default():
+        return None
+    store = TensorCache("head_features")
+    key = store.key(backbone=model_sha256(backbone), data=dataset_digest(dataset))
+    return store, key, store.load(key)
+
+
+def _subset(dataset: Dataset, rows: torch.Tensor) -> Dataset:
+    sub = getattr(dataset, "subset", None)
+    return sub(rows.numpy()) if callable(sub) else torch.utils.data.Subset(dataset, rows.tolist())
+
+
 @dataclass
 class HeadDeletion:
     """What one deletion did to a head model: the guarantee, where it holds, the cost and (certified) the budget."""
@@ -193,6 +208,8 @@ class HeadDeletion:
     lam: float
     feature_seconds: float = 0.0
     update: str = ""  # ridge: woodbury | refactor; certified: newton | retrain
+    hessian: str = ""  # certified: stored (read only the deleted points) | data pass (read the remaining ones)
+    refresh_seconds: float = 0.0  # certified: the Hessian recomputed at the new weights (remaining points only)
     certificate: dict[str, Any] = field(default_factory=dict)  # certified: σ, ε, δ, c, bounds, budget, retrain
     #: the key of the ledger record this report is stored under
     record_key = "head"
@@ -316,12 +333,16 @@ class HeadModel(nn.Module):
         *,
         device: str | torch.device = "cpu",
         features: tuple[torch.Tensor, torch.Tensor] | None = None,
+        refresh: bool = True,
     ) -> HeadDeletion:
         """Delete training ``indices`` (of ``train_set``, the set the head's indices refer to); in place.
 
         ``features`` (embedded features and labels of the whole ``train_set``, e.g. from `extract_features`)
-        skips the backbone pass. A ridge head reads only the deleted points; a certified head also reads the
-        remaining ones (its Newton step needs their Hessian).
+        skips the backbone pass. A ridge head reads only the deleted points. A certified head whose stored Hessian
+        is current also reads only the deleted points; the remaining ones (the feature cache filled at training,
+        else a backbone pass) are read when its Hessian is not current or the budget forces a retrain, and, with
+        ``refresh``, after the Newton step to bring the Hessian to the new weights (``refresh_seconds``), so that
+        the next deletion reads only its own points again.
         """
         if len(train_set) != self.spec.num_train:  # type: ignore[arg-type]
             raise IncompatibleError(
@@ -329,17 +350,26 @@ class HeadModel(nn.Module):
             )
         idx = self.check_indices(indices)
         t0 = time.perf_counter()
+        gone = torch.as_tensor(idx)
         keep = self.remaining()
-        keep = keep[~torch.isin(keep, torch.as_tensor(idx))]
-        need = torch.as_tensor(idx) if self.spec.kind == "ridge" else torch.cat([torch.as_tensor(idx), keep])
+        keep = keep[~torch.isin(keep, gone)]
         if features is not None:
-            x, y = features[0][need], features[1][need]
+            x, y = features[0][gone], features[1][gone]
         else:
-            sub = getattr(train_set, "subset", None)
-            ds = sub(need.numpy()) if callable(sub) else torch.utils.data.Subset(train_set, need.tolist())
-            x, y = extract_features(self.backbone, ds, device=device)
-        m = len(idx)
-        return self.delete_embedded(idx, x[:m], y[:m], x[m:], y[m:], feature_seconds=time.perf_counter() - t0)
+            x, y = extract_features(self.backbone, _subset(train_set, gone), device=device)
+
+        def load() -> tuple[torch.Tensor, torch.Tensor]:
+            if features is not None:
+                return features[0][keep], features[1][keep]
+            trained = self.trained.cpu()
+            found = _feature_cache(self.backbone, _subset(train_set, torch.nonzero(trained).flatten()))
+            if found is not None and found[2] is not None:  # the training features: keep's rows among them
+                pos = torch.cumsum(trained.long(), 0) - 1
+                return embed(found[2]["features"][pos[keep]]), found[2]["labels"][pos[keep]].long()
+            return extract_features(self.backbone, _subset(train_set, keep), device=device)
+
+        seconds = time.perf_counter() - t0
+        return self.delete_embedded(idx, x, y, remaining=load, refresh=refresh, feature_seconds=seconds)
 
     def delete_embedded(
         self,
@@ -349,25 +379,55 @@ class HeadModel(nn.Module):
         x_rem: torch.Tensor | None = None,
         y_rem: torch.Tensor | None = None,
         *,
+        remaining: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        refresh: bool = False,
         feature_seconds: float = 0.0,
     ) -> HeadDeletion:
-        """The deletion on embedded features: ``x_del``/``y_del`` of ``indices`` (checked by `check_indices`), and
-        for a certified head ``x_rem``/``y_rem`` of every remaining point (`remaining` minus ``indices``)."""
+        """The deletion on embedded features: ``x_del``/``y_del`` of ``indices`` (checked by `check_indices`).
+
+        A certified head may need every remaining point (`remaining` minus ``indices``, in that order): given as
+        ``x_rem``/``y_rem`` or loaded on demand by ``remaining()``; it reads them only when its stored Hessian is
+        not current, when the budget forces a retrain, or (``refresh``) to recompute the Hessian at the new weights
+        after the Newton step. Time spent loading them counts in ``feature_seconds``, the refresh in
+        ``refresh_seconds``; ``seconds`` is the head update alone."""
         idx = self.check_indices(indices)
         if len(x_del) != len(idx):
             raise IncompatibleError(f"{len(x_del)} feature rows for {len(idx)} deleted indices")
         t0 = time.perf_counter()
         cert: dict[str, Any] = {}
         head = self.head
+        loaded: list[tuple[torch.Tensor, torch.Tensor]] = []
+        load_s = refresh_s = 0.0
+
+        def load() -> tuple[torch.Tensor, torch.Tensor]:
+            nonlocal load_s
+            if not loaded:
+                t = time.perf_counter()
+                if x_rem is not None and y_rem is not None:
+                    loaded.append((x_rem.cpu(), y_rem.cpu()))
+                elif remaining is not None:
+                    got = remaining()
+                    loaded.append((got[0].cpu(), got[1].cpu()))
+                else:
+                    raise IncompatibleError(
+                        "this certified removal needs the remaining points' features (x_rem/y_rem or remaining): its "
+                        "stored Hessian is not current, or the budget forces a retrain"
+                    )
+                load_s += time.perf_counter() - t
+            return loaded[0]
+
         if isinstance(head, RidgeHead):
             update = str(head.remove(x_del.cpu(), y_del.cpu())["update"])
         else:
-            if x_rem is None or y_rem is None:
-                raise IncompatibleError("a certified head's removal needs the remaining points' features (x_rem)")
             fresh = self.spec.trainings + 1
-            cert = head.remove(x_rem.cpu(), y_rem.cpu(), x_del.cpu(), y_del.cpu(), lambda: self._noise(fresh))
+            cert = head.remove(x_del.cpu(), y_del.cpu(), lambda: self._noise(fresh), remaining=load)
             if cert["retrained"]:
                 self.spec = replace(self.spec, trainings=self.spec.trainings + 1, b_commitment=head.b_commitment)
+            elif refresh:
+                x_r = load()[0]
+                t = time.perf_counter()
+                head.refresh(x_r)
+                refresh_s = time.perf_counter() - t
             update = "retrain" if cert["retrained"] else "newton"
             bud = head.budget
             cert.update(sigma=bud.sigma, eps=bud.eps, delta=bud.delta, b_commitment=head.b_commitment)
@@ -381,10 +441,12 @@ class HeadModel(nn.Module):
             scope_detail=p.scope_detail,
             deleted=len(idx),
             remaining=int(head.count),
-            seconds=time.perf_counter() - t0,
+            seconds=time.perf_counter() - t0 - load_s - refresh_s,
             lam=self.spec.lam,
-            feature_seconds=feature_seconds,
+            feature_seconds=feature_seconds + load_s,
             update=update,
+            hessian=str(cert.get("hessian", "")),
+            refresh_seconds=refresh_s,
             certificate=cert,
         )
         self.last_deletion = report

@@ -45,10 +45,12 @@ class Head(Method):
 
     The forget set's training indices (``data.split.forget``) must be in the head's deletable data (the indices
     it was trained on) and not deleted yet. A ridge head reads only the forget images (through the frozen
-    backbone); a certified head also reads the remaining images it stands on (the retain set's, mapped through
-    ``data.split.retain``), whose Hessian its Newton step needs. When a certified request would exceed the
-    budget σε/c, the head is retrained on the remaining data with a fresh noise b (recorded). The report
-    (guarantee, whole model or head only, bounds and budget) is kept on ``model.last_deletion`` and in
+    backbone). A certified head's Newton step reads only them too while its stored Hessian (of the remaining data
+    at the current weights) is current; the remaining images it stands on (the retain set's, mapped through
+    ``data.split.retain``) are read after the step, to recompute that Hessian at the new weights for the next
+    request (or before it, when the stored one is not current, and for a retrain). When a certified request
+    would exceed the budget σε/c, the head is retrained on the remaining data with a fresh noise b (recorded). The
+    report (guarantee, whole model or head only, bounds and budget) is kept on ``model.last_deletion`` and in
     ``ctx.report["head"]``.
 
     Requires: a head model (``unlearnkit train --head …``), the split, and for a certified head the retain set.
@@ -85,12 +87,15 @@ class Head(Method):
         t0 = time.perf_counter()
         x_del, y_del = extract_features(model.backbone, data.forget, device=ctx.device, batch_size=bs)
         x_del, y_del = x_del[torch.as_tensor(order)], y_del[torch.as_tensor(order)]
-        x_rem = y_rem = None
-        if model.spec.kind == "certified":
-            x_rem, y_rem = extract_features(
-                model.backbone, self._remaining(model, idx, split, data), device=ctx.device, batch_size=bs
-            )
-        report = model.delete_embedded(idx, x_del, y_del, x_rem, y_rem, feature_seconds=time.perf_counter() - t0)
+        rest = self._remaining(model, idx, split, data) if model.spec.kind == "certified" else None
+
+        def remaining() -> tuple[torch.Tensor, torch.Tensor]:  # read only when the certified head needs them
+            assert rest is not None
+            return extract_features(model.backbone, rest, device=ctx.device, batch_size=bs)
+
+        report = model.delete_embedded(
+            idx, x_del, y_del, remaining=remaining, refresh=True, feature_seconds=time.perf_counter() - t0
+        )
         ctx.report["head"] = report.to_dict()
         ctx.log(deleted=float(report.deleted), head_seconds=report.seconds)
         return model.eval()
