@@ -36,14 +36,16 @@ def _without(x: torch.Tensor, y: torch.Tensor, drop: torch.Tensor) -> tuple[torc
     [
         ("one point", torch.tensor([17]), "woodbury"),
         ("many points", torch.arange(0, 60, 7), "woodbury"),
-        ("a whole class", None, "refactor"),
+        ("a whole class", None, "class"),
+        ("a class but one point", "class-1", "refactor"),
     ],
 )
 def test_ridge_deletion_equals_the_head_refitted_without_the_data(
-    what: str, drop: torch.Tensor | None, update: str
+    what: str, drop: torch.Tensor | str | None, update: str
 ) -> None:
     x, y = _problem()
-    drop = torch.nonzero(y == 1).flatten() if drop is None else drop
+    if drop is None or isinstance(drop, str):
+        drop = torch.nonzero(y == 1).flatten()[: (None if drop is None else -1)]
     head = RidgeHead(3, x.shape[1], lam=0.5).fit(x, y)
     before = head.weight.clone()
     info = head.remove(x[drop], y[drop])
@@ -181,3 +183,19 @@ def test_ridge_drift_check_refactorises_an_inverse_that_no_longer_matches() -> N
     info = head.remove(x[:2], y[:2])
     refit = RidgeHead(3, x.shape[1], lam=0.5).fit(x[2:], y[2:])
     assert info["update"] == "refactor" and (head.weight - refit.weight).abs().max() <= 1e-5
+
+
+def test_ridge_class_deletion_then_more_deletions_stay_exact() -> None:
+    x, y = _problem(n=300)
+    head = RidgeHead(3, x.shape[1], lam=0.5).fit(x, y)
+    first = torch.nonzero(y == 2).flatten()
+    assert head.remove(x[first[:5]], y[first[:5]])["update"] == "woodbury"  # part of class 2
+    assert head.remove(x[first[5:]], y[first[5:]])["update"] == "class"  # the rest of class 2: the class path
+    more = torch.nonzero(y == 0).flatten()[:2]  # then two points of class 0: the general path again
+    assert head.remove(x[more], y[more])["update"] == "woodbury"
+    gone = torch.cat([first, more])
+    refit = RidgeHead(3, x.shape[1], lam=0.5).fit(*_without(x, y, gone))
+    assert (head.weight - refit.weight).abs().max() <= 1e-5
+    assert (head.class_gram - refit.class_gram).abs().max() <= 1e-9 and int(head.class_count[2]) == 0
+    with pytest.raises(IncompatibleError, match="more points of a class"):
+        head.remove(x[first[:1]], y[first[:1]])

@@ -207,7 +207,7 @@ class HeadDeletion:
     seconds: float
     lam: float
     feature_seconds: float = 0.0
-    update: str = ""  # ridge: woodbury | refactor; certified: newton | retrain
+    update: str = ""  # ridge: woodbury | refactor | class; certified: newton | retrain
     hessian: str = ""  # certified: stored (read only the deleted points) | data pass (read the remaining ones)
     refresh_seconds: float = 0.0  # certified: the Hessian recomputed at the new weights (remaining points only)
     certificate: dict[str, Any] = field(default_factory=dict)  # certified: σ, ε, δ, c, bounds, budget, retrain
@@ -304,14 +304,15 @@ class HeadModel(nn.Module):
         bad = [i for i in idx if not 0 <= i < n]
         if bad:
             raise IncompatibleError(f"training indices out of range [0, {n}): {bad[:5]}{'…' if len(bad) > 5 else ''}")
-        outside = [i for i in idx if not bool(self.trained[i])]
+        at = torch.as_tensor(idx, dtype=torch.long)  # one vectorised lookup per mask (a request may be a class)
+        outside = at[~self.trained.cpu()[at]].tolist()
         if outside:
             raise IncompatibleError(
                 f"training indices {outside[:5]}{'…' if len(outside) > 5 else ''} are not in the head's deletable "
                 "data (they are public: the split that trained the backbone); a head model deletes only what its "
                 "head was trained on — request deletable indices, or retrain the backbone without them"
             )
-        gone = [i for i in idx if bool(self.deleted[i])]
+        gone = at[self.deleted.cpu()[at]].tolist()
         if gone:
             raise IncompatibleError(f"training indices already deleted: {gone[:5]}{'…' if len(gone) > 5 else ''}")
         if not idx:
