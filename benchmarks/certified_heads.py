@@ -19,7 +19,8 @@ class 0 of the deletable half), one record (``certified_heads.jsonl``, keyed; a 
   every remaining row, the fallback path), ``max_abs_diff_paths`` (max |ΔW| between the two paths), ``refresh_s``
   (the stored Hessian recomputed at the new weights from the cached features, so that the next request again
   reads only its own images) and ``refresh_features_s`` (the backbone pass that refresh needs without the cache);
-* ``head_retrain_s``: the head trained from scratch on the remaining features (same options, same b);
+* ``head_retrain_s``: the head trained from scratch on the remaining features (same options, same b; ridge: best
+  of 3);
   ``model_retrain_s``: the recorded training time of the whole model (the full fine-tuned small_cnn, cache meta);
 * ``max_abs_diff``: max |W_deleted − W_retrained| of the head; ``gap``: the average of |Δ accuracy| on the forget,
   retain and test sets between the deleted head and the retrained one (points), and for the certified head
@@ -185,15 +186,18 @@ def run(args: argparse.Namespace) -> None:
             extra["refresh_features_s"] = per_image_s * len(keep)  # the backbone pass when the cache is cleared
             extra["hessian"] = rep.hessian
         extra["remaining_rows_read"] = sum(reads) // max(len(times), 1)
-        t2 = time.perf_counter()
         # the head retrained without the data: same options; the certified one with the same b (the 2nd draw
-        # when the deletion itself retrained, which is then the retrained head)
+        # when the deletion itself retrained, which is then the retrained head); ridge: best of 3 like the deletion
         same_b = dict(kw, noise_seed=0) if head == "certified" else kw
-        scratch = train_head(
-            backbone.model, bundle.train, head=head, trained_on="public", indices=keep.tolist(), num_classes=10,
-            features=(x_all, y_all), cache=False, **same_b,
-        )  # fmt: skip
-        head_retrain_s = time.perf_counter() - t2
+        retrain_times = []
+        for _ in range(3 if head == "ridge" else 1):
+            t2 = time.perf_counter()
+            scratch = train_head(
+                backbone.model, bundle.train, head=head, trained_on="public", indices=keep.tolist(), num_classes=10,
+                features=(x_all, y_all), cache=False, **same_b,
+            )  # fmt: skip
+            retrain_times.append(time.perf_counter() - t2)
+        head_retrain_s = min(retrain_times)
         sets = {"forget": (x_all[drop], y_all[drop]), "retain": (x_all[keep], y_all[keep]), "test": (x_test, y_test)}
         acc_del, acc_re = _accs(model.head.weight, sets), _accs(scratch.head.weight, sets)
         row: dict[str, Any] = {

@@ -116,12 +116,16 @@ class RidgeHead(nn.Module):
             raise IncompatibleError("the request removes more points of a class than the head holds")
         classes = torch.nonzero(per_class).flatten().tolist()
         whole = bool(torch.equal(per_class[classes], self.class_count[classes]))
-        for c in classes:
-            if whole:
+        if whole:
+            for c in classes:
                 self.class_gram[c].zero_()
                 self.xty[:, c].zero_()
-            else:
-                xc = x[y == c]
+        else:
+            xs = x[torch.argsort(y, stable=True)] if len(classes) > 1 else x  # rows grouped by class
+            start = 0
+            for c in classes:
+                xc = xs[start : start + int(per_class[c])]
+                start += len(xc)
                 self.class_gram[c].sub_(xc.T @ xc)
         if whole or m >= self.num_classes:
             self.gram.copy_(self.class_gram.sum(0))  # the remaining points' terms summed again: no drift
