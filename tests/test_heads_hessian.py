@@ -105,3 +105,32 @@ def test_one_image_deletion_touches_no_other_image_and_the_checkpoint_holds_no_s
         indices=range(64, 128), lam=0.05, sigma=20.0, noise_seed=3,
     ).head.weight).norm())  # fmt: skip
     assert gap < 0.1 * moved, (gap, moved)
+
+
+def test_head_method_refreshes_after_the_step_so_the_next_request_reads_only_its_images() -> None:
+    import numpy as np
+
+    from unlearnkit.data.splits import Split
+    from unlearnkit.methods import UnlearnData, create_method
+    from unlearnkit.methods.base import RunContext
+    from unlearnkit.testing import tiny_bundle, tiny_model
+
+    b = tiny_bundle()
+    model = train_head(
+        tiny_model(trained=True), b.train, head="certified", trained_on="same", cache=False,
+        lam=0.05, sigma=20.0, noise_seed=3,
+    )  # fmt: skip
+    seen: list[int] = []
+    model.backbone.register_forward_hook(lambda _m, inp, _out: seen.append(len(inp[0])))
+    alive = np.arange(len(b.train))
+    for forget in ([5, 9], [40]):
+        retain = np.setdiff1d(alive, forget)
+        split = Split("synthetic", "custom", 0, np.asarray(forget), retain, np.arange(len(b.test)), len(b.train))
+        seen.clear()
+        model = create_method("head").unlearn(model, UnlearnData.from_split(b, split), RunContext("cpu", 0))
+        rep = model.last_deletion
+        assert rep is not None and rep.hessian == "stored" and rep.refresh_seconds > 0
+        # the step read the forget images; the refresh after it the remaining ones (for the next request)
+        assert sum(seen) == len(forget) + len(retain), (seen, forget)
+        alive = retain
+    assert bool(model.head.current)  # type: ignore[union-attr]
