@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from unlearnkit.errors import IncompatibleError
-from unlearnkit.heads import CertifiedHead, embed, load_head, save_head, train_head
+from unlearnkit.heads import CertifiedHead, embed, extract_features, load_head, save_head, train_head
 
 
 def _problem(n: int = 240, d: int = 10, k: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,8 +86,9 @@ def test_one_image_deletion_touches_no_other_image_and_the_checkpoint_holds_no_s
     rep = model.delete(b.train, [70], refresh=False)
     assert sum(seen) == 1 and rep.hessian == "stored" and rep.update == "newton"
     save_head(model, tmp_path / "h.safetensors")
-    back = load_head(tmp_path / "h.safetensors")
-    assert not bool(back.head.current) and float(back.head.hessian.abs().max()) == 0.0  # type: ignore[union-attr]
+    back = load_head(tmp_path / "h.safetensors").head
+    assert isinstance(back, CertifiedHead)
+    assert not bool(back.current) and float(back.hessian.abs().max()) == 0.0
     # not current: the next deletion reads the 62 remaining images once (its data-pass step and the refresh)
     seen.clear()
     rep = model.delete(b.train, [71])
@@ -127,10 +128,30 @@ def test_head_method_refreshes_after_the_step_so_the_next_request_reads_only_its
         retain = np.setdiff1d(alive, forget)
         split = Split("synthetic", "custom", 0, np.asarray(forget), retain, np.arange(len(b.test)), len(b.train))
         seen.clear()
-        model = create_method("head").unlearn(model, UnlearnData.from_split(b, split), RunContext("cpu", 0))
+        out = create_method("head").unlearn(model, UnlearnData.from_split(b, split), RunContext("cpu", 0))
+        assert out is model
         rep = model.last_deletion
         assert rep is not None and rep.hessian == "stored" and rep.refresh_seconds > 0
         # the step read the forget images; the refresh after it the remaining ones (for the next request)
         assert sum(seen) == len(forget) + len(retain), (seen, forget)
         alive = retain
-    assert bool(model.head.current)  # type: ignore[union-attr]
+    assert isinstance(model.head, CertifiedHead) and bool(model.head.current)
+
+
+def test_refresh_reads_the_feature_cache_filled_at_training_not_the_backbone() -> None:
+    from unlearnkit.testing import tiny_bundle, tiny_model
+
+    b = tiny_bundle()
+    model = train_head(
+        tiny_model(trained=True), b.train, head="certified", trained_on="public", indices=range(32, 128),
+        cache=True, lam=0.05, sigma=20.0, noise_seed=4,
+    )  # fmt: skip
+    seen: list[int] = []
+    model.backbone.register_forward_hook(lambda _m, inp, _out: seen.append(len(inp[0])))
+    rep = model.delete(b.train, [40, 41])
+    assert rep.hessian == "stored" and rep.refresh_seconds > 0 and sum(seen) == 2  # the rest came from the cache
+    head = model.head
+    assert isinstance(head, CertifiedHead)
+    keep = torch.tensor([i for i in range(32, 128) if i not in (40, 41)])
+    x_rem, _ = extract_features(model.backbone, b.train.subset(keep.numpy()), cache=False)
+    torch.testing.assert_close(head.hessian, head._hessians(x_rem), rtol=0, atol=1e-10)  # at the new weights
