@@ -28,6 +28,8 @@ import importlib.util
 import logging
 import math
 import os
+import signal
+import threading
 import uuid
 from collections import deque
 from collections.abc import Sequence
@@ -129,6 +131,11 @@ class RayExecutor:
                 ) from None
         inflight: dict[Any, Run] = {}
         prepared: dict[tuple[Any, ...], Any] = {}
+        # Ctrl-C sets a flag that the loop turns into KeyboardInterrupt between two short waits: a SIGINT that lands
+        # inside Ray's own calls was sometimes lost there (the driver then finished its runs and exited 0).
+        sigints: list[int] = []
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: sigints.append(signum)) if main else None
         try:
             window = self._window(ray)
             _check_workers(ray)
@@ -157,7 +164,11 @@ class RayExecutor:
                     queue.clear()
                 if not inflight:
                     break
+                if sigints:
+                    raise KeyboardInterrupt
                 done, _ = ray.wait(list(inflight), num_returns=1, timeout=_WAIT_SECONDS)
+                if sigints:
+                    raise KeyboardInterrupt
                 for ref in done:
                     run = inflight.pop(ref)
                     hooks.finished(_outcome(ray, ref, run))
@@ -166,6 +177,8 @@ class RayExecutor:
                 _cancel(ray, ref)
             raise
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
             if owns:
                 ray.shutdown()
 
