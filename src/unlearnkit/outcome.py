@@ -84,7 +84,10 @@ def assess(
     """The outcome of a run from its input weights ``before`` (a state dict) to ``output``.
 
     ``probe`` is the retain-accuracy sample set (None: no accuracy check); ``accuracy(model, probe)`` measures
-    it; ``report`` is the method's ``ctx.report``.
+    it; ``report`` is the method's ``ctx.report``. A method whose deletion carries a guarantee (an exact or
+    certified head update, or its retrain) sets ``report["guarantee"]``: its output is retraining's stand-in, so
+    a retain drop is what retraining itself costs (a head retrained with fresh noise on a small set may score
+    lower) and is not judged a wreck.
     """
     change = relative_change(before, output)
     acc_in = acc_out = None
@@ -98,6 +101,9 @@ def assess(
         if reached is True:
             why += " (the method found its targets already met)"
         return Outcome("no_op", why, change, acc_in, acc_out)
+    guarantee = report.get("guarantee")
+    if guarantee:  # exact or certified: the output stands in for retraining, whatever accuracy that costs
+        return Outcome("complete", f"{guarantee}: no accuracy margin applies", change, acc_in, acc_out)
     if acc_in is not None and acc_out is not None and not acc_out >= acc_in - WRECK_MARGIN:
         return Outcome(
             "wrecked",

@@ -74,3 +74,8 @@ def test_relative_change_and_assess_on_hand_made_weights() -> None:
     assert relative_change(before, model) == pytest.approx(0.1)  # 0.5 / 5
     assert assess(before, model, None, {"reached_target": False}, None).kind == "partial"
     assert assess(before, model, None, {}, None).kind == "complete"
+    # a retain drop far beyond the wreck margin is a wreck, unless the method's deletion carries a guarantee
+    drop = lambda m, ds: 10.0 if m is model else 90.0  # noqa: E731  (input 90 %, output 10 %)
+    assert assess(before, model, [0], {}, drop).kind == "wrecked"
+    guaranteed = assess(before, model, [0], {"guarantee": "exact ridge head deletion"}, drop)
+    assert guaranteed.kind == "complete" and "exact ridge head deletion" in guaranteed.detail

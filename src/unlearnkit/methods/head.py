@@ -97,6 +97,7 @@ class Head(Method):
             idx, x_del, y_del, remaining=remaining, refresh=True, feature_seconds=time.perf_counter() - t0
         )
         ctx.report["head"] = report.to_dict()
+        ctx.report["guarantee"] = f"{model.spec.kind} head deletion (exact, certified or a retrain without the data)"
         ctx.log(deleted=float(report.deleted), head_seconds=report.seconds)
         return model.eval()
 
