@@ -149,13 +149,15 @@ class Measure:
     holdout_acc: float  # held-out accuracy with the forget set's class mix
     mia_auc: float  # population MIA: low loss means member; forget (members?) vs held-out
     kept_acc: float = math.nan  # held-out accuracy on the classes that are kept (nan: not measured)
+    #: the class-mix held-out sample's losses, sorted (what `auto`'s loss match reads; not part of the record)
+    holdout_losses: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, float]:
-        return {k: round(float(v), 4) for k, v in self.__dict__.items()}
+        return {k: round(float(v), 4) for k, v in self.__dict__.items() if k != "holdout_losses"}
 
 
 @torch.no_grad()
-def _losses(model: nn.Module, ds: ImageDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def losses(model: nn.Module, ds: ImageDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     losses, correct = [], []
     for x, y in iter_batches(ds, 512, device=device):
         out = model(x).float()
@@ -177,10 +179,10 @@ def measure(
     with ``kept``, also the held-out accuracy on the kept classes."""
     was = model.training
     model.eval()
-    lf, cf = _losses(model, forget, device)
-    _, cr = _losses(model, retain, device)
-    lh, ch = _losses(model, holdout, device)
-    kept_acc = 100.0 * float(_losses(model, kept, device)[1].float().mean()) if kept is not None else math.nan
+    lf, cf = losses(model, forget, device)
+    _, cr = losses(model, retain, device)
+    lh, ch = losses(model, holdout, device)
+    kept_acc = 100.0 * float(losses(model, kept, device)[1].float().mean()) if kept is not None else math.nan
     model.train(was)
     # A member has a lower loss: score = −loss, forget as the "member" side; 0.5 = indistinguishable.
     return Measure(
@@ -191,6 +193,7 @@ def measure(
         holdout_acc=100.0 * float(ch.float().mean()),
         mia_auc=auc(-lf, -lh),
         kept_acc=kept_acc,
+        holdout_losses=lh.sort().values,
     )
 
 
@@ -330,6 +333,7 @@ __all__ = [
     "auc",
     "class_mix_sample",
     "distance",
+    "losses",
     "masked_accuracy",
     "mcu_beta",
     "measure",

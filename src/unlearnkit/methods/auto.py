@@ -22,6 +22,7 @@ from ._auto_control import (
     Targets,
     class_mix_sample,
     forget_goal,
+    losses,
     masked_accuracy,
     mcu_beta,
     measure,
@@ -99,15 +100,18 @@ class _HeldOutLossMatch:
         self.holdout, self.device = holdout, device
         self.sorted: torch.Tensor = torch.zeros(1)
 
-    @torch.no_grad()
     def refresh(self, model: nn.Module) -> None:
-        self.sorted = _losses_of(model, self.holdout, self.device).sort().values.to(self.device)
+        self.use(losses(model, self.holdout, self.device)[0].sort().values)
+
+    def use(self, sorted_losses: torch.Tensor) -> None:
+        """Take the held-out losses a check has just measured (sorted) instead of a second pass."""
+        self.sorted = sorted_losses.to(self.device)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        losses = F.cross_entropy(model(x).float(), y, reduction="none")
-        rank = losses.detach().argsort().argsort().float()
-        q = ((rank + 0.5) / len(losses) * len(self.sorted)).long().clamp_max(len(self.sorted) - 1)
-        return F.relu(self.sorted[q] - losses).mean()
+        ell = F.cross_entropy(model(x).float(), y, reduction="none")
+        rank = ell.detach().argsort().argsort().float()
+        q = ((rank + 0.5) / len(ell) * len(self.sorted)).long().clamp_max(len(self.sorted) - 1)
+        return F.relu(self.sorted[q] - ell).mean()
 
 
 def _retain_objective(base: str, teacher: nn.Module | None) -> Objective:
@@ -363,8 +367,8 @@ class Auto(Method):
                 ctx.steps += 1
                 if step % every == 0 or step == budget:
                     last = self._measure(model, samples, step, ctx)
-                    if match is not None:
-                        match.refresh(model)
+                    if match is not None and last.holdout_losses is not None:
+                        match.use(last.holdout_losses)
                     snaps.offer(model, last, targets)
                     ctx.log(check_step=step, **{k: v for k, v in last.as_dict().items() if k != "step"})
                     stop = rule.update(last, targets)
@@ -421,7 +425,7 @@ class Auto(Method):
             return Targets("class", retain, 0.0, math.log(num_classes), max(c.tolerance, 100.0 / n_f),
                            sampling_tolerance(retain, n_r, c.retain_tolerance), kept_acc=kept,
                            kept_tolerance=sampling_tolerance(kept, n_k, c.retain_tolerance))  # fmt: skip
-        holdout_loss = _mean_loss(model, samples["holdout"], ctx.device)
+        holdout_loss = float(m0.holdout_losses.mean()) if m0.holdout_losses is not None else math.nan
         return Targets("random", m0.retain_acc, None, holdout_loss,
                        sampling_tolerance(m0.holdout_acc, n_f, c.tolerance),
                        sampling_tolerance(m0.retain_acc, n_r, c.retain_tolerance), kept_acc=m0.kept_acc,
@@ -562,27 +566,6 @@ class Auto(Method):
             "lr": lr,
             "lr_source": lr_source,
         })  # fmt: skip
-
-
-@torch.no_grad()
-def _losses_of(model: nn.Module, ds: Any, device: torch.device) -> torch.Tensor:
-    was = model.training
-    model.eval()
-    out = [F.cross_entropy(model(x).float(), y, reduction="none") for x, y in iter_batches(ds, 512, device=device)]
-    model.train(was)
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def _mean_loss(model: nn.Module, ds: Any, device: torch.device) -> float:
-    was = model.training
-    model.eval()
-    total, n = 0.0, 0
-    for x, y in iter_batches(ds, 512, device=device):
-        total += float(F.cross_entropy(model(x).float(), y, reduction="sum"))
-        n += len(y)
-    model.train(was)
-    return total / max(n, 1)
 
 
 __all__ = ["BASES", "Auto", "AutoConfig"]
